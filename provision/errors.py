@@ -1,0 +1,48 @@
+"""One family of project errors. Only the CLI turns them into messages and exit codes."""
+
+from __future__ import annotations
+
+
+class DbtwfError(Exception):
+    """Base of every error dbtwf reports to a user.
+
+    ``message`` says what is wrong; ``hint`` says what to do about it. Both are shown as
+    one or two lines by the CLI, without a traceback unless ``--debug``.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageError(DbtwfError):
+    """Bad usage or bad input, caught before anything is written (exit 2)."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """dbtwf.toml is missing, malformed or holds an invalid value (exit 2)."""
+
+
+class RemoteError(DbtwfError):
+    """Databricks or dbt Cloud refused or failed an operation (exit 1)."""
+
+
+class AuthError(RemoteError):
+    """Credentials for Databricks or dbt Cloud were rejected (exit 1)."""
+
+
+class NotFoundError(RemoteError):
+    """A workflow, job or other remote object named by the user does not exist (exit 1)."""
+
+
+class ConflictError(RemoteError):
+    """The remote state forbids the change: a lock is held, a task key is taken, a name is ambiguous."""
+
+
+class RunFailedError(DbtwfError):
+    """A workflow or dbt run ended in failure, cancellation or timeout (exit 1)."""

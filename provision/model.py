@@ -1,0 +1,70 @@
+"""The resolved settings of one environment: what `plan` turns into desired state.
+
+`config.py` reads dbtwf.toml (shared `[defaults]` merged under each `[environments.NAME]`)
+into these frozen dataclasses, already validated; everything below the CLI works on them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+MANAGED_BY_TAG = "managed-by"
+MANAGED_BY_VALUE = "dbtwf"
+ENVIRONMENT_TAG = "dbtwf-env"
+
+
+@dataclass(frozen=True)
+class DbtJobTask:
+    """One dbt Cloud job run by one notebook task of the workflow."""
+
+    task_key: str
+    job_id: int
+    depends_on: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Schedule:
+    quartz_cron: str
+    timezone: str = "UTC"
+    paused: bool = False
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Where the notebook task runs. Serverless unless a cluster is named or specified."""
+
+    kind: Literal["serverless", "existing_cluster", "job_cluster"] = "serverless"
+    existing_cluster_id: str | None = None
+    #: A `new_cluster` spec (the Jobs API's ClusterSpec as a dict) for kind == "job_cluster".
+    new_cluster: dict[str, Any] | None = None
+    job_cluster_key: str = "dbtwf_cluster"
+
+
+@dataclass(frozen=True)
+class Environment:
+    name: str
+    dbt_cloud_host: str  # bare host (https implied) or a URL with a scheme, used as is
+    dbt_cloud_account_id: int
+    dbt_jobs: tuple[DbtJobTask, ...]
+    databricks_profile: str | None = None  # None: the SDK's unified auth from the environment
+    secret_scope: str = "dbtwf"
+    secret_key: str = "dbt-cloud-api-token"
+    notebook_path: str = "/Shared/dbtwf/run_dbt_cloud_job"
+    workflow_name: str = "dbt Cloud jobs"
+    schedule: Schedule | None = None
+    compute: Compute = field(default_factory=Compute)
+    failure_emails: tuple[str, ...] = ()
+    #: How long the runner waits for a dbt run before cancelling it and failing.
+    run_timeout_seconds: int = 4 * 3600
+    #: Principals (users, groups, service principals) given READ on the secret scope.
+    scope_readers: tuple[str, ...] = ()
+
+    @property
+    def notebook_folder(self) -> str:
+        return self.notebook_path.rsplit("/", 1)[0] or "/"
+
+    @property
+    def state_path(self) -> str:
+        """The workspace file recording what dbtwf owns for this environment."""
+        return f"{self.notebook_folder}/.dbtwf-state-{self.name}.json"
