@@ -1,0 +1,109 @@
+"""What the CLI prints: rich tables for people, plain JSON for scripts, errors on stderr.
+
+Every message that may carry remote text passes through :func:`redact`, so a token that
+reached an error message by accident is still never shown.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.table import Table
+
+from provision.token import TOKEN_ENV
+
+if TYPE_CHECKING:
+    from provision.plan import Change
+
+#: Results (tables, JSON) on stdout; errors, warnings and progress on stderr.
+# soft_wrap: messages keep their own line breaks; rich would cut them at 80 columns in a pipe.
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+_ACTION_STYLES = {"create": "green", "update": "yellow", "delete": "red", "no-op": "dim"}
+_ACTION_SIGNS = {"create": "+", "update": "~", "delete": "-", "no-op": "="}
+_REDACTED = "***"
+# Values shorter than this could match ordinary words; real tokens are far longer.
+_MIN_SECRET_LENGTH = 8
+_secrets: set[str] = set()
+
+
+def register_secret(value: str) -> None:
+    """Remember a secret (the dbt token once resolved) so :func:`redact` hides it."""
+    if len(value) >= _MIN_SECRET_LENGTH:
+        _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    """``text`` with every known secret replaced by ``***``."""
+    known = set(_secrets)
+    from_env = os.environ.get(TOKEN_ENV, "").strip()
+    if len(from_env) >= _MIN_SECRET_LENGTH:
+        known.add(from_env)
+    for secret in sorted(known, key=len, reverse=True):
+        text = text.replace(secret, _REDACTED)
+    return text
+
+
+def print_json(data: Any) -> None:
+    """``data`` as indented JSON on stdout: plain text, no colours, for scripts and `jq`."""
+    sys.stdout.write(redact(json.dumps(data, indent=2, default=str)) + "\n")
+    sys.stdout.flush()
+
+
+def _action_value(change: Change) -> str:
+    action = change.action
+    return str(getattr(action, "value", action))
+
+
+def summarize(changes: Iterable[Change]) -> str:
+    """One line: ``2 to create, 1 to update, 3 unchanged`` (or ``nothing to change``)."""
+    counts: dict[str, int] = {}
+    for change in changes:
+        action = _action_value(change)
+        counts[action] = counts.get(action, 0) + 1
+    parts = [
+        f"{counts[action]} {label}"
+        for action, label in (
+            ("create", "to create"),
+            ("update", "to update"),
+            ("delete", "to delete"),
+            ("no-op", "unchanged"),
+        )
+        if counts.get(action)
+    ]
+    if not any(counts.get(action) for action in ("create", "update", "delete")):
+        return "nothing to change" + (f" ({parts[0]})" if parts else "")
+    return ", ".join(parts)
+
+
+def render_changes(changes: list[Change], as_json: bool) -> None:
+    """The plan: a table with one row per resource and a summary line, or a JSON list."""
+    if as_json:
+        print_json([change.to_dict() for change in changes])
+        return
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    table.add_column("", no_wrap=True)
+    table.add_column("action", no_wrap=True)
+    table.add_column("resource", no_wrap=True)
+    table.add_column("name", overflow="fold")
+    table.add_column("reason", overflow="fold")
+    for change in changes:
+        action = _action_value(change)
+        style = _ACTION_STYLES.get(action, "")
+        table.add_row(
+            _ACTION_SIGNS.get(action, "?"),
+            action,
+            change.resource,
+            redact(change.name),
+            redact(change.reason),
+            style=style,
+        )
+    if changes:
+        console.print(table)
+    console.print(summarize(changes), markup=False)
