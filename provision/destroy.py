@@ -1,0 +1,91 @@
+"""Remove what dbtwf created for one environment, and nothing else.
+
+Owned: the workflow carrying dbtwf's tags for the environment, the tasks recorded as added
+to foreign workflows, the notebook, the stored secret, the state record, and the scope only
+when the state says dbtwf created it. The folder stays: other things may live in it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+from provision.plan import Action, Change, find_owned_workflow
+from provision.state import delete_state, environment_lock, load_state
+
+if TYPE_CHECKING:
+    from provision.databricks import Workspace
+    from provision.model import Environment
+
+
+def plan_destroy(ws: Workspace, env: Environment) -> list[Change]:
+    """What destroy would delete, read-only. Empty when dbtwf owns nothing here."""
+    state = load_state(ws, env)
+    changes: list[Change] = []
+    workflow, found_by, _stale, _foreign, duplicates = find_owned_workflow(ws, env, state)
+    owned_ids = [int(workflow["job_id"])] if workflow is not None else list(duplicates)
+    for job_id in owned_ids:
+        how = "recorded in the state" if found_by == "state" else "carries dbtwf's tags"
+        changes.append(Change("workflow", env.workflow_name, Action.DELETE, how, job_id))
+    for added in state.added_tasks if state is not None else []:
+        job = ws.get_job(added.job_id)
+        keys = {task.get("task_key") for task in ((job or {}).get("settings") or {}).get("tasks") or []}
+        if job is not None and added.task_key in keys:
+            changes.append(
+                Change(
+                    "task",
+                    added.task_key,
+                    Action.DELETE,
+                    f"added by dbtwf to job {added.job_id}",
+                    added.job_id,
+                )
+            )
+    if ws.get_status(env.notebook_path) is not None:
+        changes.append(Change("notebook", env.notebook_path, Action.DELETE, "uploaded by dbtwf"))
+    if state is not None and state.scope_created:
+        if any(scope.get("name") == env.secret_scope for scope in ws.list_scopes()):
+            changes.append(Change("scope", env.secret_scope, Action.DELETE, "created by dbtwf"))
+    elif state is not None and state.token_fingerprint:
+        keys = {s.get("key") for s in ws.list_secrets(env.secret_scope)}
+        if env.secret_key in keys:
+            name = f"{env.secret_scope}/{env.secret_key}"
+            changes.append(Change("secret", name, Action.DELETE, "stored by dbtwf; the scope is not dbtwf's"))
+    if state is not None:
+        changes.append(Change("state", env.state_path, Action.DELETE, "dbtwf's record"))
+    return changes
+
+
+def destroy_changes(
+    ws: Workspace, env: Environment, changes: list[Change], *, break_lock: bool = False
+) -> list[Change]:
+    """Deletes what ``plan_destroy`` listed, under the environment's lock."""
+    if not changes:
+        return changes
+    has_folder = ws.get_status(env.notebook_folder) is not None
+    if not has_folder:  # nothing of ours can live there; remove the jobs alone
+        _delete(ws, env, changes)
+        return changes
+    with environment_lock(ws, env, break_lock=break_lock):
+        _delete(ws, env, changes)
+    return changes
+
+
+def _delete(ws: Workspace, env: Environment, changes: list[Change]) -> None:
+    # One jobs/update per foreign workflow removes every task dbtwf added to it.
+    added: dict[int, list[str]] = defaultdict(list)
+    for change in changes:
+        if change.resource == "task" and change.job_id is not None:
+            added[change.job_id].append(change.name)
+    for job_id, keys in added.items():
+        ws.update_job(job_id, {}, fields_to_remove=[f"tasks/{key}" for key in keys])
+    for change in changes:
+        if change.resource == "workflow" and change.job_id is not None:
+            ws.delete_job(change.job_id)
+        elif change.resource == "notebook":
+            ws.delete(env.notebook_path)
+        elif change.resource == "secret":
+            ws.delete_secret(env.secret_scope, env.secret_key)
+        elif change.resource == "scope":
+            ws.delete_scope(env.secret_scope)
+    if any(change.resource == "state" for change in changes):
+        delete_state(ws, env)
