@@ -1,0 +1,448 @@
+"""`dbtwf add-task`: add a runner task to a workflow dbtwf does not own, and nothing else.
+
+Everything that can be checked is checked before the first write: the dbt job (GET on
+dbt Cloud), the workflow (exactly one match), the task key, its dependencies and compute.
+Then the environment's scope, secret and notebook are made to exist, and the workflow gets
+exactly one `jobs/update` whose `new_settings` holds only `tasks: [the new task]`: the Jobs
+API merges `tasks` by `task_key`, so every other task, cluster and setting is untouched.
+`jobs/reset` is never used here. The task is recorded in the environment's workspace state
+record so `dbtwf destroy` can take it out again.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from provision.errors import (
+    AuthError,
+    ConflictError,
+    DbtwfError,
+    NotFoundError,
+    RemoteError,
+    UsageError,
+)
+from provision.model import MANAGED_BY_TAG, MANAGED_BY_VALUE, Environment
+from runner.core import (
+    DbtCloudAuthError,
+    DbtCloudClient,
+    DbtCloudError,
+    DbtCloudNotFoundError,
+    RunnerInputError,
+    base_url,
+    parse_int,
+    parse_job_url,
+)
+
+if TYPE_CHECKING:
+    from provision.databricks import Workspace
+    from provision.plan import Change
+
+#: Databricks' rule for task keys (Jobs API: `^[\w\-\_]+$`, 1 to 100 characters).
+_TASK_KEY = re.compile(r"[\w-]{1,100}")
+_COMPUTE_FIELDS = ("existing_cluster_id", "job_cluster_key", "new_cluster", "environment_key")
+
+
+@dataclass(frozen=True)
+class AddTaskRequest:
+    """What the user asked for, as typed (ids and URLs are parsed by add_task)."""
+
+    workflow: str  # a numeric job id or the workflow's exact name
+    dbt_job: str  # a numeric dbt job id or a dbt job URL
+    task_key: str | None = None
+    depends_on: tuple[str, ...] = ()
+    replace: bool = False
+    cluster_id: str | None = None
+    job_cluster_key: str | None = None
+
+
+@dataclass(frozen=True)
+class AddTaskResult:
+    workflow_id: int
+    workflow_name: str
+    task_key: str
+    dbt_job_id: int
+    #: "create" (new task), "update" (replaced with --replace) or "no-op" (already identical).
+    action: str
+    task: dict[str, Any]
+    #: What the user should know: bundle-managed workflow, compute chosen for them, ...
+    notes: tuple[str, ...] = ()
+    #: The changes made to the environment's scope, secret and notebook first (may be empty).
+    prerequisites: tuple[Change, ...] = field(default_factory=tuple)
+
+
+# --- pure parts ----------------------------------------------------------------------------
+
+
+def default_task_key(dbt_job_id: int) -> str:
+    return f"dbt_cloud_{dbt_job_id}"
+
+
+def parse_dbt_job(value: str, env: Environment) -> int:
+    """The dbt job id from an id or a dbt job URL; a URL of another host or account is refused."""
+    text = value.strip()
+    try:
+        if "://" not in text:
+            return parse_int(text, "--dbt-job")
+        ref = parse_job_url(text)
+    except RunnerInputError as error:
+        raise UsageError(str(error), "pass the dbt job's numeric id or its URL from Deploy > Jobs") from None
+    if base_url(ref.host) != _env_base_url(env) or ref.account_id != env.dbt_cloud_account_id:
+        raise UsageError(
+            f"the dbt job URL points at account {ref.account_id} on {ref.host}, but environment "
+            f"{env.name!r} uses account {env.dbt_cloud_account_id} on {env.dbt_cloud_host}",
+            "pass a job of the environment's dbt Cloud account, or choose another environment with --env",
+        )
+    return ref.job_id
+
+
+def _env_base_url(env: Environment) -> str:
+    try:
+        return base_url(env.dbt_cloud_host)
+    except RunnerInputError as error:
+        raise UsageError(f"environment {env.name!r}: {error}") from None
+
+
+def parse_workflow_ref(value: str) -> int | str:
+    """A numeric value is a job id; anything else is a workflow name."""
+    text = value.strip()
+    if not text:
+        raise UsageError("--workflow is empty", "pass the workflow's job id or its exact name")
+    return int(text) if text.isdigit() else text
+
+
+def validate_task_key(key: str, what: str = "--task-key") -> None:
+    if not _TASK_KEY.fullmatch(key):
+        raise UsageError(
+            f"{what} {key!r} is not a valid task key",
+            "use 1 to 100 letters, digits, '_' or '-'",
+        )
+
+
+def choose_compute(
+    settings: dict[str, Any],
+    env: Environment,
+    *,
+    cluster_id: str | None,
+    job_cluster_key: str | None,
+    depends_on: tuple[str, ...],
+) -> tuple[dict[str, Any], str | None]:
+    """The task's compute fields and, when dbtwf chose for the user, a note saying what and why.
+
+    Order: an explicit flag; the environment's existing cluster; a job cluster of the
+    workflow (the one of the first dependency that has one, else the only one), because a
+    workflow built on job clusters may run where serverless is not enabled and the notebook
+    only makes HTTP calls, so sharing an already started cluster costs nothing; serverless.
+    Several job clusters and no way to pick one: stop and ask, rather than guess.
+    """
+    if cluster_id and job_cluster_key:
+        raise UsageError("--cluster-id and --job-cluster-key exclude each other", "pass at most one of them")
+    job_clusters = [
+        c["job_cluster_key"] for c in settings.get("job_clusters") or [] if "job_cluster_key" in c
+    ]
+    if cluster_id:
+        return {"existing_cluster_id": cluster_id}, None
+    if job_cluster_key:
+        if job_cluster_key not in job_clusters:
+            known = ", ".join(job_clusters) or "none"
+            raise UsageError(
+                f"the workflow has no job cluster {job_cluster_key!r} (it has: {known})",
+                "pass one of its job cluster keys, --cluster-id, or neither for serverless",
+            )
+        return {"job_cluster_key": job_cluster_key}, None
+    if env.compute.kind == "existing_cluster" and env.compute.existing_cluster_id:
+        cluster = env.compute.existing_cluster_id
+        return {"existing_cluster_id": cluster}, f"runs on the environment's cluster {cluster}"
+    if not job_clusters:
+        return {}, None
+    tasks_by_key = {t.get("task_key"): t for t in settings.get("tasks") or []}
+    for upstream in depends_on:
+        key = tasks_by_key.get(upstream, {}).get("job_cluster_key")
+        if key in job_clusters:
+            return {"job_cluster_key": key}, (
+                f"runs on job cluster {key!r}, which task {upstream!r} it depends on already uses; "
+                "pass --cluster-id or --job-cluster-key to choose otherwise"
+            )
+    if len(job_clusters) == 1:
+        return {"job_cluster_key": job_clusters[0]}, (
+            f"runs on the workflow's job cluster {job_clusters[0]!r}, as the workflow uses job clusters; "
+            "pass --cluster-id or --job-cluster-key to choose otherwise"
+        )
+    raise UsageError(
+        f"the workflow has several job clusters ({', '.join(job_clusters)}) and no compute was chosen",
+        "pass --job-cluster-key KEY (or --cluster-id ID) to say where the task runs",
+    )
+
+
+def build_task(
+    env: Environment,
+    *,
+    task_key: str,
+    dbt_job_id: int,
+    depends_on: tuple[str, ...] = (),
+    compute: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The notebook task in the Jobs API's wire shape: apply's runner task (same notebook,
+    parameter and timeout), with the compute chosen for the foreign workflow."""
+    from provision.plan import runner_task
+
+    task = {
+        k: v
+        for k, v in runner_task(env, task_key, dbt_job_id, depends_on).items()
+        if k not in _COMPUTE_FIELDS
+    }
+    task.update(compute or {})
+    return task
+
+
+def task_differences(existing: dict[str, Any], desired: dict[str, Any]) -> list[str]:
+    """The fields of ``desired`` the existing task disagrees on (empty: the same task).
+
+    Only what add-task sets is compared: the service fills in defaults of its own
+    (`run_if`, `email_notifications`, ...) that must not count as a difference.
+    """
+    differences = []
+    old_nb = existing.get("notebook_task") or {}
+    new_nb = desired["notebook_task"]
+    if old_nb.get("notebook_path") != new_nb["notebook_path"]:
+        differences.append("notebook_task.notebook_path")
+    if (old_nb.get("source") or "WORKSPACE") != new_nb["source"]:
+        differences.append("notebook_task.source")
+    if (old_nb.get("base_parameters") or {}) != new_nb["base_parameters"]:
+        differences.append("notebook_task.base_parameters")
+    old_deps = sorted(d.get("task_key", "") for d in existing.get("depends_on") or [])
+    new_deps = sorted(d["task_key"] for d in desired.get("depends_on") or [])
+    if old_deps != new_deps:
+        differences.append("depends_on")
+    if existing.get("timeout_seconds") != desired.get("timeout_seconds"):
+        differences.append("timeout_seconds")
+    differences.extend(name for name in _COMPUTE_FIELDS if existing.get(name) != desired.get(name))
+    return differences
+
+
+def job_parameter_note(settings: dict[str, Any], dbt_job_id: int) -> str | None:
+    """Refuse a workflow whose job-level `job_id` parameter would override the task's.
+
+    Databricks gives job parameters precedence over a task's `base_parameters` of the same
+    name, so the new task would run the job-level value's dbt job. With the same default it
+    works (until someone runs it with another value): say so. With another one it would run
+    the wrong dbt job: stop.
+    """
+    for parameter in settings.get("parameters") or []:
+        if parameter.get("name") != "job_id":
+            continue
+        default = str(parameter.get("default", ""))
+        if default == str(dbt_job_id):
+            return (
+                "the workflow has a job-level parameter job_id (default "
+                f"{default}); it overrides the task's job_id, so 'Run now with different "
+                "parameters' changes which dbt job this task runs"
+            )
+        raise ConflictError(
+            f"the workflow has a job-level parameter job_id={default!r}, which overrides the task's "
+            f"job_id, so the new task would run dbt job {default} instead of {dbt_job_id}",
+            "remove or rename the workflow's job_id parameter, or add-task the dbt job it names",
+        )
+    return None
+
+
+def is_bundle_managed(settings: dict[str, Any]) -> bool:
+    return str((settings.get("deployment") or {}).get("kind", "")).upper() == "BUNDLE"
+
+
+# --- remote parts -------------------------------------------------------------------------
+
+
+def validate_dbt_job(
+    env: Environment, token: str, dbt_job_id: int, *, timeout: float = 30.0
+) -> dict[str, Any]:
+    """GET the dbt job: the token works and the job exists, before anything is written."""
+    client = DbtCloudClient(env.dbt_cloud_host, env.dbt_cloud_account_id, token, timeout=timeout)
+    try:
+        return client.get_job(dbt_job_id)
+    except DbtCloudAuthError as error:
+        raise AuthError(
+            f"dbt Cloud rejected the API token ({error})",
+            "set a valid token in DBT_CLOUD_API_TOKEN or with `dbtwf token set`",
+        ) from None
+    except DbtCloudNotFoundError:
+        raise NotFoundError(
+            f"dbt job {dbt_job_id} not found in account {env.dbt_cloud_account_id} on {env.dbt_cloud_host}",
+            "copy the job id or URL from dbt Cloud's Deploy > Jobs page",
+        ) from None
+    except DbtCloudError as error:
+        raise RemoteError(str(error), "check the dbt Cloud host and try again") from None
+
+
+def resolve_workflow(ws: Workspace, ref: int | str) -> dict[str, Any]:
+    """The workflow as `jobs/get` returns it (all task pages joined), by id or exact name."""
+    if isinstance(ref, int):
+        job = ws.get_job(ref)
+        if job is None:
+            raise NotFoundError(
+                f"workflow {ref} not found in {ws.host}",
+                "check the job id in the workflow's URL (…/jobs/<id>) or pass its name",
+            )
+        return job
+    candidates = ws.list_jobs(name=ref)
+    if not candidates:
+        raise NotFoundError(
+            f"no workflow named {ref!r} in {ws.host}",
+            "check the name (exact, case-insensitive) or pass the workflow's job id",
+        )
+    if len(candidates) > 1:
+        listing = "; ".join(
+            f"{c.get('job_id')} (created by {c.get('creator_user_name') or 'unknown'})" for c in candidates
+        )
+        raise ConflictError(
+            f"{len(candidates)} workflows are named {ref!r}: {listing}",
+            "pass the job id of the one you mean with --workflow",
+        )
+    job = ws.get_job(int(candidates[0]["job_id"]))
+    if job is None:  # deleted between the list and the get
+        raise NotFoundError(f"workflow {ref!r} disappeared while reading it", "try again")
+    return job
+
+
+def add_task(
+    ws: Workspace,
+    env: Environment,
+    request: AddTaskRequest,
+    token: str,
+    *,
+    confirm_bundle: Callable[[str], bool],
+    break_lock: bool = False,
+) -> AddTaskResult:
+    """Add (or with ``request.replace`` replace) the runner task; see the module docstring.
+
+    ``confirm_bundle`` is asked, with the warning text, before changing a bundle-managed
+    workflow; it returns False to stop (nothing is written then) or raises itself.
+    """
+    dbt_job_id = parse_dbt_job(request.dbt_job, env)
+    workflow_ref = parse_workflow_ref(request.workflow)
+    task_key = request.task_key or default_task_key(dbt_job_id)
+    validate_task_key(task_key)
+    for upstream in request.depends_on:
+        validate_task_key(upstream, "--depends-on")
+        if upstream == task_key:
+            raise UsageError(f"task {task_key!r} cannot depend on itself", "drop it from --depends-on")
+    if request.cluster_id and request.job_cluster_key:
+        raise UsageError("--cluster-id and --job-cluster-key exclude each other", "pass at most one of them")
+
+    validate_dbt_job(env, token, dbt_job_id)
+    job = resolve_workflow(ws, workflow_ref)
+    job_id = int(job["job_id"])
+    settings: dict[str, Any] = job.get("settings") or {}
+    name = str(settings.get("name") or job_id)
+    if (settings.get("tags") or {}).get(MANAGED_BY_TAG) == MANAGED_BY_VALUE:
+        raise ConflictError(
+            f"workflow {job_id} ({name!r}) is managed by dbtwf; `dbtwf apply` owns its tasks",
+            "add the dbt job to the environment's dbt_jobs in dbtwf.toml and run `dbtwf apply`",
+        )
+    tasks_by_key = {t.get("task_key"): t for t in settings.get("tasks") or []}
+    missing = [key for key in request.depends_on if key not in tasks_by_key]
+    if missing:
+        raise UsageError(
+            f"workflow {job_id} has no task {', '.join(map(repr, missing))} to depend on",
+            "pass existing task keys to --depends-on (see the workflow's Tasks tab)",
+        )
+
+    notes: list[str] = []
+    compute, compute_note = choose_compute(
+        settings,
+        env,
+        cluster_id=request.cluster_id,
+        job_cluster_key=request.job_cluster_key,
+        depends_on=request.depends_on,
+    )
+    if compute_note:
+        notes.append(compute_note)
+    parameter_note = job_parameter_note(settings, dbt_job_id)
+    if parameter_note:
+        notes.append(parameter_note)
+    desired = build_task(
+        env, task_key=task_key, dbt_job_id=dbt_job_id, depends_on=request.depends_on, compute=compute
+    )
+
+    existing = tasks_by_key.get(task_key)
+    if existing is None:
+        action = "create"
+    else:
+        differences = task_differences(existing, desired)
+        if not differences:
+            action = "no-op"
+        elif not request.replace:
+            raise ConflictError(
+                f"workflow {job_id} already has a task {task_key!r} with other settings "
+                f"({', '.join(differences)})",
+                "pass --replace to overwrite it, or --task-key to add another task",
+            )
+        else:
+            action = "update"
+
+    if action != "no-op" and is_bundle_managed(settings):
+        warning = (
+            f"workflow {job_id} ({name!r}) is deployed by a Databricks Asset Bundle: its next "
+            f"`bundle deploy` will drop task {task_key!r}; add the task to the bundle to keep it"
+        )
+        notes.append(warning)
+        if not confirm_bundle(warning):
+            raise DbtwfError("add-task stopped; nothing was changed")
+
+    prerequisites = _ensure_prerequisites(ws, env, token, break_lock=break_lock)
+    _write_task_and_record(
+        ws, env, job_id, desired, dbt_job_id, write=action != "no-op", break_lock=break_lock
+    )
+    return AddTaskResult(
+        workflow_id=job_id,
+        workflow_name=name,
+        task_key=task_key,
+        dbt_job_id=dbt_job_id,
+        action=action,
+        task=desired,
+        notes=tuple(notes),
+        prerequisites=tuple(prerequisites),
+    )
+
+
+def _ensure_prerequisites(ws: Workspace, env: Environment, token: str, *, break_lock: bool) -> list[Change]:
+    """Make the environment's scope, secret and notebook exist (no workflow), as apply would."""
+    from provision.apply import apply_changes
+    from provision.plan import Action, plan_environment
+
+    changes = plan_environment(ws, env, token, include_workflow=False)
+    if all(change.action == Action.NOOP for change in changes):
+        return []
+    applied = apply_changes(ws, env, changes, token, break_lock=break_lock)
+    return [change for change in applied if change.action != Action.NOOP]
+
+
+def _write_task_and_record(
+    ws: Workspace,
+    env: Environment,
+    job_id: int,
+    task: dict[str, Any],
+    dbt_job_id: int,
+    *,
+    write: bool,
+    break_lock: bool,
+) -> None:
+    """The one `jobs/update` (when ``write``) and the state record, under the environment lock."""
+    from provision.state import AddedTask, StateRecord, environment_lock, load_state, save_state
+
+    added = AddedTask(job_id=job_id, task_key=task["task_key"], dbt_job_id=dbt_job_id)
+    record = load_state(ws, env)
+    if not write and record is not None and added in record.added_tasks:
+        return  # the same task, already recorded: nothing to write at all
+    with environment_lock(ws, env, break_lock=break_lock):
+        if write:
+            # Only `tasks`: the API merges it by task_key and leaves every other field alone.
+            ws.update_job(job_id, {"tasks": [task]})
+        record = load_state(ws, env) or StateRecord(environment=env.name)
+        record.added_tasks = [
+            t for t in record.added_tasks if not (t.job_id == job_id and t.task_key == added.task_key)
+        ]
+        record.added_tasks.append(added)
+        save_state(ws, env, record)

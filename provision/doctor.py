@@ -1,0 +1,301 @@
+"""`dbtwf doctor`: check each link of the chain, from the config file to the compute.
+
+Every link is one Check: OK, FAIL (with what to do) or SKIP (a link it needs failed, so
+its answer would only repeat that failure). Doctor only reads: it never writes to the
+workspace or dbt Cloud, and it never reads a secret's value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from provision.errors import DbtwfError
+from provision.model import ENVIRONMENT_TAG, MANAGED_BY_TAG, MANAGED_BY_VALUE, Environment
+
+if TYPE_CHECKING:
+    from provision.databricks import Workspace
+    from provision.state import StateRecord
+
+_APPLY_FIX = "run `dbtwf apply`"
+#: Secret ACL permissions that include READ.
+_READ_OR_HIGHER = frozenset({"READ", "WRITE", "MANAGE"})
+#: Cluster states a job can run on (a terminated cluster is started by the job).
+_USABLE_CLUSTER_STATES = frozenset({"RUNNING", "PENDING", "RESTARTING", "RESIZING", "TERMINATED"})
+
+
+class Status(str, Enum):
+    OK = "ok"
+    FAIL = "fail"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+    fix: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "status": self.status.value, "detail": self.detail, "fix": self.fix}
+
+
+class _Failed(Exception):
+    """A link is broken: what is wrong and what to do."""
+
+    def __init__(self, detail: str, fix: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.fix = fix
+
+
+def expected_notebook(env: Environment) -> str:
+    """The notebook source `dbtwf apply` uploads for the environment."""
+    from provision.plan import render_runner_notebook
+
+    return render_runner_notebook(env)
+
+
+class _Doctor:
+    def __init__(
+        self,
+        load_environment: Callable[[], Environment],
+        connect: Callable[[Environment], Workspace],
+        find_token: Callable[[], tuple[str, str] | None],
+        notebook_source: Callable[[Environment], str],
+    ) -> None:
+        self._load_environment = load_environment
+        self._connect = connect
+        self._find_token = find_token
+        self._notebook_source = notebook_source
+        self.checks: list[Check] = []
+        self._env: Environment | None = None
+        self._ws: Workspace | None = None
+        self._token: str | None = None
+        self._record: StateRecord | None = None
+        self._record_read = False
+
+    @property
+    def env(self) -> Environment:
+        assert self._env is not None
+        return self._env
+
+    @property
+    def ws(self) -> Workspace:
+        assert self._ws is not None
+        return self._ws
+
+    def run(self, name: str, needs: tuple[str, ...], check: Callable[[], str]) -> None:
+        """Record ``check``'s outcome under ``name``, or SKIP when a needed link did not pass."""
+        passed = {c.name for c in self.checks if c.status is Status.OK}
+        missing = [need for need in needs if need not in passed]
+        if missing:
+            self.checks.append(Check(name, Status.SKIP, f"needs: {', '.join(missing)}"))
+            return
+        try:
+            self.checks.append(Check(name, Status.OK, check()))
+        except _Failed as failed:
+            self.checks.append(Check(name, Status.FAIL, failed.detail, failed.fix))
+        except DbtwfError as error:
+            self.checks.append(Check(name, Status.FAIL, error.message, error.hint))
+        except Exception as error:  # noqa: BLE001 - one broken link must not hide the others
+            self.checks.append(
+                Check(name, Status.FAIL, f"unexpected {type(error).__name__}: {error}", "re-run with --debug")
+            )
+
+    def state_record(self) -> StateRecord | None:
+        if not self._record_read:
+            from provision.state import load_state
+
+            self._record = load_state(self.ws, self.env)
+            self._record_read = True
+        return self._record
+
+    # -- the links ------------------------------------------------------------------------
+    def config(self) -> str:
+        self._env = self._load_environment()
+        env = self._env
+        jobs = ", ".join(str(task.job_id) for task in env.dbt_jobs) or "none"
+        where = f"dbt account {env.dbt_cloud_account_id} on {env.dbt_cloud_host}"
+        return f"environment {env.name!r}: {where}, jobs {jobs}"
+
+    def databricks_auth(self) -> str:
+        self._ws = self._connect(self.env)
+        user = self.ws.current_user()
+        return f"{user} on {self.ws.host}"
+
+    def dbt_token(self) -> str:
+        from provision.token import TOKEN_ENV, mask
+
+        found = self._find_token()
+        if found is None:
+            raise _Failed("no dbt Cloud token found", f"export {TOKEN_ENV}=... or run `dbtwf token set`")
+        self._token, source = found
+        return f"{mask(self._token)} from {source}"
+
+    def dbt_jobs(self) -> str:
+        from provision.add_task import validate_dbt_job
+
+        assert self._token is not None
+        if not self.env.dbt_jobs:
+            raise _Failed("the environment lists no dbt jobs", "add one under dbt_jobs in dbtwf.toml")
+        names = []
+        for task in self.env.dbt_jobs:
+            job = validate_dbt_job(self.env, self._token, task.job_id)
+            names.append(f"{task.job_id} {job.get('name')!r}" if job.get("name") else str(task.job_id))
+        return "token accepted; job " + ", ".join(names)
+
+    def secret_scope(self) -> str:
+        scopes = {s.get("name") for s in self.ws.list_scopes()}
+        if self.env.secret_scope not in scopes:
+            raise _Failed(f"secret scope {self.env.secret_scope!r} does not exist", _APPLY_FIX)
+        return f"{self.env.secret_scope!r} exists"
+
+    def secret_key(self) -> str:
+        from provision.token import token_fingerprint
+
+        env = self.env
+        keys = {s.get("key") for s in self.ws.list_secrets(env.secret_scope)}
+        if env.secret_key not in keys:
+            raise _Failed(f"secret {env.secret_scope}/{env.secret_key} is missing", _APPLY_FIX)
+        record = self.state_record()
+        if self._token and record is not None and record.token_fingerprint:
+            if token_fingerprint(self._token, record.token_salt) != record.token_fingerprint:
+                raise _Failed(
+                    f"secret {env.secret_scope}/{env.secret_key} holds another token than the local one",
+                    f"{_APPLY_FIX} to store the current token",
+                )
+            return f"{env.secret_scope}/{env.secret_key} present, same token as the local one"
+        return f"{env.secret_scope}/{env.secret_key} present"
+
+    def scope_readers(self) -> str:
+        env = self.env
+        if not env.scope_readers:
+            return "no scope_readers configured"
+        permissions = {
+            a.get("principal"): str(a.get("permission", "")) for a in self.ws.list_acls(env.secret_scope)
+        }
+        missing = [p for p in env.scope_readers if permissions.get(p, "").upper() not in _READ_OR_HIGHER]
+        if missing:
+            raise _Failed(f"no READ on {env.secret_scope!r} for {', '.join(missing)}", _APPLY_FIX)
+        return f"READ for {', '.join(env.scope_readers)}"
+
+    def notebook(self) -> str:
+        env = self.env
+        if self.ws.get_status(env.notebook_path) is None:
+            raise _Failed(f"notebook {env.notebook_path} does not exist", _APPLY_FIX)
+        uploaded = self.ws.export_source(env.notebook_path) or ""
+        if _normalized(uploaded) != _normalized(self._notebook_source(env)):
+            raise _Failed(
+                f"notebook {env.notebook_path} differs from what this dbtwf version renders",
+                f"{_APPLY_FIX} to upload the current one",
+            )
+        return f"{env.notebook_path} is current"
+
+    def workflow(self) -> str:
+        from provision.plan import Action, plan_environment
+
+        env = self.env
+        record = self.state_record()
+        if record is None or record.workflow_job_id is None:
+            raise _Failed(f"no workflow recorded for environment {env.name!r}", _APPLY_FIX)
+        job = self.ws.get_job(record.workflow_job_id)
+        if job is None:
+            raise _Failed(
+                f"workflow {record.workflow_job_id} was deleted", f"{_APPLY_FIX} to create it again"
+            )
+        tags = (job.get("settings") or {}).get("tags") or {}
+        if tags.get(MANAGED_BY_TAG) != MANAGED_BY_VALUE or tags.get(ENVIRONMENT_TAG) != env.name:
+            raise _Failed(
+                f"workflow {record.workflow_job_id} lacks the tags {MANAGED_BY_TAG}={MANAGED_BY_VALUE}, "
+                f"{ENVIRONMENT_TAG}={env.name}",
+                f"{_APPLY_FIX} to restore them",
+            )
+        drift = [
+            change
+            for change in plan_environment(self.ws, env, self._token)
+            if change.resource in ("workflow", "task") and change.action != Action.NOOP
+        ]
+        if drift:
+            reasons = "; ".join(f"{c.name}: {c.reason}" for c in drift)
+            raise _Failed(f"workflow {record.workflow_job_id} differs from the config: {reasons}", _APPLY_FIX)
+        name = (job.get("settings") or {}).get("name")
+        return f"{record.workflow_job_id} {name!r} owned and in sync"
+
+    def added_tasks(self) -> str:
+        record = self.state_record()
+        added = record.added_tasks if record is not None else []
+        if not added:
+            return "none"
+        missing = []
+        for job_id in sorted({task.job_id for task in added}):
+            job = self.ws.get_job(job_id)
+            keys = {t.get("task_key") for t in ((job or {}).get("settings") or {}).get("tasks") or []}
+            missing += [
+                f"{t.task_key} in {job_id}" for t in added if t.job_id == job_id and t.task_key not in keys
+            ]
+        if missing:
+            raise _Failed(
+                f"tasks added by dbtwf are gone: {', '.join(missing)}",
+                "run `dbtwf add-task` again for each (or `dbtwf destroy` to forget them)",
+            )
+        return f"{len(added)} present"
+
+    def compute(self) -> str:
+        compute = self.env.compute
+        if compute.kind == "serverless":
+            return "serverless (assumed available: no cluster configured)"
+        if compute.kind == "job_cluster":
+            node = (compute.new_cluster or {}).get("node_type_id", "")
+            return f"a new job cluster per run {node}".strip()
+        cluster_id = compute.existing_cluster_id or ""
+        cluster = self.ws.get_cluster(cluster_id)
+        if cluster is None:
+            raise _Failed(
+                f"cluster {cluster_id} does not exist",
+                "set compute.existing_cluster_id in dbtwf.toml to an existing cluster (none: serverless)",
+            )
+        state = str(cluster.get("state") or "UNKNOWN")
+        if state not in _USABLE_CLUSTER_STATES:
+            raise _Failed(f"cluster {cluster_id} is {state}", "fix or restart the cluster in the workspace")
+        return f"cluster {cluster_id} ({cluster.get('cluster_name') or 'unnamed'}) is {state}"
+
+
+def _normalized(source: str) -> str:
+    """Line endings and trailing blank lines do not make a notebook different."""
+    return source.replace("\r\n", "\n").rstrip("\n")
+
+
+def diagnose(
+    load_environment: Callable[[], Environment],
+    connect: Callable[[Environment], Workspace],
+    *,
+    find_token: Callable[[], tuple[str, str] | None] | None = None,
+    notebook_source: Callable[[Environment], str] = expected_notebook,
+) -> list[Check]:
+    """Every link of the chain, in order. ``find_token`` defaults to the environment variable,
+    then the keyring (never a prompt: doctor must run unattended)."""
+    if find_token is None:
+        from provision.token import token_source
+
+        find_token = token_source
+    doctor = _Doctor(load_environment, connect, find_token, notebook_source)
+    doctor.run("config", (), doctor.config)
+    doctor.run("databricks auth", ("config",), doctor.databricks_auth)
+    doctor.run("dbt token", (), doctor.dbt_token)
+    doctor.run("dbt jobs", ("config", "dbt token"), doctor.dbt_jobs)
+    doctor.run("secret scope", ("databricks auth",), doctor.secret_scope)
+    doctor.run("secret key", ("secret scope",), doctor.secret_key)
+    doctor.run("scope readers", ("secret scope",), doctor.scope_readers)
+    doctor.run("notebook", ("databricks auth",), doctor.notebook)
+    doctor.run("workflow", ("databricks auth",), doctor.workflow)
+    doctor.run("added tasks", ("databricks auth",), doctor.added_tasks)
+    doctor.run("compute", ("databricks auth",), doctor.compute)
+    return doctor.checks
+
+
+def all_passed(checks: list[Check]) -> bool:
+    return all(check.status is Status.OK for check in checks)
