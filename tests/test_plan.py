@@ -1,0 +1,209 @@
+"""The pure planner: every decision tested on data, without a server."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from provision.errors import ConflictError
+from provision.model import Compute, DbtJobTask, Environment, Schedule
+from provision.plan import Action, Desired, Observed, plan, workflow_differences, workflow_settings
+from provision.state import StateRecord
+from provision.token import token_fingerprint
+
+TOKEN = "dbtc_plan_test_token_value"
+SOURCE = "# Databricks notebook source\nprint('runner')\n"
+
+
+def make_env(**overrides: Any) -> Environment:
+    values: dict[str, Any] = {
+        "name": "dev",
+        "dbt_cloud_host": "acme.us1.dbt.com",
+        "dbt_cloud_account_id": 7,
+        "dbt_jobs": (DbtJobTask("dbt_job", 42),),
+    }
+    values.update(overrides)
+    return Environment(**values)
+
+
+def desired(env: Environment, token: str | None = TOKEN) -> Desired:
+    return Desired(env=env, notebook_source=SOURCE, workflow=workflow_settings(env), token=token)
+
+
+def in_sync(env: Environment, job_id: int = 11) -> Observed:
+    """What the workspace holds right after a successful apply."""
+    salt = "salt"
+    return Observed(
+        scope_exists=True,
+        scope_acls={},
+        secret_exists=True,
+        folder_exists=True,
+        notebook_source=SOURCE + "\n",
+        state=StateRecord(
+            environment=env.name,
+            workflow_job_id=job_id,
+            scope_created=True,
+            token_salt=salt,
+            token_fingerprint=token_fingerprint(TOKEN, salt),
+        ),
+        workflow={"job_id": job_id, "settings": _with_server_defaults(workflow_settings(env))},
+        found_by="state",
+    )
+
+
+def _with_server_defaults(settings: dict[str, Any]) -> dict[str, Any]:
+    """Fields the service adds to a job that dbtwf does not set: they must not count as drift."""
+    tasks = [{**task, "run_if": "ALL_SUCCESS", "email_notifications": {}} for task in settings["tasks"]]
+    return {
+        **settings,
+        "tasks": tasks,
+        "format": "MULTI_TASK",
+        "timeout_seconds": 0,
+        "email_notifications": {},
+    }
+
+
+def actions(changes: list[Any]) -> dict[str, str]:
+    return {change.resource: change.action.value for change in changes}
+
+
+def test_fresh_environment_creates_everything() -> None:
+    env = make_env()
+    empty = Observed(False, {}, False, False, None, None)
+    assert actions(plan(desired(env), empty)) == {
+        "scope": "create",
+        "secret": "create",
+        "folder": "create",
+        "notebook": "create",
+        "workflow": "create",
+        "state": "create",
+    }
+
+
+def test_in_sync_environment_plans_nothing() -> None:
+    env = make_env(scope_readers=("data-team",))
+    observed = replace(in_sync(env), scope_acls={"data-team": "READ"})
+    changes = plan(desired(env), observed)
+    assert {c.action for c in changes} == {Action.NOOP}, [c.to_dict() for c in changes]
+
+
+def test_changed_token_updates_the_secret_in_place() -> None:
+    env = make_env()
+    changes = plan(desired(env, token="dbtc_another_token"), in_sync(env))
+    assert actions(changes)["secret"] == "update"
+    assert actions(changes)["state"] == "update"
+    assert actions(changes)["workflow"] == "no-op"
+
+
+def test_without_a_token_an_existing_secret_is_left_alone() -> None:
+    env = make_env()
+    assert actions(plan(desired(env, token=None), in_sync(env)))["secret"] == "no-op"
+
+
+def test_changed_notebook_is_an_update() -> None:
+    env = make_env()
+    observed = replace(in_sync(env), notebook_source=SOURCE + "print('hand edit')\n")
+    assert actions(plan(desired(env), observed))["notebook"] == "update"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"schedule": Schedule("0 0 6 * * ?", "Europe/Berlin")},
+        {"dbt_jobs": (DbtJobTask("a", 1), DbtJobTask("b", 2, ("a",)))},
+        {"compute": Compute(kind="existing_cluster", existing_cluster_id="0101-abc")},
+        {"failure_emails": ("oncall@example.com",)},
+        {"workflow_name": "renamed"},
+        {"run_timeout_seconds": 60},
+    ],
+)
+def test_changed_workflow_settings_update_the_owned_job(change: dict[str, Any]) -> None:
+    before = make_env()
+    after = make_env(**change)
+    changes = plan(desired(after), in_sync(before))
+    workflow = next(c for c in changes if c.resource == "workflow")
+    assert workflow.action is Action.UPDATE and workflow.job_id == 11
+
+
+def test_removed_schedule_is_drift() -> None:
+    scheduled = make_env(schedule=Schedule("0 0 6 * * ?"))
+    plain = make_env()
+    assert workflow_differences(workflow_settings(plain), workflow_settings(scheduled)) == ["schedule"]
+
+
+def test_single_dbt_job_uses_a_job_parameter_and_no_task_parameter() -> None:
+    settings = workflow_settings(make_env())
+    assert settings["parameters"] == [{"name": "job_id", "default": "42"}]
+    assert "base_parameters" not in settings["tasks"][0]["notebook_task"]
+    assert settings["tags"] == {"managed-by": "dbtwf", "dbtwf-env": "dev"}
+    assert settings["max_concurrent_runs"] == 1
+
+
+def test_several_dbt_jobs_use_task_parameters_and_no_job_parameter() -> None:
+    settings = workflow_settings(make_env(dbt_jobs=(DbtJobTask("a", 1), DbtJobTask("b", 2, ("a",)))))
+    assert "parameters" not in settings
+    assert [t["notebook_task"]["base_parameters"] for t in settings["tasks"]] == [
+        {"job_id": "1"},
+        {"job_id": "2"},
+    ]
+    assert settings["tasks"][1]["depends_on"] == [{"task_key": "a"}]
+
+
+def test_serverless_tasks_carry_no_compute_and_job_clusters_are_declared() -> None:
+    assert not {"existing_cluster_id", "job_cluster_key", "new_cluster"} & set(
+        workflow_settings(make_env())["tasks"][0]
+    )
+    spec = {"spark_version": "15.4.x-scala2.12", "num_workers": 1}
+    settings = workflow_settings(make_env(compute=Compute(kind="job_cluster", new_cluster=spec)))
+    assert settings["tasks"][0]["job_cluster_key"] == "dbtwf_cluster"
+    assert settings["job_clusters"] == [{"job_cluster_key": "dbtwf_cluster", "new_cluster": spec}]
+
+
+def test_found_by_tags_without_state_is_adopted_as_ours() -> None:
+    env = make_env()
+    observed = replace(in_sync(env), state=None, found_by="tags")
+    changes = plan(desired(env), observed)
+    assert actions(changes)["workflow"] == "no-op"
+    assert actions(changes)["state"] == "create"
+    # No fingerprint to compare against: the token is stored again rather than trusted.
+    assert actions(changes)["secret"] == "update"
+
+
+def test_stale_job_in_state_is_created_again() -> None:
+    env = make_env()
+    observed = replace(in_sync(env), workflow=None, found_by=None, stale_job_id=11)
+    workflow = next(c for c in plan(desired(env), observed) if c.resource == "workflow")
+    assert workflow.action is Action.CREATE and "11" in workflow.reason
+
+
+def test_foreign_job_with_the_same_name_stops_unless_adopted() -> None:
+    env = make_env()
+    observed = replace(in_sync(env), workflow=None, found_by=None, foreign_same_name=(99,))
+    with pytest.raises(ConflictError) as raised:
+        plan(desired(env), observed)
+    assert "99" in raised.value.message and raised.value.hint and "--adopt" in raised.value.hint
+    workflow = next(c for c in plan(desired(env), observed, adopt=True) if c.resource == "workflow")
+    assert workflow.action is Action.UPDATE and workflow.job_id == 99
+
+
+def test_several_owned_jobs_are_ambiguous() -> None:
+    env = make_env()
+    observed = replace(in_sync(env), workflow=None, duplicate_owned=(11, 12))
+    with pytest.raises(ConflictError, match="11, 12"):
+        plan(desired(env), observed)
+
+
+def test_scope_reader_acl_is_granted_but_never_downgraded() -> None:
+    env = make_env(scope_readers=("analysts", "admins"))
+    observed = replace(in_sync(env), scope_acls={"admins": "MANAGE"})
+    changes = {c.name: c.action for c in plan(desired(env), observed) if c.resource == "scope-acl"}
+    assert changes == {"dbtwf:analysts": Action.CREATE, "dbtwf:admins": Action.NOOP}
+
+
+def test_change_serialises_without_the_token() -> None:
+    env = make_env()
+    rendered = repr([c.to_dict() for c in plan(desired(env, token="dbtc_another_token"), in_sync(env))])
+    assert "another_token" not in rendered
+    assert "another_token" not in repr(desired(env, token="dbtc_another_token"))
