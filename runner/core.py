@@ -7,13 +7,34 @@ validate a token and a job before provisioning anything.
 
 from __future__ import annotations
 
+import enum
+import http.client
 import json
+import random
 import re
+import signal
+import threading
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], None]
+Output = Callable[[str], None]
+TaskValueSetter = Callable[[str, Any], None]
+
+DEFAULT_TIMEOUT_SECONDS = 4 * 3600
+REQUEST_TIMEOUT_SECONDS = 30.0
+CAUSE_MAX_CHARS = 255  # dbt Cloud rejects a longer cause
+GUIDE_PLACEHOLDER = "Enter the Job ID"  # what the guide's notebook leaves in the job_id widget
 
 # --- inputs -------------------------------------------------------------------------
 
@@ -25,9 +46,10 @@ class RunnerInputError(ValueError):
 class DbtCloudError(RuntimeError):
     """dbt Cloud refused or failed a request. Never carries the token, not even partly."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after  # seconds the server asked us to wait, when it said
 
 
 class DbtCloudAuthError(DbtCloudError):
@@ -36,6 +58,53 @@ class DbtCloudAuthError(DbtCloudError):
 
 class DbtCloudNotFoundError(DbtCloudError):
     """The account, job or run does not exist (404)."""
+
+
+class DbtCloudTransientError(DbtCloudError):
+    """No usable answer: connection error, timeout, 5xx or 429. Worth trying again later.
+
+    For a write, the outcome is unknown: the request may or may not have taken effect.
+    """
+
+
+class DbtCloudRateLimitError(DbtCloudTransientError):
+    """429: the account is over 5,000 requests a minute and cooling down."""
+
+
+class DbtRunError(RuntimeError):
+    """The dbt run did not succeed. Raised so the Databricks task fails."""
+
+    def __init__(self, message: str, *, run_id: int, run_url: str, status: int | None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.run_url = run_url
+        self.status = status
+
+
+class DbtRunFailedError(DbtRunError):
+    """The dbt run ended in error; the message names the failing step and ends with its logs."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        run_id: int,
+        run_url: str,
+        status: int | None,
+        step_name: str | None,
+        logs_tail: str,
+    ) -> None:
+        super().__init__(message, run_id=run_id, run_url=run_url, status=status)
+        self.step_name = step_name
+        self.logs_tail = logs_tail
+
+
+class DbtRunCancelledError(DbtRunError):
+    """The dbt run was cancelled (by someone in dbt Cloud, or by dbt's own timeout)."""
+
+
+class DbtRunTimeoutError(DbtRunError):
+    """The runner's overall timeout expired; the dbt run was cancelled."""
 
 
 _JOB_URL_PATH = re.compile(r"/deploy/(?P<account>[^/]+)/projects/(?P<project>[^/]+)/jobs/(?P<job>[^/?#]+)/?")
@@ -70,7 +139,8 @@ def parse_job_url(url: str) -> JobRef:
     match = _JOB_URL_PATH.fullmatch(parts.path)
     if match is None:
         raise RunnerInputError(
-            f"not a dbt job URL: {url!r}; expected a path like /deploy/<account>/projects/<project>/jobs/<job>"
+            f"not a dbt job URL: {url!r}; "
+            "expected a path like /deploy/<account>/projects/<project>/jobs/<job>"
         )
     host = parts.netloc if parts.scheme == "https" else f"{parts.scheme}://{parts.netloc}"
     return JobRef(
@@ -96,50 +166,948 @@ def base_url(host: str) -> str:
     return f"https://{text}"
 
 
+def parse_job_id(value: object) -> int:
+    """The dbt job id from a widget or flag, with a message that says what to type."""
+    text = str(value if value is not None else "").strip()
+    if text == GUIDE_PLACEHOLDER or text.lower().startswith("enter"):
+        raise RunnerInputError(
+            f"job_id still holds the placeholder {text!r}: set it to the dbt job's id, "
+            "the number after /jobs/ in the job's URL (Deploy > Jobs in dbt Cloud)"
+        )
+    if not text:
+        raise RunnerInputError(
+            "job_id is empty: set it to the dbt job's id, the number after /jobs/ in its URL"
+        )
+    return parse_int(text, "job_id")
+
+
+def parse_bool(value: object, what: str) -> bool:
+    """true/false, yes/no, 1/0, on/off (any case) as a bool."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1", "on", "y"):
+        return True
+    if text in ("false", "no", "0", "off", "n"):
+        return False
+    raise RunnerInputError(f"{what} must be true or false, got {str(value)!r}")
+
+
+def parse_steps(value: object) -> list[str]:
+    """steps_override as a JSON list of strings or one dbt command per line."""
+    if isinstance(value, (list, tuple)):
+        steps = [str(step).strip() for step in value]
+    else:
+        text = str(value).strip()
+        if text.startswith("["):
+            try:
+                loaded = json.loads(text)
+            except ValueError as error:
+                raise RunnerInputError(f"steps_override is not a valid JSON list: {error}") from None
+            if not isinstance(loaded, list) or not all(isinstance(step, str) for step in loaded):
+                raise RunnerInputError('steps_override must be a JSON list of strings, like ["dbt build"]')
+            steps = [step.strip() for step in loaded]
+        else:
+            steps = [line.strip() for line in text.splitlines()]
+    steps = [step for step in steps if step]
+    if not steps:
+        raise RunnerInputError("steps_override holds no command")
+    for step in steps:
+        if not step.startswith("dbt "):
+            raise RunnerInputError(f"every step in steps_override must start with 'dbt ', got {step!r}")
+    return steps
+
+
+def _parse_positive_number(value: object, what: str) -> int:
+    text = str(value).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        raise RunnerInputError(f"{what} must be a number of seconds, got {text!r}") from None
+    if not number > 0 or number != number or number == float("inf"):
+        raise RunnerInputError(f"{what} must be more than 0 seconds, got {text!r}")
+    return int(number) if number >= 1 else 1
+
+
+# Optional trigger fields, passed through to dbt Cloud as given (after a type check).
+STRING_OVERRIDES = (
+    "schema_override",
+    "git_branch",
+    "git_sha",
+    "target_name_override",
+    "dbt_version_override",
+)
+OVERRIDE_NAMES = (
+    "steps_override",
+    *STRING_OVERRIDES,
+    "threads_override",
+    "timeout_seconds_override",
+    "generate_docs_override",
+)
+
+
+def parse_overrides(raw: Mapping[str, object]) -> dict[str, Any]:
+    """The trigger's optional fields from strings (widgets, flags) or typed values.
+
+    Empty values are left out, so an untouched widget changes nothing.
+    """
+    unknown = sorted(set(raw) - set(OVERRIDE_NAMES))
+    if unknown:
+        raise RunnerInputError(
+            f"unknown override(s): {', '.join(unknown)}; known: {', '.join(OVERRIDE_NAMES)}"
+        )
+    overrides: dict[str, Any] = {}
+    for name in OVERRIDE_NAMES:
+        value = raw.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        if name == "steps_override":
+            overrides[name] = parse_steps(value)
+        elif name == "threads_override":
+            overrides[name] = parse_int(value, name)
+        elif name == "timeout_seconds_override":
+            overrides[name] = _parse_positive_number(value, name)
+        elif name == "generate_docs_override":
+            overrides[name] = parse_bool(value, name)
+        else:
+            overrides[name] = str(value).strip()
+    return overrides
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything a run needs except the token, validated. Build it with :meth:`build`."""
+
+    host: str
+    account_id: int
+    job_id: int
+    timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS
+    cause: str | None = None
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    wait: bool = True
+    reuse_running: bool = False
+    rerun_failed: bool = False
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        host: object,
+        account_id: object,
+        job_id: object,
+        timeout_seconds: object = None,
+        cause: object = None,
+        overrides: Mapping[str, object] | None = None,
+        wait: object = True,
+        reuse_running: object = False,
+        rerun_failed: object = False,
+    ) -> RunSettings:
+        """Check raw values (strings from widgets or flags are fine); raise RunnerInputError."""
+        job_text = str(job_id if job_id is not None else "").strip()
+        if job_text.startswith(("http://", "https://")):
+            # A pasted job URL says where the job lives too.
+            ref = parse_job_url(job_text)
+            host, account_id, job_id = ref.host, ref.account_id, ref.job_id
+        parsed_job_id = parse_job_id(job_id)
+        host_text = str(host if host is not None else "").strip()
+        if not host_text:
+            raise RunnerInputError(
+                "no dbt Cloud host: give the host of your dbt job URL, like ACCOUNT_PREFIX.us1.dbt.com"
+            )
+        base_url(host_text)
+        if account_id is None or not str(account_id).strip():
+            raise RunnerInputError("no dbt Cloud account id: it is the number after /deploy/ in the job URL")
+        cause_text = str(cause).strip() if cause is not None else ""
+        timeout = DEFAULT_TIMEOUT_SECONDS
+        if timeout_seconds is not None and str(timeout_seconds).strip():
+            timeout = _parse_positive_number(timeout_seconds, "timeout_seconds")
+        return cls(
+            host=host_text,
+            account_id=parse_int(account_id, "the dbt Cloud account id"),
+            job_id=parsed_job_id,
+            timeout_seconds=timeout,
+            cause=cause_text or None,
+            overrides=parse_overrides(overrides or {}),
+            wait=parse_bool(wait, "wait"),
+            reuse_running=parse_bool(reuse_running, "reuse_running"),
+            rerun_failed=parse_bool(rerun_failed, "rerun_failed"),
+        )
+
+
+def check_token(token: object, where: str) -> str:
+    """The token, or a RunnerInputError that says where it should come from (never its value)."""
+    if not isinstance(token, str) or not token.strip():
+        raise RunnerInputError(f"no dbt Cloud API token: {where}")
+    if token != token.strip() or any(ch.isspace() for ch in token):
+        raise RunnerInputError(f"the dbt Cloud API token contains whitespace; store it again ({where})")
+    return token
+
+
 # --- the client -----------------------------------------------------------------------
 
 
-class DbtCloudClient:
-    """A small client for the Administrative API v2. Every request has a timeout."""
+class DbtRunStatus(enum.IntEnum):
+    """A run's `status` code, as the API documents it."""
 
-    def __init__(self, host: str, account_id: int, token: str, *, timeout: float = 30.0) -> None:
+    QUEUED = 1
+    STARTING = 2
+    RUNNING = 3
+    SUCCESS = 10
+    ERROR = 20
+    CANCELLED = 30
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (DbtRunStatus.SUCCESS, DbtRunStatus.ERROR, DbtRunStatus.CANCELLED)
+
+    @classmethod
+    def of(cls, code: object) -> DbtRunStatus | None:
+        """The status for a code, or None for one this runner does not know."""
+        try:
+            return cls(int(code))  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            return None
+
+
+RETRY_BASE_SECONDS = 1.0
+RETRY_CAP_SECONDS = 60.0
+# dbt Cloud cools an account down for five minutes past 5,000 requests/min: retrying
+# sooner only prolongs it, so a 429 waits at least 30 s, doubling up to the full cooldown.
+RATE_LIMIT_MIN_SECONDS = 30.0
+RATE_LIMIT_COOLDOWN_SECONDS = 300.0
+
+
+def retry_delay(error: DbtCloudError, attempt: int, rng: random.Random) -> float:
+    """How long to wait before try number ``attempt + 2``: jittered, exponential, Retry-After honoured."""
+    ceiling = min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2.0**attempt)
+    delay = ceiling / 2 + rng.random() * ceiling / 2  # "equal jitter": spread out, never near zero
+    if isinstance(error, DbtCloudRateLimitError):
+        hard = min(RATE_LIMIT_COOLDOWN_SECONDS, RATE_LIMIT_MIN_SECONDS * 2.0**attempt)
+        delay = hard * (1 + rng.random() * 0.1)
+    if error.retry_after is not None:
+        delay = max(delay, error.retry_after)
+    return delay
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds: a number, or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, float(parsedate_to_datetime(value).timestamp() - time.time()))
+    except (TypeError, ValueError):
+        return None
+
+
+class DbtCloudClient:
+    """A small client for the Administrative API v2. Every request has a timeout.
+
+    Only requests that are safe to repeat are retried (GETs, and cancel, whose effect is the
+    same however often it lands); a trigger is sent once and its caller decides what an
+    unknown outcome means.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        account_id: int,
+        token: str,
+        *,
+        timeout: float = REQUEST_TIMEOUT_SECONDS,
+        sleep: Sleep = time.sleep,
+        rng: random.Random | None = None,
+        max_retries: int = 4,
+    ) -> None:
         self.base_url = base_url(host)
         self.account_id = account_id
         self._token = token
         self.timeout = timeout
+        self.max_retries = max_retries
+        self._sleep = sleep
+        self._rng = rng or random.Random()  # jitter only, not secrets
 
-    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    def __repr__(self) -> str:
+        return f"DbtCloudClient(base_url={self.base_url!r}, account_id={self.account_id})"
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._token, "***") if self._token else text
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, object] | None = None,
+        body: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
         url = f"{self.base_url}/api/v2/accounts/{self.account_id}{path}"
+        if query:
+            url += "?" + urllib.parse.urlencode({k: str(v) for k, v in query.items()})
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(url, data=data, method=method)
         request.add_header("Authorization", f"Token {self._token}")
         request.add_header("Accept", "application/json")
+        request.add_header("User-Agent", "dbtwf-runner")
         if data is not None:
             request.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read() or b"{}").get("data")
+            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
+                payload = response.read()
         except urllib.error.HTTPError as error:
-            raise _api_error(error, method, path) from None
-        except (urllib.error.URLError, TimeoutError, OSError) as error:
-            reason = getattr(error, "reason", error)
-            raise DbtCloudError(f"cannot reach dbt Cloud at {self.base_url}: {reason}") from None
+            raise self._api_error(error, method, path) from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+            reason = getattr(error, "reason", None) or type(error).__name__
+            raise DbtCloudTransientError(
+                self._redact(f"no answer from dbt Cloud at {self.base_url} to {method} {path}: {reason}")
+            ) from None
+        try:
+            return json.loads(payload or b"{}").get("data")
+        except (ValueError, AttributeError):
+            raise DbtCloudTransientError(
+                f"dbt Cloud sent a body that is not JSON to {method} {path}"
+            ) from None
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, object] | None = None,
+        body: Mapping[str, Any] | None = None,
+        retries: int | None = None,
+        timeout: float | None = None,
+        idempotent: bool | None = None,
+    ) -> Any:
+        safe_to_repeat = method == "GET" if idempotent is None else idempotent
+        budget = (self.max_retries if retries is None else retries) if safe_to_repeat else 0
+        attempt = 0
+        while True:
+            try:
+                return self._send(method, path, query=query, body=body, timeout=timeout)
+            except DbtCloudTransientError as error:
+                if attempt >= budget:
+                    raise
+                self._sleep(retry_delay(error, attempt, self._rng))
+                attempt += 1
+
+    def _api_error(self, error: urllib.error.HTTPError, method: str, path: str) -> DbtCloudError:
+        try:
+            status_block = json.loads(error.read() or b"{}").get("status") or {}
+            detail = str(status_block.get("user_message") or status_block.get("developer_message") or "")
+        except (ValueError, AttributeError, OSError):
+            detail = ""
+        message = self._redact(
+            f"dbt Cloud answered {error.code} to {method} {path}" + (f": {detail}" if detail else "")
+        )
+        retry_after = _retry_after(error.headers.get("Retry-After") if error.headers else None)
+        if error.code in (401, 403):
+            return DbtCloudAuthError(message, error.code)
+        if error.code == 404:
+            return DbtCloudNotFoundError(message, error.code)
+        if error.code == 429:
+            return DbtCloudRateLimitError(message, error.code, retry_after=retry_after)
+        if error.code >= 500 or error.code == 408:
+            return DbtCloudTransientError(message, error.code, retry_after=retry_after)
+        return DbtCloudError(message, error.code)
+
+    # -- endpoints -----------------------------------------------------------------------
 
     def get_job(self, job_id: int) -> dict[str, Any]:
         """The job's definition; raises DbtCloudNotFoundError when it is not in the account."""
         job = self._request("GET", f"/jobs/{job_id}/")
         return dict(job or {})
 
+    def trigger_run(
+        self, job_id: int, cause: str, overrides: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """POST .../jobs/{id}/run/ once. A DbtCloudTransientError means the outcome is unknown."""
+        body = {"cause": cause, **(overrides or {})}
+        return dict(self._request("POST", f"/jobs/{job_id}/run/", body=body) or {})
 
-def _api_error(error: urllib.error.HTTPError, method: str, path: str) -> DbtCloudError:
+    def rerun(self, job_id: int) -> dict[str, Any]:
+        """POST .../jobs/{id}/rerun/ once: retry the job's last failed run from the failing step."""
+        return dict(self._request("POST", f"/jobs/{job_id}/rerun/", body={}) or {})
+
+    def get_run(
+        self, run_id: int, *, include_steps: bool = False, retries: int | None = None
+    ) -> dict[str, Any]:
+        """One run; with ``include_steps`` its run_steps and their logs too."""
+        query = {"include_related": '["run_steps"]'} if include_steps else None
+        return dict(self._request("GET", f"/runs/{run_id}/", query=query, retries=retries) or {})
+
+    def list_runs(
+        self, job_id: int, *, limit: int = 10, newer_than: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The job's runs, newest first, each with its trigger (and so its cause)."""
+        query: dict[str, object] = {
+            "job_definition_id": job_id,
+            "order_by": "-id",
+            "limit": limit,
+            "include_related": '["trigger"]',
+        }
+        if newer_than is not None:
+            query["id__gt"] = newer_than
+        runs = self._request("GET", "/runs/", query=query)
+        return [dict(run) for run in runs or []]
+
+    def cancel_run(
+        self, run_id: int, *, retries: int | None = None, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Ask dbt Cloud to cancel a run; it stops asynchronously. Safe to repeat."""
+        path = f"/runs/{run_id}/cancel/"
+        data = self._request("POST", path, retries=retries, timeout=timeout, idempotent=True)
+        return dict(data or {})
+
+
+# --- following a run ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """How often to ask about a run: every ``first`` seconds at the start, then a ``fraction``
+    of the time elapsed, never more than ``cap``.
+
+    So the runner notices the end of a run within max(1 s, 10% of its duration), at most 30 s
+    late, and a one-hour run costs about 150 requests instead of the guide's 720.
+    """
+
+    first: float = 1.0
+    fraction: float = 0.1
+    cap: float = 30.0
+    jitter: float = 0.1  # +/- share, so many runners started together drift apart
+
+    def interval(self, elapsed: float, rng: random.Random) -> float:
+        base = min(self.cap, max(self.first, elapsed * self.fraction))
+        return base * (1 + self.jitter * (2 * rng.random() - 1))
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a finished (or, with wait=False, started) run looks like to the caller."""
+
+    run_id: int
+    job_id: int
+    status: int
+    status_humanized: str
+    url: str
+    elapsed_seconds: float
+    how: str  # "triggered", "reused" (a run already in progress) or "rerun" (from failure)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == DbtRunStatus.SUCCESS
+
+
+def format_elapsed(seconds: float) -> str:
+    total = int(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def describe_status(run: Mapping[str, Any]) -> str:
+    code = run.get("status")
+    known = DbtRunStatus.of(code)
+    humanized = run.get("status_humanized")
+    if known is None:
+        return f"unknown status {code!r}" + (f" ({humanized})" if humanized else "")
+    return str(humanized or known.name.title())
+
+
+def run_outcome(run: Mapping[str, Any]) -> DbtRunStatus | None:
+    """SUCCESS, ERROR or CANCELLED once the run is over, else None.
+
+    An unknown code is judged by the run's `is_complete`/`is_success`/... flags, so a status
+    dbt Cloud adds later neither crashes the runner nor ends the wait early.
+    """
+    known = DbtRunStatus.of(run.get("status"))
+    if known is not None:
+        return known if known.is_terminal else None
+    if not run.get("is_complete"):
+        return None
+    if run.get("is_success"):
+        return DbtRunStatus.SUCCESS
+    if run.get("is_cancelled"):
+        return DbtRunStatus.CANCELLED
+    return DbtRunStatus.ERROR
+
+
+def _run_id(run: Mapping[str, Any]) -> int:
+    return int(run["id"])
+
+
+def _run_url(run: Mapping[str, Any], client: DbtCloudClient) -> str:
+    href = run.get("href")
+    if href:
+        return str(href)
+    project = run.get("project_id")
+    if project:
+        return f"{client.base_url}/deploy/{client.account_id}/projects/{project}/runs/{run.get('id')}/"
+    return f"{client.base_url}/api/v2/accounts/{client.account_id}/runs/{run.get('id')}/"
+
+
+def _failure_details(run: Mapping[str, Any], redact: Callable[[str], str]) -> tuple[str | None, str]:
+    """The failing step's name and the tail of its logs."""
+    steps = [step for step in run.get("run_steps") or [] if isinstance(step, Mapping)]
+    failing = [step for step in steps if step.get("status") == DbtRunStatus.ERROR]
+    step = failing[-1] if failing else (steps[-1] if steps else None)
+    if step is None:
+        return None, ""
+    logs = str(step.get("logs") or step.get("truncated_debug_logs") or "")
+    lines = logs.rstrip().splitlines()[-LOG_TAIL_LINES:]
+    tail = "\n".join(lines)[-LOG_TAIL_CHARS:]
+    return (str(step.get("name")) if step.get("name") else None), redact(tail)
+
+
+LOG_TAIL_LINES = 40
+LOG_TAIL_CHARS = 6000
+
+
+class _Follower:
+    """Runs one invocation: start (or find) the dbt run, wait for it, report it."""
+
+    def __init__(
+        self,
+        client: DbtCloudClient,
+        settings: RunSettings,
+        *,
+        clock: Clock,
+        sleep: Sleep,
+        out: Output,
+        rng: random.Random,
+        policy: PollPolicy,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.clock = clock
+        self.sleep = sleep
+        self.out = out
+        self.rng = rng
+        self.policy = policy
+        self.started = clock()
+        self.deadline = self.started + settings.timeout_seconds
+
+    def say(self, message: str) -> None:
+        self.out(f"[{format_elapsed(self.clock() - self.started):>8}] {message}")
+
+    # -- starting -------------------------------------------------------------------
+
+    def start(self, cause: str, marker: str) -> tuple[dict[str, Any], str]:
+        settings = self.settings
+        if settings.reuse_running or settings.rerun_failed:
+            latest = self.client.list_runs(settings.job_id, limit=10)
+            if settings.reuse_running:
+                running = [run for run in latest if DbtRunStatus.of(run.get("status")) in _IN_PROGRESS]
+                if running:
+                    self.say(
+                        f"run {running[0]['id']} of dbt job {settings.job_id} is in progress: following it"
+                    )
+                    return running[0], "reused"
+            finished = [run for run in latest if run_outcome(run) is not None]
+            if settings.rerun_failed and finished and run_outcome(finished[0]) == DbtRunStatus.ERROR:
+                return self._rerun(finished[0]), "rerun"
+        return self._trigger(cause, marker), "triggered"
+
+    def _trigger(self, cause: str, marker: str) -> dict[str, Any]:
+        """Trigger once; when the outcome is unknown, look for this attempt's marker before trying again."""
+        for attempt in range(TRIGGER_ATTEMPTS):
+            try:
+                return self.client.trigger_run(self.settings.job_id, cause, self.settings.overrides)
+            except DbtCloudTransientError as error:
+                self.say(f"trigger not confirmed ({error}); checking whether the run was created")
+                self.sleep(retry_delay(error, attempt, self.rng))
+                for run in self.client.list_runs(self.settings.job_id, limit=20):
+                    if marker in str((run.get("trigger") or {}).get("cause") or ""):
+                        self.say(f"the trigger did land: run {run['id']}")
+                        return run
+        raise DbtCloudError(
+            f"could not trigger dbt job {self.settings.job_id} in {TRIGGER_ATTEMPTS} attempts"
+        )
+
+    def _rerun(self, failed: Mapping[str, Any]) -> dict[str, Any]:
+        """Rerun from failure; a rerun carries no cause, so a new run newer than the failed one is ours."""
+        failed_id = _run_id(failed)
+        self.say(
+            f"the last run {failed_id} of dbt job {self.settings.job_id} failed: rerunning from the failure"
+        )
+        for attempt in range(TRIGGER_ATTEMPTS):
+            try:
+                return self.client.rerun(self.settings.job_id)
+            except DbtCloudTransientError as error:
+                self.say(f"rerun not confirmed ({error}); checking whether it started")
+                self.sleep(retry_delay(error, attempt, self.rng))
+                newer = self.client.list_runs(self.settings.job_id, limit=5, newer_than=failed_id)
+                if newer:
+                    return newer[0]
+        raise DbtCloudError(f"could not rerun dbt job {self.settings.job_id} in {TRIGGER_ATTEMPTS} attempts")
+
+    # -- waiting --------------------------------------------------------------------
+
+    def follow(self, run: dict[str, Any]) -> dict[str, Any]:
+        """Poll until the run is over or the deadline passes; one line per status change."""
+        run_id = _run_id(run)
+        last_seen: str | None = None
+        throttled_until = float("-inf")
+        failures = 0
+        interval = self.policy.interval(0.0, self.rng)
+        while True:
+            seen = describe_status(run)
+            if seen != last_seen:
+                self.say(f"dbt run {run_id}: {seen}")
+                last_seen = seen
+            if run_outcome(run) is not None:
+                return run
+            now = self.clock()
+            if now >= self.deadline:
+                raise _DeadlinePassed(run)
+            self.sleep(max(0.0, min(interval, self.deadline - now)))
+            try:
+                run = self.client.get_run(run_id, retries=0)
+            except DbtCloudTransientError as error:
+                if failures == 0:
+                    self.say(f"dbt Cloud did not answer ({error}); still waiting")
+                if isinstance(error, DbtCloudRateLimitError):
+                    throttled_until = self.clock() + RATE_LIMIT_COOLDOWN_SECONDS
+                interval = retry_delay(error, failures, self.rng)
+                failures += 1
+                continue
+            if failures:
+                self.say(f"dbt Cloud answers again after {failures} failed poll(s)")
+                failures = 0
+            elapsed = self.clock() - self.started
+            interval = self.policy.interval(elapsed, self.rng)
+            if self.clock() < throttled_until:
+                interval = max(interval, self.policy.cap)
+
+    def cancel(self, run_id: int, *, wait_seconds: float) -> dict[str, Any] | None:
+        """Ask dbt Cloud to cancel, then wait up to ``wait_seconds`` to see it stop."""
+        try:
+            run = self.client.cancel_run(run_id, retries=2, timeout=10.0)
+        except DbtCloudError as error:
+            self.say(f"could not cancel dbt run {run_id}: {error}")
+            return None
+        self.say(f"asked dbt Cloud to cancel run {run_id}")
+        give_up = self.clock() + wait_seconds
+        while run_outcome(run) is None and self.clock() < give_up:
+            self.sleep(min(2.0, max(0.0, give_up - self.clock())))
+            try:
+                run = self.client.get_run(run_id, retries=0)
+            except DbtCloudTransientError:
+                continue
+        return run
+
+
+_IN_PROGRESS = (DbtRunStatus.QUEUED, DbtRunStatus.STARTING, DbtRunStatus.RUNNING)
+TRIGGER_ATTEMPTS = 5
+CANCEL_WAIT_SECONDS = 60.0
+
+
+class _DeadlinePassed(Exception):
+    def __init__(self, run: dict[str, Any]) -> None:
+        super().__init__("deadline passed")
+        self.run = run
+
+
+def new_marker() -> str:
+    """A unique tag for one invocation, carried in the cause so a lost trigger can be found."""
+    return f"[dbtwf:{uuid.uuid4().hex[:12]}]"
+
+
+def build_cause(cause: str | None, context: Mapping[str, str], marker: str) -> str:
+    """Where the run came from, at most 255 characters, always ending with the marker."""
+    parts = [cause or ("Triggered by Databricks Workflows" if context else "Triggered by the dbtwf runner")]
+    where = []
+    if context.get("job_id"):
+        where.append(f"job {context['job_id']}")
+    if context.get("run_id"):
+        where.append(f"run {context['run_id']}")
+    if context.get("task_key"):
+        where.append(f"task {context['task_key']}")
+    if where:
+        parts.append("Databricks " + " ".join(where))
+    if context.get("workspace_url"):
+        parts.append(context["workspace_url"])
+    text = " | ".join(part.strip() for part in parts if part.strip())
+    room = CAUSE_MAX_CHARS - len(marker) - 1
+    return f"{text[:room].rstrip()} {marker}"
+
+
+@contextmanager
+def _sigterm_raises_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt while a run is followed, so it gets cancelled.
+
+    Signal handlers can only be set on the main thread; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+
     try:
-        status_block = json.loads(error.read() or b"{}").get("status") or {}
-        detail = status_block.get("user_message") or status_block.get("developer_message") or ""
-    except ValueError:
-        detail = ""
-    message = f"dbt Cloud answered {error.code} to {method} {path}" + (f": {detail}" if detail else "")
-    if error.code in (401, 403):
-        return DbtCloudAuthError(message, error.code)
-    if error.code == 404:
-        return DbtCloudNotFoundError(message, error.code)
-    return DbtCloudError(message, error.code)
+        previous = signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+def run_dbt_job(
+    settings: RunSettings,
+    token: str,
+    *,
+    clock: Clock = time.monotonic,
+    sleep: Sleep = time.sleep,
+    out: Output = _print,
+    task_values: TaskValueSetter | None = None,
+    context: Mapping[str, str] | None = None,
+    rng: random.Random | None = None,
+    policy: PollPolicy | None = None,
+    request_timeout: float = REQUEST_TIMEOUT_SECONDS,
+) -> RunResult:
+    """Trigger (or reuse, or rerun) the dbt job and, unless ``settings.wait`` is off, follow it.
+
+    Returns when the run succeeded. Raises DbtRunFailedError, DbtRunCancelledError or
+    DbtRunTimeoutError when it did not, DbtCloudError when dbt Cloud could not be used,
+    and re-raises KeyboardInterrupt (SIGTERM too) after asking dbt Cloud to cancel the run.
+    """
+    token = check_token(token, "set DBT_CLOUD_API_TOKEN or store it in the secret scope")
+    rng = rng or random.Random()
+    client = DbtCloudClient(
+        settings.host, settings.account_id, token, timeout=request_timeout, sleep=sleep, rng=rng
+    )
+    follower = _Follower(
+        client, settings, clock=clock, sleep=sleep, out=out, rng=rng, policy=policy or PollPolicy()
+    )
+    publish = _publisher(task_values, out)
+    marker = new_marker()
+    cause = build_cause(settings.cause, context or {}, marker)
+
+    with _sigterm_raises_interrupt():
+        job = client.get_job(settings.job_id)
+        name = job.get("name") or "unnamed"
+        follower.say(f"dbt job {settings.job_id} ({name}) in account {settings.account_id}")
+        run, how = follower.start(cause, marker)
+        run_id = _run_id(run)
+        url = _run_url(run, client)
+        follower.say(f"dbt run {run_id} {how}: {url}")
+        publish(run_id, url, describe_status(run))
+        if not settings.wait:
+            return _result(run, settings, url, follower, how)
+        try:
+            final = follower.follow(run)
+        except KeyboardInterrupt:
+            follower.say(f"interrupted: cancelling dbt run {run_id}")
+            follower.cancel(run_id, wait_seconds=0.0)
+            publish(run_id, url, "Cancelled")
+            raise
+        except _DeadlinePassed as passed:
+            limit = format_elapsed(settings.timeout_seconds)
+            follower.say(f"timed out after {limit}: cancelling dbt run {run_id}")
+            cancelled = follower.cancel(run_id, wait_seconds=CANCEL_WAIT_SECONDS)
+            publish(run_id, url, describe_status(cancelled or passed.run))
+            raise DbtRunTimeoutError(
+                f"dbt run {run_id} did not finish within {format_elapsed(settings.timeout_seconds)}"
+                f" (timeout_seconds); it was cancelled. See {url}",
+                run_id=run_id,
+                run_url=url,
+                status=(cancelled or passed.run).get("status"),
+            ) from None
+
+    outcome = run_outcome(final)
+    publish(run_id, url, describe_status(final))
+    if outcome == DbtRunStatus.SUCCESS:
+        result = _result(final, settings, url, follower, how)
+        follower.say(f"dbt run {run_id} succeeded in {format_elapsed(result.elapsed_seconds)}")
+        return result
+    if outcome == DbtRunStatus.CANCELLED:
+        raise DbtRunCancelledError(
+            f"dbt run {run_id} was cancelled: {final.get('status_message') or 'no reason given'}. See {url}",
+            run_id=run_id,
+            run_url=url,
+            status=final.get("status"),
+        )
+    try:
+        detailed = client.get_run(run_id, include_steps=True)
+    except DbtCloudError as error:
+        detailed = dict(final)
+        follower.say(f"could not fetch the step logs: {error}")
+    step_name, tail = _failure_details(detailed, client._redact)
+    message = f"dbt run {run_id} failed" + (f" at step {step_name!r}" if step_name else "")
+    if final.get("status_message"):
+        message += f": {client._redact(str(final['status_message']))}"
+    message += f"\nRun: {url}"
+    if tail:
+        message += f"\nLast lines of the step's log:\n{tail}"
+    raise DbtRunFailedError(
+        message, run_id=run_id, run_url=url, status=final.get("status"), step_name=step_name, logs_tail=tail
+    )
+
+
+def _result(
+    run: Mapping[str, Any], settings: RunSettings, url: str, follower: _Follower, how: str
+) -> RunResult:
+    code = run.get("status")
+    return RunResult(
+        run_id=_run_id(run),
+        job_id=settings.job_id,
+        status=int(code) if isinstance(code, int) else 0,
+        status_humanized=describe_status(run),
+        url=url,
+        elapsed_seconds=follower.clock() - follower.started,
+        how=how,
+    )
+
+
+def _publisher(task_values: TaskValueSetter | None, out: Output) -> Callable[[int, str, str], None]:
+    """Hand the run to downstream tasks; a failure to do so is reported, never fatal."""
+
+    def publish(run_id: int, url: str, status: str) -> None:
+        if task_values is None:
+            return
+        try:
+            task_values("dbt_run_id", run_id)
+            task_values("dbt_run_url", url)
+            task_values("dbt_run_status", status)
+        except Exception as error:  # noqa: BLE001 - a notebook outside a job may refuse; not our failure
+            out(f"could not publish task values: {type(error).__name__}")
+
+    return publish
+
+
+# --- in a Databricks notebook ----------------------------------------------------------
+
+# The notebook's widgets, in the order they are shown; job_id comes first.
+NOTEBOOK_WIDGETS = (
+    "job_id",
+    "dbt_cloud_host",
+    "dbt_cloud_account_id",
+    "secret_scope",
+    "secret_key",
+    "cause",
+    "timeout_seconds",
+    "wait",
+    "reuse_running",
+    "rerun_failed",
+    *OVERRIDE_NAMES,
+)
+
+
+def databricks_context(dbutils: Any) -> dict[str, str]:
+    """Job id, run id, task key and workspace URL of the current notebook run, when it can tell.
+
+    Reads the notebook context through `dbutils.notebook.entry_point`, which only exists on a
+    real Databricks cluster; anywhere else the answer is simply empty.
+    """
+    try:
+        raw = dbutils.notebook.entry_point.getDbutils().notebook().getContext().toJson()
+        data = json.loads(str(raw))
+        tags = dict(data.get("tags") or {})
+        extra = dict(data.get("extraContext") or {})
+    except Exception:  # noqa: BLE001 - optional and guarded: any failure means "not known"
+        return {}
+    context: dict[str, str] = {}
+    job_id = tags.get("jobId")
+    run_id = tags.get("multitaskParentRunId") or tags.get("jobRunId") or tags.get("runId")
+    host = tags.get("browserHostName") or extra.get("api_url")
+    if job_id:
+        context["job_id"] = str(job_id)
+    if run_id:
+        context["run_id"] = str(run_id)
+    if tags.get("taskKey"):
+        context["task_key"] = str(tags["taskKey"])
+    if host:
+        host = str(host)
+        context["workspace_url"] = host if "://" in host else f"https://{host}"
+    return context
+
+
+def _widget(dbutils: Any, name: str) -> str:
+    try:
+        return str(dbutils.widgets.get(name) or "")
+    except Exception:  # noqa: BLE001 - an undeclared widget raises; treat it as empty
+        return ""
+
+
+def settings_from_widgets(get: Callable[[str], str]) -> tuple[RunSettings, str, str]:
+    """RunSettings plus the secret scope and key, from the notebook's widgets."""
+    scope = get("secret_scope").strip()
+    key = get("secret_key").strip()
+    settings = RunSettings.build(
+        host=get("dbt_cloud_host"),
+        account_id=get("dbt_cloud_account_id"),
+        job_id=get("job_id"),
+        timeout_seconds=get("timeout_seconds"),
+        cause=get("cause"),
+        overrides={name: get(name) for name in OVERRIDE_NAMES},
+        wait=get("wait") or True,
+        reuse_running=get("reuse_running") or False,
+        rerun_failed=get("rerun_failed") or False,
+    )
+    if not scope or not key:
+        raise RunnerInputError(
+            "the secret_scope and secret_key widgets must name where the dbt Cloud token is stored"
+        )
+    return settings, scope, key
+
+
+def run_from_notebook(
+    dbutils: Any,
+    *,
+    clock: Clock = time.monotonic,
+    sleep: Sleep = time.sleep,
+    out: Output = _print,
+) -> RunResult:
+    """The notebook's entry point: widgets in, dbt run followed, task values out."""
+    settings, scope, key = settings_from_widgets(lambda name: _widget(dbutils, name))
+    try:
+        token = dbutils.secrets.get(scope=scope, key=key)
+    except Exception as error:  # noqa: BLE001 - dbutils raises its own types; name the scope/key, not the value
+        raise RunnerInputError(
+            f"cannot read the dbt Cloud token from secret scope {scope!r}, key {key!r} "
+            f"({type(error).__name__}); store it with `dbtwf apply` or `databricks secrets put-secret`"
+        ) from None
+    token = check_token(token, f"the secret {scope}/{key} is empty")
+
+    def set_task_value(name: str, value: Any) -> None:
+        dbutils.jobs.taskValues.set(key=name, value=value)
+
+    task_values = set_task_value if _has_task_values(dbutils) else None
+    return run_dbt_job(
+        settings,
+        token,
+        clock=clock,
+        sleep=sleep,
+        out=out,
+        task_values=task_values,
+        context=databricks_context(dbutils),
+    )
+
+
+def _has_task_values(dbutils: Any) -> bool:
+    try:
+        return callable(dbutils.jobs.taskValues.set)
+    except Exception:  # noqa: BLE001 - older runtimes have no jobs utility
+        return False
+
+
+def main_exit_code(error: BaseException) -> int:
+    """The CLI's exit code for an error: 2 for bad input, 1 for the rest."""
+    return 2 if isinstance(error, RunnerInputError) else 1
