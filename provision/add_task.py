@@ -67,7 +67,7 @@ class AddTaskResult:
     #: "create" (new task), "update" (replaced with --replace) or "no-op" (already identical).
     action: str
     task: dict[str, Any]
-    #: What the user should know: bundle-managed workflow, compute chosen for them, ...
+    #: What the user should know: the compute chosen for them, a job-level job_id, ...
     notes: tuple[str, ...] = ()
     #: The changes made to the environment's scope, secret and notebook first (may be empty).
     prerequisites: tuple[Change, ...] = field(default_factory=tuple)
@@ -306,19 +306,10 @@ def resolve_workflow(ws: Workspace, ref: int | str) -> dict[str, Any]:
     return job
 
 
-def add_task(
-    ws: Workspace,
-    env: Environment,
-    request: AddTaskRequest,
-    token: str,
-    *,
-    confirm_bundle: Callable[[str], bool],
-    break_lock: bool = False,
-) -> AddTaskResult:
-    """Add (or with ``request.replace`` replace) the runner task; see the module docstring.
+def check_request(request: AddTaskRequest, env: Environment) -> tuple[int, int | str, str]:
+    """Everything about the request that needs no server: (dbt job id, workflow, task key).
 
-    ``confirm_bundle`` is asked, with the warning text, before changing a bundle-managed
-    workflow; it returns False to stop (nothing is written then) or raises itself.
+    The CLI calls it before connecting, so bad input costs no SDK import and no request.
     """
     dbt_job_id = parse_dbt_job(request.dbt_job, env)
     workflow_ref = parse_workflow_ref(request.workflow)
@@ -330,6 +321,24 @@ def add_task(
             raise UsageError(f"task {task_key!r} cannot depend on itself", "drop it from --depends-on")
     if request.cluster_id and request.job_cluster_key:
         raise UsageError("--cluster-id and --job-cluster-key exclude each other", "pass at most one of them")
+    return dbt_job_id, workflow_ref, task_key
+
+
+def add_task(
+    ws: Workspace,
+    env: Environment,
+    request: AddTaskRequest,
+    token: str,
+    *,
+    confirm_bundle: Callable[[str], bool],
+    break_lock: bool = False,
+) -> AddTaskResult:
+    """Add (or with ``request.replace`` replace) the runner task; see the module docstring.
+
+    ``confirm_bundle`` gets the warning text before a bundle-managed workflow is changed; it
+    shows it and returns False to stop (nothing is written then), or raises itself.
+    """
+    dbt_job_id, workflow_ref, task_key = check_request(request, env)
 
     validate_dbt_job(env, token, dbt_job_id)
     job = resolve_workflow(ws, workflow_ref)
@@ -387,7 +396,6 @@ def add_task(
             f"workflow {job_id} ({name!r}) is deployed by a Databricks Asset Bundle: its next "
             f"`bundle deploy` will drop task {task_key!r}; add the task to the bundle to keep it"
         )
-        notes.append(warning)
         if not confirm_bundle(warning):
             raise DbtwfError("add-task stopped; nothing was changed")
 

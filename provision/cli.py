@@ -319,3 +319,230 @@ def token_delete(
 # =====================================================================================
 # add-task | run | doctor  (tasks/run/doctor engineer)
 # =====================================================================================
+
+
+_ADD_TASK_EPILOG = (
+    "Examples:\n\n"
+    "  dbtwf add-task --workflow 123 --dbt-job 456\n\n"
+    "  dbtwf add-task --workflow 'Nightly ETL' --dbt-job "
+    "https://ab123.us1.dbt.com/deploy/1/projects/2/jobs/456 --depends-on ingest\n\n"
+    "  dbtwf --env prod add-task --workflow 123 --dbt-job 456 --task-key dbt_marts --replace --yes\n\n"
+    "The workflow gets exactly one jobs/update holding only the new task; every other task, "
+    "cluster and setting stays as it is. A bundle-deployed workflow needs --yes (or a yes at "
+    "the prompt): its next `bundle deploy` drops the task."
+)
+
+
+@app.command("add-task", epilog=_ADD_TASK_EPILOG)
+def add_task_command(
+    ctx: typer.Context,
+    workflow: Annotated[str, typer.Option("--workflow", help="The workflow's job id or exact name.")],
+    dbt_job: Annotated[str, typer.Option("--dbt-job", help="The dbt job's id or URL.")],
+    task_key: Annotated[
+        str | None, typer.Option("--task-key", help="The new task's key.", show_default="dbt_cloud_<job id>")
+    ] = None,
+    depends_on: Annotated[
+        list[str] | None, typer.Option("--depends-on", help="A task it runs after (repeatable).")
+    ] = None,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Overwrite a task of that key that has other settings.")
+    ] = False,
+    cluster_id: Annotated[
+        str | None, typer.Option("--cluster-id", help="Run on this existing cluster.")
+    ] = None,
+    job_cluster_key: Annotated[
+        str | None, typer.Option("--job-cluster-key", help="Run on this job cluster of the workflow.")
+    ] = None,
+    break_lock: Annotated[
+        bool, typer.Option("--break-lock", help="Remove a stale lock left by a crashed dbtwf first.")
+    ] = False,
+    yes: YesOption = False,
+    config: ConfigOption = None,
+    env: EnvOption = None,
+    debug: DebugOption = False,
+) -> None:
+    """Add a task running a dbt Cloud job to a workflow dbtwf does not own."""
+    settings = cli_context(ctx, config, env, debug)
+    from provision.add_task import AddTaskRequest, add_task, check_request
+    from provision.output import console, err_console, redact
+    from provision.token import resolve_token
+
+    environment = load_environment(settings)
+    request = AddTaskRequest(
+        workflow=workflow,
+        dbt_job=dbt_job,
+        task_key=task_key,
+        depends_on=tuple(depends_on or ()),
+        replace=replace,
+        cluster_id=cluster_id,
+        job_cluster_key=job_cluster_key,
+    )
+    check_request(request, environment)  # bad input: exit 2 before the SDK is even imported
+    token = resolve_token(interactive=not yes)
+
+    def confirm_bundle(warning: str) -> bool:
+        err_console.print(f"warning: {redact(warning)}", markup=False)
+        if yes:
+            return True
+        if sys.stdin.isatty():
+            return typer.confirm("Add the task anyway?", default=False, err=True)
+        raise UsageError("the workflow is deployed by a bundle", "re-run with --yes to add the task anyway")
+
+    result = add_task(
+        connect_workspace(environment),
+        environment,
+        request,
+        token,
+        confirm_bundle=confirm_bundle,
+        break_lock=break_lock,
+    )
+    for change in result.prerequisites:
+        err_console.print(
+            f"{change.action.value} {change.resource} {change.name}: {change.reason}", markup=False
+        )
+    for note in result.notes:
+        err_console.print(f"note: {redact(note)}", markup=False)
+    where = f"workflow {result.workflow_id} {result.workflow_name!r}"
+    verb = {"create": "added", "update": "replaced"}.get(result.action)
+    if verb is None:
+        console.print(
+            f"task {result.task_key!r} (dbt job {result.dbt_job_id}) is already in {where}", markup=False
+        )
+    else:
+        console.print(
+            f"{verb} task {result.task_key!r} (dbt job {result.dbt_job_id}) in {where}", markup=False
+        )
+
+
+_RUN_EPILOG = (
+    "Examples:\n\n"
+    "  dbtwf run\n\n"
+    "  dbtwf --env prod run --no-wait\n\n"
+    "Exit code 0 when the run succeeded, 1 when it failed (the failing task's error is shown)."
+)
+
+
+@app.command("run", epilog=_RUN_EPILOG)
+def run_command(
+    ctx: typer.Context,
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="Start the run, print its page and return.")
+    ] = False,
+    poll_interval: Annotated[
+        float, typer.Option("--poll-interval", help="Seconds between status checks.", min=0.0, hidden=True)
+    ] = 5.0,
+    config: ConfigOption = None,
+    env: EnvOption = None,
+    debug: DebugOption = False,
+) -> None:
+    """Run the environment's workflow now and follow it to the end."""
+    settings = cli_context(ctx, config, env, debug)
+    from provision.output import console
+    from provision.runs import run_workflow
+
+    environment = load_environment(settings)
+    ws = connect_workspace(environment)
+    with _RunStatus() as status:
+        outcome = run_workflow(
+            ws, environment, wait=not no_wait, on_update=status.update, poll_interval=poll_interval
+        )
+    if not outcome.waited:
+        console.print(f"started run {outcome.run_id}; follow it at {outcome.run_page_url}", markup=False)
+        return
+    outcome.raise_for_failure()
+    console.print(f"run {outcome.run_id} succeeded", markup=False)
+
+
+class _RunStatus:
+    """Shows the run page URL at once, then one status line per task: a live table on a
+    terminal, plain lines (only when something changed) otherwise."""
+
+    def __init__(self) -> None:
+        from provision.output import console, err_console
+
+        self._console = console
+        self._err = err_console
+        self._live: Any = None
+        self._printed: dict[str, str] = {}
+        self._announced = False
+
+    def __enter__(self) -> _RunStatus:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.stop()
+
+    def update(self, snapshot: Any) -> None:
+        if not self._announced:
+            self._announced = True
+            self._console.print(f"run {snapshot.run_id}: {snapshot.run_page_url}", markup=False)
+        if self._err.is_terminal:
+            self._update_live(snapshot)
+            return
+        for task in snapshot.tasks:
+            if self._printed.get(task.task_key) != task.state:
+                self._printed[task.task_key] = task.state
+                self._err.print(
+                    f"  {task.task_key}: {task.state} ({snapshot.elapsed_seconds:.0f}s)", markup=False
+                )
+
+    def _update_live(self, snapshot: Any) -> None:
+        from rich.live import Live
+        from rich.table import Table
+
+        table = Table(box=None, show_header=False, pad_edge=False)
+        for task in snapshot.tasks:
+            table.add_row(task.task_key, task.state)
+        table.add_row(f"[dim]{snapshot.state}[/]", f"[dim]{snapshot.elapsed_seconds:.0f}s[/]")
+        if self._live is None:
+            self._live = Live(table, console=self._err, auto_refresh=False, transient=False)
+            self._live.start()
+        self._live.update(table, refresh=True)
+
+
+_DOCTOR_EPILOG = (
+    "Examples:\n\n"
+    "  dbtwf doctor\n\n"
+    "  dbtwf --env prod doctor --json | jq '.checks[] | select(.status != \"ok\")'\n\n"
+    "Exit code 0 when every link is OK, 1 otherwise. Doctor only reads; it never shows a secret."
+)
+
+
+@app.command("doctor", epilog=_DOCTOR_EPILOG)
+def doctor_command(
+    ctx: typer.Context,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+    env: EnvOption = None,
+    debug: DebugOption = False,
+) -> None:
+    """Check each link from the config to the compute and say what to fix."""
+    settings = cli_context(ctx, config, env, debug)
+    from provision.doctor import Status, all_passed, diagnose
+    from provision.output import console, print_json, redact
+
+    checks = diagnose(lambda: load_environment(settings), connect_workspace)
+    passed = all_passed(checks)
+    if as_json:
+        print_json({"ok": passed, "checks": [check.to_dict() for check in checks]})
+    else:
+        from rich.table import Table
+
+        styles = {Status.OK: "green", Status.FAIL: "bold red", Status.SKIP: "dim"}
+        table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+        for column in ("status", "check", "detail", "fix"):
+            table.add_column(column, overflow="fold")
+        for check in checks:
+            table.add_row(
+                check.status.value.upper(),
+                check.name,
+                redact(check.detail),
+                redact(check.fix or ""),
+                style=styles[check.status],
+            )
+        console.print(table)
+        failed = sum(check.status is Status.FAIL for check in checks)
+        console.print("all checks passed" if passed else f"{failed} check(s) failed", markup=False)
+    if not passed:
+        raise typer.Exit(1)
