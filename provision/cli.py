@@ -315,6 +315,317 @@ def token_delete(
 # plan | apply | destroy | onboard  (core engineer)
 # =====================================================================================
 
+BreakLockOption = Annotated[
+    bool,
+    typer.Option("--break-lock", help="Remove a lock left behind by a crashed apply before taking it."),
+]
+AdoptOption = Annotated[
+    bool,
+    typer.Option("--adopt", help="Take over a same-named workflow dbtwf did not create."),
+]
+
+
+def _confirm(question: str, yes: bool) -> None:
+    """Ask before writing; without a terminal, --yes is required rather than assumed."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError("confirmation needed, and stdin is not a terminal", hint="re-run with --yes")
+    if not typer.confirm(question, default=False):
+        raise typer.Exit(1)
+
+
+def _optional_token() -> str | None:
+    """The token when one is configured; plan works without it (the secret is not compared)."""
+    from provision.token import resolve_token
+
+    try:
+        return resolve_token(interactive=False)
+    except UsageError:
+        return None
+
+
+@app.command(
+    "plan",
+    epilog="Examples:\n\n  dbtwf plan\n\n  dbtwf --env prod plan --json\n\n"
+    "Only reads. Without a token the secret is reported as present, not compared.",
+)
+def plan_command(
+    ctx: typer.Context,
+    as_json: JsonOption = False,
+    adopt: AdoptOption = False,
+    config: ConfigOption = None,
+    env: EnvOption = None,
+    debug: DebugOption = False,
+) -> None:
+    """Show what apply would change in the environment (create / update / no-op per resource)."""
+    settings = cli_context(ctx, config, env, debug)
+    from provision.output import render_changes
+    from provision.plan import plan_environment
+
+    environment = load_environment(settings)
+    token = _optional_token()
+    changes = plan_environment(connect_workspace(environment), environment, token, adopt=adopt)
+    render_changes(changes, as_json)
+
+
+def _apply_one(environment: Environment, token: str, *, break_lock: bool, adopt: bool) -> list[Any]:
+    from provision.apply import apply_changes
+    from provision.plan import plan_environment
+
+    ws = connect_workspace(environment)
+    changes = plan_environment(ws, environment, token, adopt=adopt)
+    return apply_changes(ws, environment, changes, token, break_lock=break_lock, adopt=adopt)
+
+
+@app.command(
+    "apply",
+    epilog="Examples:\n\n  dbtwf apply\n\n  dbtwf --env prod apply --yes --json\n\n"
+    "  dbtwf apply --all --yes        (every environment, concurrently)\n\n"
+    "A second apply with nothing changed sends no write request.",
+)
+def apply_command(
+    ctx: typer.Context,
+    yes: YesOption = False,
+    as_json: JsonOption = False,
+    all_environments: Annotated[
+        bool, typer.Option("--all", help="Apply every environment of the config file, concurrently.")
+    ] = False,
+    break_lock: BreakLockOption = False,
+    adopt: AdoptOption = False,
+    config: ConfigOption = None,
+    env: EnvOption = None,
+    debug: DebugOption = False,
+) -> None:
+    """Create or update the scope, secret, notebook and workflow so the environment matches the config."""
+    settings = cli_context(ctx, config, env, debug)
+    from provision.output import console, print_json, render_changes
+    from provision.plan import has_changes, plan_environment
+    from provision.token import resolve_token
+
+    if all_environments:
+        if settings.env_name is not None:
+            raise UsageError("--all and --env conflict", hint="drop one of them")
+        _apply_all(settings, yes=yes, as_json=as_json, break_lock=break_lock)
+        return
+    environment = load_environment(settings)
+    token = resolve_token(interactive=not yes)
+    ws = connect_workspace(environment)
+    changes = plan_environment(ws, environment, token, adopt=adopt)
+    if not has_changes(changes):
+        if as_json:
+            print_json([change.to_dict() for change in changes])
+        else:
+            console.print(f"environment {environment.name!r} is up to date; nothing to do", markup=False)
+        return
+    if not as_json:
+        render_changes(changes, as_json=False)
+    _confirm(f"apply these changes to environment {environment.name!r}?", yes)
+    from provision.apply import apply_changes
+
+    done = apply_changes(ws, environment, changes, token, break_lock=break_lock, adopt=adopt)
+    if as_json:
+        print_json([change.to_dict() for change in done])
+    else:
+        console.print(f"applied environment {environment.name!r}", markup=False)
+
+
+def _apply_all(settings: Settings, *, yes: bool, as_json: bool, break_lock: bool) -> None:
+    """Plan every environment concurrently, confirm once, apply concurrently; report each."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from provision.config import load_config
+    from provision.output import console, err_console, print_json, render_changes
+    from provision.plan import has_changes, plan_environment
+    from provision.token import resolve_token
+
+    environments = list(load_config(settings.config_path).environments.values())
+    token = resolve_token(interactive=not yes)
+
+    def plan_one(environment: Environment) -> Any:
+        try:
+            return plan_environment(connect_workspace(environment), environment, token)
+        except DbtwfError as error:
+            return error
+
+    workers = max(1, min(8, len(environments)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dbtwf-plan") as pool:
+        plans = dict(zip([e.name for e in environments], pool.map(plan_one, environments), strict=True))
+    pending = [e for e in environments if isinstance(plans[e.name], list) and has_changes(plans[e.name])]
+    if not as_json:
+        for name, result in plans.items():
+            console.print(f"\n[bold]{name}[/]")
+            if isinstance(result, list):
+                render_changes(result, as_json=False)
+    if pending:
+        _confirm(f"apply changes to {', '.join(e.name for e in pending)}?", yes)
+
+    def apply_one(environment: Environment) -> Any:
+        try:
+            return _apply_one(environment, token, break_lock=break_lock, adopt=False)
+        except DbtwfError as error:
+            return error
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dbtwf-apply") as pool:
+        applied = dict(zip([e.name for e in pending], pool.map(apply_one, pending), strict=True))
+    results = {**plans, **applied}
+    failed = {name: r for name, r in results.items() if isinstance(r, DbtwfError)}
+    if as_json:
+        print_json(
+            {
+                name: {"error": r.message} if isinstance(r, DbtwfError) else [c.to_dict() for c in r]
+                for name, r in results.items()
+            }
+        )
+    for name, error in failed.items():
+        _report_error(DbtwfError(f"environment {name!r}: {error.message}", error.hint))
+    if failed:
+        raise typer.Exit(max(error.exit_code for error in failed.values()))
+    if not as_json:
+        err_console.print(f"applied {len(pending)} of {len(environments)} environments", markup=False)
+
+
+@app.command(
+    "destroy",
+    epilog="Examples:\n\n  dbtwf --env dev destroy\n\n  dbtwf destroy --yes\n\n"
+    "Removes only what dbtwf created: its workflow, the tasks it added to other workflows, "
+    "the notebook, the secret, its state record, and the scope only if dbtwf created it.",
+)
+def destroy_command(
+    ctx: typer.Context,
+    yes: YesOption = False,
+    as_json: JsonOption = False,
+    break_lock: BreakLockOption = False,
+    config: ConfigOption = None,
+    env: EnvOption = None,
+    debug: DebugOption = False,
+) -> None:
+    """Remove what dbtwf created for the environment, and nothing else."""
+    settings = cli_context(ctx, config, env, debug)
+    from provision.destroy import destroy_changes, plan_destroy
+    from provision.output import console, print_json, render_changes
+
+    environment = load_environment(settings)
+    ws = connect_workspace(environment)
+    changes = plan_destroy(ws, environment)
+    if not changes:
+        if as_json:
+            print_json([])
+        else:
+            console.print(f"dbtwf owns nothing in environment {environment.name!r}", markup=False)
+        return
+    if not as_json:
+        render_changes(changes, as_json=False)
+    _confirm(f"delete these from environment {environment.name!r}?", yes)
+    done = destroy_changes(ws, environment, changes, break_lock=break_lock)
+    if as_json:
+        print_json([change.to_dict() for change in done])
+    else:
+        console.print(f"destroyed what dbtwf owned in environment {environment.name!r}", markup=False)
+
+
+@app.command(
+    "onboard",
+    epilog="Examples:\n\n"
+    "  dbtwf onboard --dbt-job-url https://ab123.us1.dbt.com/deploy/1/projects/2/jobs/3\n\n"
+    "  dbtwf onboard --env prod --dbt-job-url URL --schedule '0 0 6 * * ?' --yes --run\n\n"
+    "Checks the token and the job against dbt Cloud before anything is written.",
+)
+def onboard_command(
+    ctx: typer.Context,
+    dbt_job_url: Annotated[
+        str,
+        typer.Option("--dbt-job-url", help="The dbt job's page: https://HOST/deploy/A/projects/P/jobs/J."),
+    ],
+    workflow: Annotated[str | None, typer.Option("--workflow", help="The workflow's name.")] = None,
+    schedule: Annotated[
+        str | None, typer.Option("--schedule", help="A Quartz cron expression, e.g. '0 0 6 * * ?'.")
+    ] = None,
+    timezone: Annotated[str | None, typer.Option("--timezone", help="The schedule's time zone.")] = None,
+    notebook_path: Annotated[
+        str | None, typer.Option("--notebook-path", help="Absolute workspace path of the runner notebook.")
+    ] = None,
+    secret_scope: Annotated[str | None, typer.Option("--secret-scope", help="The secret scope.")] = None,
+    secret_key: Annotated[str | None, typer.Option("--secret-key", help="The key of the token.")] = None,
+    databricks_profile: Annotated[
+        str | None, typer.Option("--databricks-profile", help="A profile of ~/.databrickscfg.")
+    ] = None,
+    cluster_id: Annotated[
+        str | None, typer.Option("--cluster-id", help="Run on this cluster instead of serverless.")
+    ] = None,
+    yes: YesOption = False,
+    run: Annotated[bool, typer.Option("--run", help="Run the workflow once afterwards, follow it.")] = False,
+    break_lock: BreakLockOption = False,
+    config: ConfigOption = None,
+    env: EnvOption = None,
+    debug: DebugOption = False,
+) -> None:
+    """Set up an environment from a dbt job URL: config, token, secret, notebook, workflow."""
+    settings = cli_context(ctx, config, env, debug)
+    from provision.apply import apply_changes
+    from provision.config import load_config
+    from provision.onboard import OnboardOptions, check_dbt_job, prepare, write_environment
+    from provision.output import console, render_changes
+    from provision.plan import has_changes, plan_environment
+
+    options = OnboardOptions(
+        dbt_job_url=dbt_job_url,
+        env_name=settings.env_name,
+        workflow_name=workflow,
+        schedule=schedule,
+        timezone=timezone,
+        notebook_path=notebook_path,
+        secret_scope=secret_scope,
+        secret_key=secret_key,
+        databricks_profile=databricks_profile,
+        cluster_id=cluster_id,
+    )
+    existing = None
+    if settings.config_path.exists():
+        environments = load_config(settings.config_path).environments
+        wanted = settings.env_name or ("dev" if "dev" in environments or len(environments) != 1 else None)
+        existing = environments.get(wanted) if wanted else next(iter(environments.values()))
+    target = prepare(options, existing)
+    token = _onboard_token(yes)
+    job_name = check_dbt_job(target, token)
+    console.print(f"dbt job {target.dbt_job_id} ({job_name}) found; the token works", markup=False)
+    environment = write_environment(settings.config_path, target)
+    console.print(f"wrote environment {environment.name!r} to {settings.config_path}", markup=False)
+    ws = connect_workspace(environment)
+    changes = plan_environment(ws, environment, token)
+    if has_changes(changes):
+        render_changes(changes, as_json=False)
+        _confirm(f"apply these changes to environment {environment.name!r}?", yes)
+        apply_changes(ws, environment, changes, token, break_lock=break_lock)
+        console.print(f"applied environment {environment.name!r}", markup=False)
+    else:
+        console.print(f"environment {environment.name!r} is up to date; nothing to do", markup=False)
+    if run:
+        from provision.runs import run_workflow
+
+        with _RunStatus() as status:
+            outcome = run_workflow(ws, environment, wait=True, on_update=status.update)
+        outcome.raise_for_failure()
+        console.print(f"run {outcome.run_id} succeeded", markup=False)
+
+
+def _onboard_token(yes: bool) -> str:
+    """The token; one typed at the prompt is also kept in the keyring for the next command."""
+    from provision.output import err_console
+    from provision.token import resolve_token, store_token, token_source
+
+    try:
+        configured = token_source() is not None
+    except UsageError:
+        configured = False
+    token = resolve_token(interactive=not yes)
+    if not configured:
+        try:
+            store_token(token)
+        except DbtwfError as error:
+            err_console.print(f"note: the token is not kept in the OS keyring: {error.message}", markup=False)
+    return token
+
 
 # =====================================================================================
 # add-task | run | doctor  (tasks/run/doctor engineer)
