@@ -1,0 +1,299 @@
+"""The runner's pure parts: input checks, cause, polling schedule, retries, outcomes, rendering."""
+
+from __future__ import annotations
+
+import ast
+import random
+from typing import Any
+
+import pytest
+
+from runner import core
+from runner.core import (
+    CAUSE_MAX_CHARS,
+    DbtCloudError,
+    DbtCloudRateLimitError,
+    DbtCloudTransientError,
+    DbtRunStatus,
+    PollPolicy,
+    RunnerInputError,
+    RunSettings,
+    build_cause,
+    parse_overrides,
+    parse_steps,
+    retry_delay,
+    run_outcome,
+)
+from runner.notebook import CELL_SEPARATOR, NotebookDefaults, core_source, render_notebook
+
+
+def settings(**changes: Any) -> RunSettings:
+    raw: dict[str, Any] = {"host": "acme.us1.dbt.com", "account_id": "70403", "job_id": "42"}
+    raw.update(changes)
+    return RunSettings.build(**raw)
+
+
+# --- inputs -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("placeholder", ["Enter the Job ID", "  Enter the Job ID "])
+def test_the_guides_placeholder_gets_a_message_that_says_what_to_type(placeholder: str) -> None:
+    with pytest.raises(RunnerInputError, match=r"placeholder 'Enter the Job ID'.*number after /jobs/"):
+        settings(job_id=placeholder)
+
+
+@pytest.mark.parametrize("job_id", ["", "abc", "0", "-3", "4.5", "12 13"])
+def test_a_job_id_that_is_not_a_positive_integer_is_refused(job_id: str) -> None:
+    with pytest.raises(RunnerInputError, match="job_id"):
+        settings(job_id=job_id)
+
+
+def test_a_pasted_job_url_gives_host_account_and_job() -> None:
+    built = settings(job_id="https://acme.eu1.dbt.com/deploy/9/projects/8/jobs/7", host="", account_id="")
+    assert (built.host, built.account_id, built.job_id) == ("acme.eu1.dbt.com", 9, 7)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"host": ""}, "no dbt Cloud host"),
+        ({"host": "ftp://x"}, "not an http"),
+        ({"host": "bad host"}, "not a host name"),
+        ({"account_id": ""}, "account id"),
+        ({"account_id": "x1"}, "account id"),
+        ({"timeout_seconds": "soon"}, "timeout_seconds"),
+        ({"timeout_seconds": "-5"}, "timeout_seconds"),
+        ({"wait": "maybe"}, "wait must be true or false"),
+    ],
+)
+def test_bad_settings_are_refused_before_any_request(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(RunnerInputError, match=message):
+        settings(**changes)
+
+
+def test_defaults_are_a_generous_timeout_and_waiting() -> None:
+    built = settings()
+    assert built.timeout_seconds == 4 * 3600
+    assert built.wait and not built.reuse_running and not built.rerun_failed
+    assert built.overrides == {}
+
+
+def test_overrides_are_typed_and_empty_ones_left_out() -> None:
+    overrides = parse_overrides(
+        {
+            "steps_override": '["dbt seed", "dbt build --select tag:daily"]',
+            "schema_override": " analytics_ci ",
+            "git_branch": "main",
+            "git_sha": "",
+            "threads_override": "8",
+            "timeout_seconds_override": "3600",
+            "generate_docs_override": "false",
+            "target_name_override": None,
+        }
+    )
+    assert overrides == {
+        "steps_override": ["dbt seed", "dbt build --select tag:daily"],
+        "schema_override": "analytics_ci",
+        "git_branch": "main",
+        "threads_override": 8,
+        "timeout_seconds_override": 3600,
+        "generate_docs_override": False,
+    }
+
+
+def test_steps_may_be_one_per_line_and_must_be_dbt_commands() -> None:
+    assert parse_steps("dbt seed\n\n  dbt run  \n") == ["dbt seed", "dbt run"]
+    with pytest.raises(RunnerInputError, match="must start with 'dbt '"):
+        parse_steps("rm -rf /")
+    with pytest.raises(RunnerInputError, match="JSON list"):
+        parse_steps('["dbt run", 3]')
+    with pytest.raises(RunnerInputError, match="unknown override"):
+        parse_overrides({"steps": "dbt run"})
+
+
+def test_a_token_with_whitespace_is_refused_without_echoing_it() -> None:
+    with pytest.raises(RunnerInputError) as caught:
+        core.check_token("abc def-secret", "where")
+    assert "secret" not in str(caught.value)
+    with pytest.raises(RunnerInputError, match="no dbt Cloud API token"):
+        core.check_token("", "set DBT_CLOUD_API_TOKEN")
+
+
+# --- cause --------------------------------------------------------------------------------
+
+
+def test_the_cause_says_where_the_run_came_from_and_ends_with_the_marker() -> None:
+    context = {
+        "job_id": "11",
+        "run_id": "22",
+        "task_key": "dbt",
+        "workspace_url": "https://adb-1.azuredatabricks.net",
+    }
+    cause = build_cause(None, context, "[dbtwf:abc]")
+    assert cause == (
+        "Triggered by Databricks Workflows | Databricks job 11 run 22 task dbt | "
+        "https://adb-1.azuredatabricks.net [dbtwf:abc]"
+    )
+    assert build_cause(None, {}, "[m]") == "Triggered by the dbtwf runner [m]"
+
+
+def test_a_long_cause_is_cut_to_255_characters_keeping_the_marker() -> None:
+    marker = core.new_marker()
+    cause = build_cause("x" * 400, {"job_id": "1"}, marker)
+    assert len(cause) == CAUSE_MAX_CHARS
+    assert cause.endswith(marker)
+    assert core.new_marker() != marker
+
+
+# --- polling and retries -------------------------------------------------------------------
+
+
+def test_polling_starts_every_second_and_backs_off_to_thirty_seconds() -> None:
+    policy = PollPolicy(jitter=0.0)
+    rng = random.Random(0)
+    assert policy.interval(0, rng) == 1.0
+    assert policy.interval(9, rng) == 1.0
+    assert policy.interval(60, rng) == 6.0
+    assert policy.interval(3600, rng) == 30.0
+    jittered = [PollPolicy().interval(100, rng) for _ in range(200)]
+    assert 9.0 <= min(jittered) < max(jittered) <= 11.0
+
+
+def test_retry_delays_grow_with_jitter_and_honour_retry_after() -> None:
+    rng = random.Random(1)
+    transient = DbtCloudTransientError("503")
+    first = [retry_delay(transient, 0, rng) for _ in range(50)]
+    fourth = [retry_delay(transient, 3, rng) for _ in range(50)]
+    assert min(first) >= 0.5 and max(first) <= 1.0
+    assert min(fourth) >= 4.0 and max(fourth) <= 8.0
+    assert len(set(first)) > 40  # jittered, so many runners do not retry in step
+    assert retry_delay(DbtCloudTransientError("503", 503, retry_after=7.0), 0, rng) == 7.0
+    assert min(retry_delay(transient, 20, rng) for _ in range(20)) >= 30.0  # capped at 60 s
+    assert max(retry_delay(transient, 20, rng) for _ in range(20)) <= 60.0
+
+
+def test_a_429_backs_off_hard_up_to_the_five_minute_cooldown() -> None:
+    rng = random.Random(2)
+    limited = DbtCloudRateLimitError("429", 429, retry_after=1.0)
+    assert 30.0 <= retry_delay(limited, 0, rng) <= 33.0
+    assert 300.0 <= retry_delay(limited, 5, rng) <= 330.0
+    assert retry_delay(DbtCloudRateLimitError("429", 429, retry_after=400.0), 0, rng) == 400.0
+
+
+def test_retry_after_may_be_seconds_or_a_date() -> None:
+    assert core._retry_after("12") == 12.0
+    assert core._retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+    assert core._retry_after("soon") is None
+    assert core._retry_after(None) is None
+
+
+# --- outcomes ------------------------------------------------------------------------------
+
+
+def test_status_enum_knows_which_statuses_are_final() -> None:
+    assert [s for s in DbtRunStatus if s.is_terminal] == [
+        DbtRunStatus.SUCCESS,
+        DbtRunStatus.ERROR,
+        DbtRunStatus.CANCELLED,
+    ]
+    assert DbtRunStatus.of(42) is None
+    assert DbtRunStatus.of("3") is DbtRunStatus.RUNNING
+
+
+@pytest.mark.parametrize(
+    ("run", "outcome"),
+    [
+        ({"status": 1}, None),
+        ({"status": 3}, None),
+        ({"status": 10}, DbtRunStatus.SUCCESS),
+        ({"status": 20}, DbtRunStatus.ERROR),
+        ({"status": 30}, DbtRunStatus.CANCELLED),
+        ({"status": 42, "is_complete": False}, None),
+        ({"status": 42, "is_complete": True, "is_success": True}, DbtRunStatus.SUCCESS),
+        ({"status": 42, "is_complete": True, "is_cancelled": True}, DbtRunStatus.CANCELLED),
+        ({"status": 42, "is_complete": True}, DbtRunStatus.ERROR),
+        ({"status": None}, None),
+    ],
+)
+def test_an_unknown_status_is_judged_by_the_runs_flags(run: dict[str, Any], outcome: Any) -> None:
+    assert run_outcome(run) == outcome
+    assert core.describe_status(run)  # never raises
+
+
+def test_the_failing_steps_log_tail_is_kept_and_the_token_redacted() -> None:
+    logs = "\n".join(f"line {n}" for n in range(100)) + "\nSECRET-TOKEN leaked"
+    run = {
+        "run_steps": [
+            {"name": "Clone", "status": 10, "logs": "ok"},
+            {"name": "dbt build", "status": 20, "logs": logs},
+            {"name": "dbt docs", "status": 30, "logs": ""},
+        ]
+    }
+    name, tail = core._failure_details(run, lambda text: text.replace("SECRET-TOKEN", "***"))
+    assert name == "dbt build"
+    assert tail.splitlines()[-1] == "*** leaked"
+    assert len(tail.splitlines()) == core.LOG_TAIL_LINES
+    assert "line 0\n" not in tail
+
+
+def test_elapsed_time_is_short_and_readable() -> None:
+    assert [core.format_elapsed(s) for s in (0, 59.9, 61, 3725)] == ["0s", "59s", "1m01s", "1h02m05s"]
+
+
+def test_client_repr_and_errors_never_show_the_token() -> None:
+    token = "dbtc_very_secret_value_1234"
+    client = core.DbtCloudClient("127.0.0.1:9", 1, token, timeout=0.5, max_retries=0)
+    assert token not in repr(client) and "1234" not in repr(client)
+    with pytest.raises(DbtCloudError) as caught:
+        client.get_job(5)  # nothing listens on port 9
+    assert isinstance(caught.value, DbtCloudTransientError)
+    assert token not in str(caught.value) and "1234" not in str(caught.value)
+
+
+# --- the notebook --------------------------------------------------------------------------
+
+DEFAULTS = NotebookDefaults("acme.us1.dbt.com", 70403, "dbt-cloud", "api-key", 7200)
+
+
+def test_the_notebook_is_core_py_verbatim_between_a_markdown_and_a_widgets_cell() -> None:
+    text = render_notebook(DEFAULTS)
+    assert text.startswith("# Databricks notebook source\n# MAGIC %md\n")
+    cells = text.removeprefix("# Databricks notebook source\n").split(CELL_SEPARATOR)
+    assert len(cells) == 3
+    assert all(line.startswith("# MAGIC") for line in cells[0].splitlines())
+    with open(core.__file__, encoding="utf-8") as handle:
+        on_disk = handle.read()
+    assert cells[1] == on_disk.rstrip("\n")
+    assert core_source() == on_disk
+    assert cells[2].rstrip().endswith("dbt_run = run_from_notebook(dbutils)")
+
+
+def test_rendering_is_deterministic_and_bakes_in_the_defaults() -> None:
+    text = render_notebook(DEFAULTS)
+    assert text == render_notebook(NotebookDefaults("acme.us1.dbt.com", 70403, "dbt-cloud", "api-key", 7200))
+    assert text != render_notebook(NotebookDefaults("acme.us1.dbt.com", 70403, "dbt-cloud", "api-key", 3600))
+    widgets = text.split(CELL_SEPARATOR)[-1]
+    assert "dbutils.widgets.text('dbt_cloud_host', 'acme.us1.dbt.com'" in widgets
+    assert "dbutils.widgets.text('dbt_cloud_account_id', '70403'" in widgets
+    assert "dbutils.widgets.text('secret_scope', 'dbt-cloud'" in widgets
+    assert "dbutils.widgets.text('timeout_seconds', '7200'" in widgets
+    assert "dbutils.widgets.text('job_id', ''" in widgets
+    for name in core.NOTEBOOK_WIDGETS:
+        assert f"dbutils.widgets.text({name!r}," in widgets
+
+
+def test_a_hostile_default_cannot_inject_code_into_the_notebook() -> None:
+    hostile = NotebookDefaults("h\"');import os#\n# COMMAND ----------\nx", 1, "s'); os.system('x", "k\\", 60)
+    widgets = render_notebook(hostile).split(CELL_SEPARATOR)
+    assert len(widgets) == 3  # the newline did not open a new cell
+    calls = [node for node in ast.walk(ast.parse(widgets[-1])) if isinstance(node, ast.Call)]
+    names = {ast.unparse(call.func) for call in calls}
+    assert names == {"dbutils.widgets.text", "run_from_notebook"}
+    values = {
+        call.args[0].value: call.args[1].value  # type: ignore[attr-defined]
+        for call in calls
+        if ast.unparse(call.func) == "dbutils.widgets.text"
+    }
+    assert values["dbt_cloud_host"] == hostile.dbt_cloud_host
+    assert values["secret_scope"] == hostile.secret_scope
+    assert values["secret_key"] == "k\\"
