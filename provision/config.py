@@ -664,7 +664,7 @@ def upsert_environment(path: Path, name: str, values: dict[str, Any]) -> Environ
         environments = tomlkit.table(is_super_table=True)
         document["environments"] = environments
     if name not in environments:
-        environments[name] = tomlkit.table()
+        environments[name] = tomlkit.table(is_super_table=False)  # keep its own [header]
     table = environments[name]
 
     for key, value in values.items():

@@ -1,0 +1,438 @@
+"""dbtwf.toml: defaults, validation messages that name file/table/key, and comment-keeping writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from provision.config import (
+    default_task_key,
+    load_config,
+    parse_config,
+    select_environment,
+    upsert_environment,
+    validate_notebook_path,
+    validate_quartz_cron,
+    validate_secret_name,
+    validate_timezone,
+)
+from provision.errors import ConfigError, UsageError
+from provision.model import Compute, DbtJobTask, Schedule
+
+MINIMAL = """
+[environments.dev]
+dbt_cloud_host = "ab123.us1.dbt.com"
+dbt_cloud_account_id = 70403
+
+[environments.dev.dbt_jobs]
+nightly = 1234
+"""
+
+FULL = """
+# shared by every environment
+[defaults]
+dbt_cloud_host = "ab123.us1.dbt.com"
+dbt_cloud_account_id = 70403
+notebook_path = "/Shared/etl/{env}/dbt"
+
+[environments.dev.dbt_jobs]
+nightly = 11
+
+[environments.prod]
+databricks_profile = "prod"   # from ~/.databrickscfg
+secret_scope = "prod.dbt"
+failure_emails = ["data@example.com"]
+scope_readers = ["data-engineers"]
+run_timeout_seconds = 7200
+cluster_id = "0101-123456-abcdefgh"
+
+[environments.prod.dbt_jobs]
+nightly = 1234
+marts = { job_id = 1235, depends_on = ["nightly"] }
+
+[environments.prod.schedule]
+quartz_cron = "0 0 6 * * ?"
+timezone = "Europe/Amsterdam"
+paused = true
+"""
+
+
+@pytest.fixture(autouse=True)
+def _no_dbt_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The emulator scripts export these; the fallback tests set them explicitly.
+    monkeypatch.delenv("DBT_CLOUD_HOST", raising=False)
+    monkeypatch.delenv("DBT_CLOUD_ACCOUNT_ID", raising=False)
+
+
+def parse(text: str) -> dict:
+    return parse_config(text, Path("dbtwf.toml")).environments
+
+
+def error_of(text: str) -> str:
+    with pytest.raises(ConfigError) as caught:
+        parse(text)
+    return caught.value.message
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def test_minimal_environment_gets_every_default_a_newcomer_never_types() -> None:
+    env = parse(MINIMAL)["dev"]
+    assert env.dbt_jobs == (DbtJobTask("nightly", 1234),)
+    assert env.secret_scope == "dbtwf-dev"
+    assert env.secret_key == "dbt-cloud-api-token"
+    assert env.notebook_path == "/Shared/dbtwf/dev/run_dbt_cloud_job"
+    assert env.workflow_name == "dbt Cloud jobs (dev)"
+    assert env.compute == Compute()
+    assert env.schedule is None
+    assert env.databricks_profile is None
+    assert env.state_path == "/Shared/dbtwf/dev/.dbtwf-state-dev.json"
+
+
+def test_defaults_merge_under_each_environment_and_env_placeholder_expands() -> None:
+    envs = parse(FULL)
+    dev, prod = envs["dev"], envs["prod"]
+    assert dev.dbt_cloud_host == prod.dbt_cloud_host == "ab123.us1.dbt.com"
+    assert dev.notebook_path == "/Shared/etl/dev/dbt"
+    assert prod.notebook_path == "/Shared/etl/prod/dbt"
+    assert prod.secret_scope == "prod.dbt"
+    assert prod.databricks_profile == "prod"
+    assert prod.dbt_jobs == (DbtJobTask("nightly", 1234), DbtJobTask("marts", 1235, ("nightly",)))
+    assert prod.schedule == Schedule("0 0 6 * * ?", "Europe/Amsterdam", paused=True)
+    assert prod.compute == Compute(kind="existing_cluster", existing_cluster_id="0101-123456-abcdefgh")
+    assert prod.failure_emails == ("data@example.com",)
+    assert prod.scope_readers == ("data-engineers",)
+    assert prod.run_timeout_seconds == 7200
+    assert dev.compute.kind == "serverless"
+
+
+def test_job_cluster_spec_and_an_environment_overriding_the_default_compute() -> None:
+    text = """
+[defaults]
+dbt_cloud_host = "h.us1.dbt.com"
+dbt_cloud_account_id = 1
+cluster_id = "shared-cluster"
+[environments.prod.dbt_jobs]
+a = 1
+[environments.prod.job_cluster]
+spark_version = "15.4.x-scala2.12"
+num_workers = 1
+[environments.dev.dbt_jobs]
+a = 1
+"""
+    envs = parse(text)
+    assert envs["prod"].compute == Compute(
+        kind="job_cluster", new_cluster={"spark_version": "15.4.x-scala2.12", "num_workers": 1}
+    )
+    assert envs["dev"].compute.existing_cluster_id == "shared-cluster"
+
+
+def test_host_and_account_fall_back_to_dbt_cloud_cli_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = "[environments.dev.dbt_jobs]\na = 1\n"
+    assert "dbt_cloud_host: missing" in error_of(text)
+    monkeypatch.setenv("DBT_CLOUD_HOST", "http://127.0.0.1:8000")
+    assert "dbt_cloud_account_id: missing" in error_of(text)
+    monkeypatch.setenv("DBT_CLOUD_ACCOUNT_ID", "42")
+    env = parse(text)["dev"]
+    assert (env.dbt_cloud_host, env.dbt_cloud_account_id) == ("http://127.0.0.1:8000", 42)
+
+
+def test_missing_file_points_to_onboard(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "dbtwf.toml")
+    assert "no such config file" in caught.value.message
+    assert "dbtwf onboard" in (caught.value.hint or "")
+    assert caught.value.exit_code == 2
+
+
+def test_toml_error_names_the_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "dbtwf.toml"
+    path.write_text('[environments.dev]\ndbt_cloud_host = "x"\ndbt_cloud_account_id = = 3\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.message.startswith(f"{path}: TOML error at line 3")
+
+
+def test_the_exact_scope_name_message() -> None:
+    text = MINIMAL.replace("[environments.dev]", '[environments.prod]\nsecret_scope = "my scope"').replace(
+        "environments.dev.", "environments.prod."
+    )
+    assert error_of(text) == (
+        'dbtwf.toml: [environments.prod] secret_scope: "my scope" is not a valid scope name '
+        "(letters, digits, -, _, . up to 128)"
+    )
+
+
+def test_an_invalid_value_from_defaults_is_reported_in_defaults() -> None:
+    text = '[defaults]\nsecret_key = "bad key!"\n' + MINIMAL
+    assert error_of(text).startswith('dbtwf.toml: [defaults] secret_key: "bad key!" is not a valid')
+
+
+@pytest.mark.parametrize(
+    ("snippet", "expected"),
+    [
+        (
+            'scret_scope = "x"',
+            'dbtwf.toml: [environments.dev] unknown key "scret_scope"; did you mean secret_scope?',
+        ),
+        ('token = "dbtc_x"', 'dbtwf.toml: [environments.dev] unknown key "token"'),
+        (
+            'notebook_path = "Shared/x"',
+            'dbtwf.toml: [environments.dev] notebook_path: "Shared/x" is not an absolute',
+        ),
+        ('notebook_path = "/Shared/x/"', 'notebook_path: "/Shared/x/" is not a notebook path'),
+        ('dbt_cloud_account_id = "70403"', 'dbt_cloud_account_id: must be a positive integer, got "70403"'),
+        ("dbt_cloud_account_id = -1", "dbt_cloud_account_id: must be a positive integer, got -1"),
+        ("dbt_cloud_account_id = true", "dbt_cloud_account_id: must be a positive integer, got True"),
+        (
+            'dbt_cloud_host = "not a host"',
+            "dbt_cloud_host: the dbt Cloud host 'not a host' is not a host name",
+        ),
+        (
+            'cluster_id = "c"\njob_cluster = { num_workers = 1 }',
+            "cluster_id and job_cluster exclude each other",
+        ),
+        ('failure_emails = ["nobody"]', 'failure_emails: "nobody" is not an e-mail address'),
+        ("run_timeout_seconds = 0", "run_timeout_seconds: must be a positive integer"),
+        ('workflow_name = ""', "workflow_name: must be a non-empty string"),
+        ('scope_readers = "users"', 'scope_readers: must be a list of non-empty strings, got "users"'),
+    ],
+)
+def test_bad_environment_values(snippet: str, expected: str) -> None:
+    # The environment's own value overrides the valid one in [defaults].
+    text = (
+        '[defaults]\ndbt_cloud_host = "ab123.us1.dbt.com"\ndbt_cloud_account_id = 70403\n'
+        f"[environments.dev]\n{snippet}\n[environments.dev.dbt_jobs]\nnightly = 1234\n"
+    )
+    assert expected in error_of(text)
+
+
+@pytest.mark.parametrize(
+    ("jobs", "expected"),
+    [
+        ("", "dbt_jobs: no dbt jobs"),
+        ('a = "12"', '[environments.dev.dbt_jobs] a: must be a positive integer, got "12"'),
+        ("a = 0", "[environments.dev.dbt_jobs] a: must be a positive integer, got 0"),
+        ('"bad key" = 1', '[environments.dev.dbt_jobs] "bad key": is not a valid task key'),
+        ("a = { jobid = 1 }", '[environments.dev.dbt_jobs] a: unknown key "jobid"; did you mean job_id?'),
+        ('a = { depends_on = ["b"] }', "[environments.dev.dbt_jobs] a: job_id is missing"),
+        ('a = { job_id = 1, depends_on = ["zz"] }', '"zz" is not a task of this environment (known: a)'),
+        ('a = { job_id = 1, depends_on = ["a"] }', "a.depends_on: a task cannot depend on itself"),
+        ('a = { job_id = 1, depends_on = "b" }\nb = 2', 'a.depends_on: must be a list of task keys, got "b"'),
+        (
+            'a = { job_id = 1, depends_on = ["c"] }\nb = { job_id = 2, depends_on = ["a"] }\n'
+            'c = { job_id = 3, depends_on = ["b"] }',
+            "depends_on makes a cycle: a -> c -> b -> a",
+        ),
+    ],
+)
+def test_bad_dbt_jobs(jobs: str, expected: str) -> None:
+    text = MINIMAL.replace("nightly = 1234", jobs)
+    assert expected in error_of(text)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [
+        ('timezone = "UTC"', "[environments.dev.schedule] quartz_cron: missing"),
+        ('quartz_cron = "0 6 * * *"', '[environments.dev.schedule] quartz_cron: "0 6 * * *" is not a Quartz'),
+        (
+            'quartz_cron = "0 0 6 * * ?"\ntimezone = "Mars/Olympus"',
+            'timezone: "Mars/Olympus" is not a known time zone',
+        ),
+        ('quartz_cron = "0 0 6 * * ?"\npaused = "yes"', 'paused: must be true or false, got "yes"'),
+        ('quartz_cron = "0 0 6 * * ?"\ncron = "x"', '[environments.dev.schedule] unknown key "cron"'),
+    ],
+)
+def test_bad_schedules(schedule: str, expected: str) -> None:
+    text = MINIMAL + f"\n[environments.dev.schedule]\n{schedule}\n"
+    assert expected in error_of(text)
+
+
+def test_unknown_top_level_key_and_bad_environment_name() -> None:
+    assert 'unknown top-level key "enviroments"; did you mean environments?' in error_of(
+        "[enviroments.dev]\nx = 1\n"
+    )
+    assert "is not a valid environment name" in error_of(
+        MINIMAL.replace("environments.dev", 'environments."my env"')
+    )
+
+
+# --- Quartz ----------------------------------------------------------------------------------
+
+GOOD_CRONS = [
+    "0 0 6 * * ?",
+    "0 15 10 ? * MON-FRI",
+    "0 0/5 14,18 * * ?",
+    "*/10 * * * * ?",
+    "0 0 12 1/5 * ?",
+    "0 11 11 11 11 ?",
+    "0 15 10 * * ? 2030",
+    "0 0 22-2 * * ?",  # Quartz lets a range wrap around
+    "0 15 10 L * ?",
+    "0 15 10 LW * ?",
+    "0 15 10 L-3 * ?",
+    "0 15 10 15W * ?",
+    "0 15 10 ? * 6L",
+    "0 15 10 ? * FRIL",
+    "0 15 10 ? * 6#3",
+    "0 15 10 ? * L",
+    "0 0 0 ? JAN-MAR SUN",
+    "0 0 0 ? jul mon,wed,fri",
+    "0   0  6  *  *  ?",
+]
+BAD_CRONS = [
+    ("", "0 fields"),
+    ("0 6 * * *", "5 fields, expected 6 or 7"),
+    ("0 0 6 * * ? 2030 x", "8 fields"),
+    ("0 0 6 * * *", "exactly one of day-of-month and day-of-week must be '?'"),
+    ("0 0 6 ? * ?", "exactly one of day-of-month and day-of-week must be '?'"),
+    ("60 0 6 * * ?", "seconds '60': 60 is outside 0-59"),
+    ("0 0 24 * * ?", "hours '24': 24 is outside 0-23"),
+    ("0 0 6 32 * ?", "day-of-month '32': 32 is outside 1-31"),
+    ("0 0 6 0 * ?", "day-of-month '0': 0 is outside 1-31"),
+    ("0 0 6 * 13 ?", "month '13': 13 is outside 1-12"),
+    ("0 0 6 ? * 8", "day-of-week '8': 8 is outside 1-7"),
+    ("0 0 6 ? * FOO", "day-of-week 'FOO': 'FOO' is not a number or SUN-style names"),
+    ("0 0 6 * JANUARY ?", "'JANUARY' is not a number"),
+    ("0 0/0 6 * * ?", "step '0' must be a number from 1 to 60"),
+    ("0 0/61 6 * * ?", "step '61'"),
+    ("0 0 6 ? * 6#6", "the n in day#n must be 1-5"),
+    ("0 0 6 L,5 * ?", "L, W and # forms must be the field's only item"),
+    ("0 0 6 L-31 * ?", "the offset in L-n must be 0-30"),
+    ("? 0 6 * * ?", "'?' is only allowed in day-of-month or day-of-week"),
+    ("0 0 6 1,,2 * ?", "empty list item"),
+    ("0 0 6 * * ? 1969", "year '1969': 1969 is outside 1970-2099"),
+    ("0 0 L * * ?", "'L' is not a number"),
+    ("0 0 6 5-? * ?", "'?' is not a number"),
+]
+
+
+@pytest.mark.parametrize("expr", GOOD_CRONS)
+def test_valid_quartz_expressions(expr: str) -> None:
+    validate_quartz_cron(expr)
+
+
+@pytest.mark.parametrize(("expr", "expected"), BAD_CRONS)
+def test_invalid_quartz_expressions(expr: str, expected: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        validate_quartz_cron(expr)
+    assert expected in caught.value.message
+    assert caught.value.message.startswith(f'"{expr}" is not a Quartz cron expression')
+
+
+def test_small_validators() -> None:
+    validate_secret_name("dbtwf-prod.v2_x", "scope name")
+    validate_notebook_path("/Users/a@b.com/dbt runner")
+    validate_timezone("America/New_York")
+    for bad in ("", "a" * 129, "with space", "slash/no"):
+        with pytest.raises(UsageError):
+            validate_secret_name(bad, "secret key name")
+    for bad in ("relative/path", "/", "/a/../b", "/a//b"):
+        with pytest.raises(UsageError):
+            validate_notebook_path(bad)
+    assert default_task_key(42) == "dbt_job_42"
+
+
+# --- choosing ---------------------------------------------------------------------------------
+
+
+def test_select_environment_rules() -> None:
+    only = parse_config(MINIMAL.replace("environments.dev", "environments.qa"), Path("c.toml"))
+    assert select_environment(only, None).name == "qa"
+    both = parse_config(FULL, Path("c.toml"))
+    assert select_environment(both, None).name == "dev"
+    assert select_environment(both, "prod").name == "prod"
+    with pytest.raises(ConfigError) as caught:
+        select_environment(both, "staging")
+    assert caught.value.message == 'c.toml: no environment "staging" (known: dev, prod)'
+    no_dev = parse_config(FULL.replace("environments.dev", "environments.qa"), Path("c.toml"))
+    with pytest.raises(ConfigError, match="several environments and none is called dev"):
+        select_environment(no_dev, None)
+    with pytest.raises(ConfigError, match="no environments defined"):
+        select_environment(parse_config("", Path("c.toml")), None)
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+ONBOARD_VALUES = {
+    "dbt_cloud_host": "ab123.us1.dbt.com",
+    "dbt_cloud_account_id": 70403,
+    "dbt_jobs": {"dbt_job_1234": 1234},
+    "secret_scope": "dbtwf-prod",  # the default: not written
+    "notebook_path": "/Shared/dbtwf/prod/run_dbt_cloud_job",  # the default: not written
+    "schedule": {"quartz_cron": "0 0 6 * * ?", "timezone": "UTC"},
+}
+
+
+def test_upsert_creates_a_minimal_file(tmp_path: Path) -> None:
+    path = tmp_path / "dbtwf.toml"
+    env = upsert_environment(path, "prod", ONBOARD_VALUES)
+    assert env.dbt_jobs == (DbtJobTask("dbt_job_1234", 1234),)
+    text = path.read_text()
+    assert "[environments.prod]" in text
+    assert "secret_scope" not in text and "notebook_path" not in text
+    assert 'quartz_cron = "0 0 6 * * ?"' in text
+    assert load_config(path).environments["prod"] == env
+
+
+def test_upsert_keeps_comments_and_layout_and_writes_only_differences(tmp_path: Path) -> None:
+    path = tmp_path / "dbtwf.toml"
+    path.write_text(FULL)
+    env = upsert_environment(
+        path,
+        "prod",
+        {
+            "secret_scope": "dbtwf-prod",  # back to the default: the explicit entry goes
+            "workflow_name": "Nightly dbt",
+            "dbt_jobs": {"dbt_job_1234": 1234, "dbt_job_77": 77},  # 1234 already runs as "nightly"
+            "job_cluster": {"spark_version": "15.4.x-scala2.12", "num_workers": 1},
+        },
+    )
+    text = path.read_text()
+    assert "# shared by every environment" in text
+    assert 'databricks_profile = "prod"   # from ~/.databrickscfg' in text
+    assert "secret_scope" not in text
+    assert 'workflow_name = "Nightly dbt"' in text
+    assert "cluster_id" not in text
+    assert [task.task_key for task in env.dbt_jobs] == ["nightly", "marts", "dbt_job_77"]
+    assert env.compute.kind == "job_cluster"
+    assert env.secret_scope == "dbtwf-prod"
+    # the rest of the file is byte-identical
+    assert text.split("[environments.prod]")[0] == FULL.split("[environments.prod]")[0]
+
+
+def test_upsert_validates_before_writing(tmp_path: Path) -> None:
+    path = tmp_path / "dbtwf.toml"
+    path.write_text(FULL)
+    for values in (
+        {"secret_scope": "my scope"},
+        {"schedule": {"quartz_cron": "0 6 * * *"}},
+        {"token": "dbtc_secret"},
+        {"dbt_jobs": {"x": {"job_id": 1, "depends_on": ["nope"]}}},
+    ):
+        with pytest.raises(UsageError):
+            upsert_environment(path, "prod", values)
+    with pytest.raises(UsageError, match="not a valid environment name"):
+        upsert_environment(path, "my env", {})
+    assert path.read_text() == FULL
+    assert [p.name for p in tmp_path.iterdir()] == ["dbtwf.toml"]  # no temporary files left
+
+
+def test_upsert_onto_a_broken_file_reports_the_toml_error(tmp_path: Path) -> None:
+    path = tmp_path / "dbtwf.toml"
+    path.write_text("[environments.dev\n")
+    with pytest.raises(ConfigError, match="TOML error at line 1"):
+        upsert_environment(path, "dev", ONBOARD_VALUES)
+    assert path.read_text() == "[environments.dev\n"
+
+
+def test_upsert_depends_on_is_written_inline(tmp_path: Path) -> None:
+    path = tmp_path / "dbtwf.toml"
+    upsert_environment(
+        path, "dev", ONBOARD_VALUES | {"dbt_jobs": {"a": 1, "b": {"job_id": 2, "depends_on": ["a"]}}}
+    )
+    assert 'b = {job_id = 2, depends_on = ["a"]}' in path.read_text()
+    assert load_config(path).environments["dev"].dbt_jobs[1] == DbtJobTask("b", 2, ("a",))
