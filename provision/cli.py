@@ -243,6 +243,8 @@ app.add_typer(token_app)
     epilog="Examples:\n\n"
     "  dbtwf token set                      (prompts, input hidden)\n\n"
     "  pass show dbt/token | dbtwf token set   (reads stdin)",
+    # Extra arguments are caught here, not by the parser: its error would echo them, token included.
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
 )
 def token_set(
     ctx: typer.Context,
@@ -255,6 +257,12 @@ def token_set(
     from provision.output import console, err_console
     from provision.token import TOKEN_ENV, keyring_backend_name, mask, store_token
 
+    if ctx.args:
+        raise UsageError(
+            "`dbtwf token set` takes no arguments: the token is never read from the command line "
+            "(it would stay in your shell history)",
+            hint="run it alone and paste at the hidden prompt, or pipe the token to its stdin",
+        )
     backend = keyring_backend_name()  # fail before the user pastes anything
     if sys.stdin.isatty():
         import getpass

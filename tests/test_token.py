@@ -59,9 +59,9 @@ def invoke(*args: str, stdin: str | None = None, env: dict[str, str] | None = No
 
 
 def test_set_show_delete_round_trip(file_keyring: Path) -> None:
-    result = invoke("token", "set", stdin=f"  {DBT_CLOUD_TOKEN}\n")
-    assert result.exit_code == 0, result.output
-    assert "stored the dbt Cloud token dbtc_…(37 chars)" in result.output
+    stored = invoke("token", "set", stdin=f"  {DBT_CLOUD_TOKEN}\n")
+    assert stored.exit_code == 0, stored.output
+    assert "stored the dbt Cloud token dbtc_…(37 chars)" in stored.output
     assert keyring.get_password("dbtwf", "dbt-cloud-api-token") == DBT_CLOUD_TOKEN  # stripped
     assert file_keyring.exists()  # the confined file, not the developer's keyring
 
@@ -81,7 +81,7 @@ def test_set_show_delete_round_trip(file_keyring: Path) -> None:
     assert missing.exit_code == 2
     assert "no dbt Cloud token" in missing.output
     assert "dbtwf token set" in missing.output
-    for result in (result, shown, deleted, again, missing):
+    for result in (stored, shown, deleted, again, missing):
         assert DBT_CLOUD_TOKEN not in result.output
         assert DBT_CLOUD_TOKEN[-6:] not in result.output
 
@@ -153,7 +153,9 @@ def test_an_auto_selected_plaintext_backend_is_refused(
     confine(monkeypatch, tmp_path, None)
     keyring.core.init_backend(limit=lambda backend: isinstance(backend, PlaintextKeyring))
     try:
-        with pytest.raises(UsageError, match="non-recommended backend keyrings.alt.file.PlaintextKeyring"):
+        with pytest.raises(
+            UsageError, match=r"non-recommended backend keyrings\.alt\.file\.PlaintextKeyring"
+        ):
             token_module.store_token(DBT_CLOUD_TOKEN)
         assert not (tmp_path / "xdg_data_home" / "python_keyring" / "keyring_pass.cfg").exists()
     finally:
