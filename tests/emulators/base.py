@@ -304,6 +304,8 @@ class Emulator:
         if kind == "drop_after_write":
             self._drop(handler, request, kind)
             return
+        # Logged before the answer leaves, so a client that has its response finds its request logged.
+        self.record(RecordedRequest(request.method, request.path, request.query, body, response.status, kind))
         payload = b"" if request.method == "HEAD" else response.encode()
         handler.send_response(response.status)
         content_type = "application/json"
@@ -316,7 +318,6 @@ class Emulator:
         handler.send_header("Content-Length", str(len(payload)))
         handler.end_headers()
         handler.wfile.write(payload)
-        self.record(RecordedRequest(request.method, request.path, request.query, body, response.status, kind))
 
     def _drop(self, handler: BaseHTTPRequestHandler, request: Request, kind: FaultKind) -> None:
         handler.close_connection = True
