@@ -152,6 +152,9 @@ def validate_error_body(status: int, body: Any) -> None:
 
 def _check(schema: dict[str, Any], body: Any, what: str) -> None:
     error = best_match(OAS30Validator(schema).iter_errors(body))
+    # Look through the "or null" wrapper so the message names the real mismatch.
+    while error is not None and error.validator == "anyOf" and error.context:
+        error = best_match([e for e in error.context if e.validator != "enum"] or error.context)
     if error is not None:
         where = "/".join(str(part) for part in error.absolute_path) or "<body>"
         raise AssertionError(f"{what} does not match the spec at {where}: {error.message}")
