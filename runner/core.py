@@ -734,7 +734,7 @@ class _Follower:
         )
 
     def _rerun(self, failed: Mapping[str, Any]) -> dict[str, Any]:
-        """Rerun from failure; a rerun carries no cause, so a new run newer than the failed one is ours."""
+        """Rerun from failure; a rerun has no cause of ours: find it by `retrying_run_id` instead."""
         failed_id = _run_id(failed)
         self.say(
             f"the last run {failed_id} of dbt job {self.settings.job_id} failed: rerunning from the failure"
@@ -746,8 +746,10 @@ class _Follower:
                 self.say(f"rerun not confirmed ({error}); checking whether it started")
                 self.sleep(retry_delay(error, attempt, self.rng))
                 newer = self.client.list_runs(self.settings.job_id, limit=5, newer_than=failed_id)
-                if newer:
-                    return newer[0]
+                retries = [run for run in newer if run.get("retrying_run_id") == failed_id]
+                if retries:
+                    self.say(f"the rerun did land: run {retries[0]['id']}")
+                    return retries[0]
         raise DbtCloudError(f"could not rerun dbt job {self.settings.job_id} in {TRIGGER_ATTEMPTS} attempts")
 
     # -- waiting --------------------------------------------------------------------

@@ -1,0 +1,544 @@
+"""The runner against the dbt Cloud emulator over real HTTP, on a simulated clock.
+
+The runner's clock/sleep and the emulator's clock are one fake clock, so an hour of dbt run
+takes milliseconds and no test waits for real.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from runner.core import (
+    DbtCloudAuthError,
+    DbtCloudClient,
+    DbtCloudNotFoundError,
+    DbtRunCancelledError,
+    DbtRunFailedError,
+    DbtRunTimeoutError,
+    RunnerInputError,
+    RunResult,
+    RunSettings,
+    run_dbt_job,
+    run_from_notebook,
+)
+from tests.conftest import DBT_ACCOUNT_ID, DBT_CLOUD_TOKEN
+from tests.emulators.dbtcloud import DbtCloudEmulator, Scenario
+
+JOB = 555
+RUN_PATH = rf"/api/v2/accounts/{DBT_ACCOUNT_ID}/runs/\d+/"
+TRIGGER_PATH = rf"/api/v2/accounts/{DBT_ACCOUNT_ID}/jobs/{JOB}/run/"
+
+
+class FakeClock:
+    """Monotonic time that only moves when someone sleeps."""
+
+    def __init__(self) -> None:
+        self.t = time.monotonic()
+        self.sleeps: list[float] = []
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds >= 0
+        self.sleeps.append(seconds)
+        self.t += seconds
+
+
+@pytest.fixture
+def clock(dbt_cloud: DbtCloudEmulator) -> Iterator[FakeClock]:
+    fake = FakeClock()
+    previous = dbt_cloud.clock
+    dbt_cloud.clock = fake.now
+    yield fake
+    dbt_cloud.clock = previous
+
+
+class Output:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.task_values: dict[str, Any] = {}
+
+    def __call__(self, line: str) -> None:
+        self.lines.append(line)
+
+    def set_task_value(self, key: str, value: Any) -> None:
+        self.task_values[key] = value
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def assert_no_token(*texts: str) -> None:
+    for text in texts:
+        assert DBT_CLOUD_TOKEN not in text
+        assert DBT_CLOUD_TOKEN[-4:] not in text
+
+
+def run(
+    emu: DbtCloudEmulator,
+    clock: FakeClock,
+    out: Output,
+    *,
+    token: str = DBT_CLOUD_TOKEN,
+    job_id: object = JOB,
+    **changes: Any,
+) -> RunResult:
+    settings = RunSettings.build(host=emu.url, account_id=DBT_ACCOUNT_ID, job_id=job_id, **changes)
+    return run_dbt_job(
+        settings,
+        token,
+        clock=clock.now,
+        sleep=clock.sleep,
+        out=out,
+        task_values=out.set_task_value,
+        rng=random.Random(7),
+        request_timeout=5.0,
+    )
+
+
+def run_requests(emu: DbtCloudEmulator) -> list[Any]:
+    return [r for r in emu.requests if r.method == "GET" and "/runs/" in r.path and r.path.count("/") > 6]
+
+
+def triggers(emu: DbtCloudEmulator) -> list[Any]:
+    return [r for r in emu.requests if r.method == "POST" and r.path.endswith("/run/")]
+
+
+# --- outcomes -----------------------------------------------------------------------------
+
+
+def test_success_prints_the_run_at_once_then_one_line_per_status_change(
+    dbt_cloud: DbtCloudEmulator, clock: FakeClock
+) -> None:
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="success", seconds=40))
+    out = Output()
+    result = run(dbt_cloud, clock, out)
+
+    (dbt_run,) = dbt_cloud.runs_of(JOB)
+    assert (result.run_id, result.status, result.how) == (dbt_run["id"], 10, "triggered")
+    assert result.url == dbt_run["href"]
+    assert f"dbt run {result.run_id} triggered: {dbt_run['href']}" in out.lines[1]
+    changes = [line.split(": ", 1)[1] for line in out.lines if f"dbt run {result.run_id}: " in line]
+    assert changes == ["Queued", "Starting", "Running", "Success"]
+    assert out.task_values == {
+        "dbt_run_id": result.run_id,
+        "dbt_run_url": result.url,
+        "dbt_run_status": "Success",
+    }
+    # Seen within 10% of the run's length (plus jitter), with a handful of requests.
+    assert 40 <= result.elapsed_seconds <= 40 + 4.4 + 0.5
+    assert len(run_requests(dbt_cloud)) <= 30
+    assert_no_token(out.text)
+
+
+def test_a_run_that_ends_after_a_second_is_seen_within_about_a_second(
+    dbt_cloud: DbtCloudEmulator, clock: FakeClock
+) -> None:
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="success", seconds=1))
+    result = run(dbt_cloud, clock, Output())
+    assert result.elapsed_seconds <= 1 + 1.1 + 0.1
+
+
+def test_an_hour_long_run_is_seen_within_thirty_seconds_with_few_requests(
+    dbt_cloud: DbtCloudEmulator, clock: FakeClock
+) -> None:
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="success", seconds=3600))
+    result = run(dbt_cloud, clock, Output())
+    assert 3600 <= result.elapsed_seconds <= 3600 + 33
+    assert max(clock.sleeps) <= 33.0
+    assert len(run_requests(dbt_cloud)) < 200  # the guide's 5 s loop needs 720
+
+
+def test_an_error_raises_with_the_failing_step_its_log_tail_and_the_run_url(
+    dbt_cloud: DbtCloudEmulator, clock: FakeClock
+) -> None:
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="error", polls=3, failing_step="dbt build"))
+    out = Output()
+    with pytest.raises(DbtRunFailedError) as caught:
+        run(dbt_cloud, clock, out)
+    error = caught.value
+    (dbt_run,) = dbt_cloud.runs_of(JOB)
+    message = str(error)
+    assert "Invoke dbt with `dbt build`" in message
+    assert error.step_name == "Invoke dbt with `dbt build`"
+    assert "UNRESOLVED_COLUMN" in message and "Done. PASS=1 WARN=0 ERROR=1" in message
+    assert dbt_run["href"] in message and error.run_url == dbt_run["href"]
+    assert out.task_values["dbt_run_status"] == "Error"
+    assert_no_token(message, out.text)
+
+
+def test_a_cancelled_run_raises_its_own_exception(dbt_cloud: DbtCloudEmulator, clock: FakeClock) -> None:
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="cancelled", polls=2))
+    with pytest.raises(DbtRunCancelledError, match="was cancelled: Cancelled by user") as caught:
+        run(dbt_cloud, clock, Output())
+    assert not isinstance(caught.value, DbtRunFailedError)
+
+
+def test_a_run_that_never_ends_is_cancelled_when_the_timeout_expires(
+    dbt_cloud: DbtCloudEmulator, clock: FakeClock
+) -> None:
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="never", seconds=10))
+    out = Output()
+    started = clock.now()
+    with pytest.raises(DbtRunTimeoutError, match="did not finish within 10m00s") as caught:
+        run(dbt_cloud, clock, out, timeout_seconds=600)
+    (dbt_run,) = dbt_cloud.runs_of(JOB)
+    assert dbt_cloud.cancel_requests == [dbt_run["id"]]
+    assert dbt_run["status"] == 30
+    assert caught.value.status == 30  # the runner saw the cancel land
+    assert 600 <= clock.now() - started <= 600 + 10
+    assert out.task_values["dbt_run_status"] == "Cancelled"
+
+
+def test_an_interrupt_cancels_the_dbt_run_before_exiting(
+    dbt_cloud: DbtCloudEmulator, clock: FakeClock
+) -> None:
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="never", seconds=10))
+
+    def interrupted_sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if len(clock.sleeps) == 3:
+            raise KeyboardInterrupt
+
+    settings = RunSettings.build(host=dbt_cloud.url, account_id=DBT_ACCOUNT_ID, job_id=JOB)
+    out = Output()
+    with pytest.raises(KeyboardInterrupt):
+        run_dbt_job(settings, DBT_CLOUD_TOKEN, clock=clock.now, sleep=interrupted_sleep, out=out)
+    (dbt_run,) = dbt_cloud.runs_of(JOB)
+    assert dbt_cloud.cancel_requests == [dbt_run["id"]]
+    assert "interrupted: cancelling dbt run" in out.text
+
+
+def test_sigterm_cancels_the_dbt_run_and_the_previous_handler_comes_back(
+    dbt_cloud: DbtCloudEmulator, clock: FakeClock
+) -> None:
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="never", seconds=10))
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def terminated_sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if len(clock.sleeps) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    settings = RunSettings.build(host=dbt_cloud.url, account_id=DBT_ACCOUNT_ID, job_id=JOB)
+    with pytest.raises(KeyboardInterrupt):
+        run_dbt_job(settings, DBT_CLOUD_TOKEN, clock=clock.now, sleep=terminated_sleep, out=Output())
+    assert len(dbt_cloud.cancel_requests) == 1
+    assert signal.getsignal(signal.SIGTERM) == previous
+
+
+# --- transient failures -----------------------------------------------------------------------
+
+
+def test_a_429_burst_is_ridden_out_with_a_hard_backoff(dbt_cloud: DbtCloudEmulator, clock: FakeClock) -> None:
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="success", seconds=120))
+    dbt_cloud.faults.inject("429", path=RUN_PATH, method="GET", times=3, retry_after=1.0)
+    out = Output()
+    result = run(dbt_cloud, clock, out)
+    assert result.status == 10
+    limited = [r for r in dbt_cloud.requests if r.status == 429]
+    assert len(limited) == 3
+    assert min(s for s in clock.sleeps if s > 29) >= 30.0  # not the 1 s the header allowed
+    assert sum(1 for line in out.lines if "did not answer" in line) == 1  # reported once, not per retry
+    assert "answers again after 3 failed poll(s)" in out.text
+
+
+def test_flaky_5xx_and_dropped_connections_on_reads_are_retried(
+    dbt_cloud: DbtCloudEmulator, clock: FakeClock
+) -> None:
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="success", seconds=30))
+    dbt_cloud.faults.inject(
+        "503", path=rf"/api/v2/accounts/{DBT_ACCOUNT_ID}/jobs/{JOB}/", method="GET", times=2
+    )
+    dbt_cloud.faults.inject("500", path=RUN_PATH, method="GET", times=2)
+    dbt_cloud.faults.inject("drop_before", path=RUN_PATH, method="GET", times=1)
+    result = run(dbt_cloud, clock, Output())
+    assert result.status == 10
+    assert len(triggers(dbt_cloud)) == 1
+
+
+@pytest.mark.parametrize("fault", ["drop_after_write", "500", "drop_before", "429"])
+def test_a_trigger_with_an_unknown_outcome_never_starts_a_second_run(
+    dbt_cloud: DbtCloudEmulator, clock: FakeClock, fault: str
+) -> None:
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="success", polls=2))
+    dbt_cloud.faults.inject(fault, path=TRIGGER_PATH, method="POST", times=1)  # type: ignore[arg-type]
+    out = Output()
+    result = run(dbt_cloud, clock, out)
+    runs = dbt_cloud.runs_of(JOB)
+    assert len(runs) == 1
+    assert result.run_id == runs[0]["id"] and result.status == 10
+    # Whether the first POST landed decides whether a second one was needed.
+    landed = fault == "drop_after_write"
+    assert len(triggers(dbt_cloud)) == (1 if landed else 2)
+    assert ("the trigger did land" in out.text) == landed
+
+
+def test_the_marker_in_the_cause_tells_our_run_from_someone_elses(
+    dbt_cloud: DbtCloudEmulator, clock: FakeClock
+) -> None:
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="success", seconds=30))
+    someone_else = DbtCloudClient(dbt_cloud.url, DBT_ACCOUNT_ID, DBT_CLOUD_TOKEN)
+    theirs = someone_else.trigger_run(JOB, "Triggered by a colleague")
+    dbt_cloud.faults.inject("drop_before", path=TRIGGER_PATH, method="POST", times=1)
+    result = run(dbt_cloud, clock, Output())
+    # Their run was the newest when ours went missing; it is not mistaken for ours.
+    assert result.run_id != theirs["id"]
+    assert sorted(r["id"] for r in dbt_cloud.runs_of(JOB)) == [theirs["id"], result.run_id]
+
+
+# --- refusals -----------------------------------------------------------------------------
+
+
+def test_a_wrong_token_fails_before_triggering_and_is_never_shown(
+    dbt_cloud: DbtCloudEmulator, clock: FakeClock
+) -> None:
+    dbt_cloud.add_job(JOB)
+    wrong = "dbtc_wrong_token_value_abcd"
+    out = Output()
+    with pytest.raises(DbtCloudAuthError, match=r"401.*Invalid token") as caught:
+        run(dbt_cloud, clock, out, token=wrong)
+    assert triggers(dbt_cloud) == []
+    assert wrong not in str(caught.value) and "abcd" not in str(caught.value)
+    assert_no_token(str(caught.value), out.text)
+
+
+def test_an_unknown_job_fails_with_not_found_before_triggering(
+    dbt_cloud: DbtCloudEmulator, clock: FakeClock
+) -> None:
+    with pytest.raises(DbtCloudNotFoundError, match=f"404 to GET /jobs/{JOB}/"):
+        run(dbt_cloud, clock, Output())
+    assert triggers(dbt_cloud) == []
+
+
+# --- modes and pass-through ---------------------------------------------------------------------
+
+
+def test_no_wait_returns_the_queued_run_after_two_requests(
+    dbt_cloud: DbtCloudEmulator, clock: FakeClock
+) -> None:
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="never", seconds=100))
+    out = Output()
+    result = run(dbt_cloud, clock, out, wait=False)
+    assert result.status == 1 and result.status_humanized == "Queued"
+    assert [(r.method, r.path.rsplit("/", 2)[-2]) for r in dbt_cloud.requests] == [
+        ("GET", str(JOB)),
+        ("POST", "run"),
+    ]
+    assert out.task_values["dbt_run_id"] == result.run_id
+    assert clock.sleeps == []
+
+
+def test_reuse_running_follows_the_run_in_progress_instead_of_starting_one(
+    dbt_cloud: DbtCloudEmulator, clock: FakeClock
+) -> None:
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="success", seconds=60))
+    first = run(dbt_cloud, clock, Output(), wait=False)
+    clock.sleep(20)
+    result = run(dbt_cloud, clock, Output(), reuse_running=True)
+    assert (result.run_id, result.how, result.status) == (first.run_id, "reused", 10)
+    assert len(triggers(dbt_cloud)) == 1
+    # Nothing in progress: a new run is triggered as usual.
+    assert run(dbt_cloud, clock, Output(), reuse_running=True).how == "triggered"
+
+
+def test_rerun_failed_retries_from_the_failing_step_only_when_the_last_run_failed(
+    dbt_cloud: DbtCloudEmulator, clock: FakeClock
+) -> None:
+    dbt_cloud.add_job(
+        JOB, scenario=Scenario(outcome="error", polls=2, steps=("dbt seed", "dbt build", "dbt test"))
+    )
+    with pytest.raises(DbtRunFailedError):
+        run(dbt_cloud, clock, Output())
+    failed_id = dbt_cloud.runs_of(JOB)[0]["id"]
+    dbt_cloud.set_scenario(JOB, Scenario(outcome="success", polls=2))
+    out = Output()
+    result = run(dbt_cloud, clock, out, rerun_failed=True)
+    assert (result.how, result.status) == ("rerun", 10)
+    rerun = dbt_cloud.runs[result.run_id]
+    assert rerun["retrying_run_id"] == failed_id
+    assert any(r.path.endswith("/rerun/") for r in dbt_cloud.requests)
+    # The last run succeeded now: rerun_failed triggers a fresh run.
+    assert run(dbt_cloud, clock, Output(), rerun_failed=True).how == "triggered"
+
+
+def test_a_lost_rerun_response_is_found_by_the_run_it_retries(
+    dbt_cloud: DbtCloudEmulator, clock: FakeClock
+) -> None:
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="error", polls=1))
+    with pytest.raises(DbtRunFailedError):
+        run(dbt_cloud, clock, Output())
+    dbt_cloud.set_scenario(JOB, Scenario(outcome="success", polls=1))
+    dbt_cloud.faults.inject("drop_after_write", path=r".*/rerun/", method="POST", times=1)
+    result = run(dbt_cloud, clock, Output(), rerun_failed=True)
+    assert result.how == "rerun"
+    assert len(dbt_cloud.runs_of(JOB)) == 2
+
+
+def test_overrides_and_a_cause_within_255_characters_are_sent(
+    dbt_cloud: DbtCloudEmulator, clock: FakeClock
+) -> None:
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="success", polls=1))
+    run(
+        dbt_cloud,
+        clock,
+        Output(),
+        cause="nightly " * 50,
+        overrides={
+            "steps_override": "dbt seed\ndbt build --select tag:nightly",
+            "schema_override": "ci_123",
+            "git_branch": "release",
+            "target_name_override": "ci",
+            "threads_override": "6",
+            "timeout_seconds_override": "1800",
+            "dbt_version_override": "1.9.0-latest",
+            "generate_docs_override": "true",
+        },
+    )
+    (body,) = [r.json() for r in triggers(dbt_cloud)]
+    assert len(body["cause"]) <= 255 and body["cause"].startswith("nightly nightly")
+    assert "[dbtwf:" in body["cause"]
+    assert {k: v for k, v in body.items() if k != "cause"} == {
+        "steps_override": ["dbt seed", "dbt build --select tag:nightly"],
+        "schema_override": "ci_123",
+        "git_branch": "release",
+        "target_name_override": "ci",
+        "threads_override": 6,
+        "timeout_seconds_override": 1800,
+        "dbt_version_override": "1.9.0-latest",
+        "generate_docs_override": True,
+    }
+    (dbt_run,) = dbt_cloud.runs_of(JOB)
+    assert dbt_run["trigger"]["steps_override"] == ["dbt seed", "dbt build --select tag:nightly"]
+
+
+# --- from a notebook ----------------------------------------------------------------------------
+
+
+class _Widgets:
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values = values
+
+    def get(self, name: str) -> str:
+        if name not in self.values:
+            raise ValueError(f"InputWidgetNotDefined: {name}")
+        return self.values[name]
+
+
+class _Secrets:
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.asked: list[tuple[str, str]] = []
+
+    def get(self, scope: str, key: str) -> str:
+        self.asked.append((scope, key))
+        if (scope, key) != ("dbt-cloud", "api-key"):
+            raise ValueError(f"Secret does not exist with scope: {scope} and key: {key}")
+        return self.token
+
+
+class _TaskValues:
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def set(self, key: str, value: Any) -> None:
+        self.values[key] = value
+
+
+class _Jobs:
+    def __init__(self) -> None:
+        self.taskValues = _TaskValues()
+
+
+class _Context:
+    def toJson(self) -> str:
+        return (
+            '{"tags": {"jobId": "881", "multitaskParentRunId": "9912", "runId": "9913", '
+            '"taskKey": "dbt_daily", "browserHostName": "adb-123.7.azuredatabricks.net"}}'
+        )
+
+
+class _EntryPoint:
+    def getDbutils(self) -> _EntryPoint:
+        return self
+
+    def notebook(self) -> _EntryPoint:
+        return self
+
+    def getContext(self) -> _Context:
+        return _Context()
+
+
+class _Notebook:
+    entry_point = _EntryPoint()
+
+
+class DBUtils:
+    """Only what a Databricks job gives the runner: widgets, secrets, jobs.taskValues."""
+
+    def __init__(self, widgets: dict[str, str], token: str = DBT_CLOUD_TOKEN) -> None:
+        self.widgets = _Widgets(widgets)
+        self.secrets = _Secrets(token)
+        self.jobs = _Jobs()
+
+
+def notebook_widgets(emu: DbtCloudEmulator, **changes: str) -> dict[str, str]:
+    widgets = {
+        "job_id": str(JOB),
+        "dbt_cloud_host": emu.url,
+        "dbt_cloud_account_id": str(DBT_ACCOUNT_ID),
+        "secret_scope": "dbt-cloud",
+        "secret_key": "api-key",
+    }
+    widgets.update(changes)
+    return widgets
+
+
+def test_the_guides_placeholder_stops_the_notebook_before_any_request(
+    dbt_cloud: DbtCloudEmulator, clock: FakeClock
+) -> None:
+    dbt_cloud.add_job(JOB)
+    dbutils = DBUtils(notebook_widgets(dbt_cloud, job_id="Enter the Job ID"))
+    with pytest.raises(RunnerInputError, match="placeholder 'Enter the Job ID'"):
+        run_from_notebook(dbutils, clock=clock.now, sleep=clock.sleep, out=Output())
+    assert dbt_cloud.requests == []
+    assert dbutils.secrets.asked == []  # not even the secret was read
+
+
+def test_a_missing_secret_names_the_scope_and_key(dbt_cloud: DbtCloudEmulator, clock: FakeClock) -> None:
+    dbutils = DBUtils(notebook_widgets(dbt_cloud, secret_key="nope"))
+    with pytest.raises(RunnerInputError, match="secret scope 'dbt-cloud', key 'nope'"):
+        run_from_notebook(dbutils, clock=clock.now, sleep=clock.sleep, out=Output())
+    assert dbt_cloud.requests == []
+
+
+def test_the_notebook_entry_point_tells_dbt_where_the_run_came_from(
+    dbt_cloud: DbtCloudEmulator, clock: FakeClock
+) -> None:
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="success", polls=2))
+    dbutils = DBUtils(notebook_widgets(dbt_cloud, wait="true", git_branch="main", timeout_seconds="900"))
+    dbutils.notebook = _Notebook()  # type: ignore[attr-defined] - only on a real cluster
+    out = Output()
+    result = run_from_notebook(dbutils, clock=clock.now, sleep=clock.sleep, out=out)
+    (dbt_run,) = dbt_cloud.runs_of(JOB)
+    cause = dbt_run["trigger"]["cause"]
+    assert cause.startswith(
+        "Triggered by Databricks Workflows | Databricks job 881 run 9912 task dbt_daily | "
+        "https://adb-123.7.azuredatabricks.net [dbtwf:"
+    )
+    assert dbt_run["trigger"]["git_branch"] == "main"
+    assert dbutils.jobs.taskValues.values == {
+        "dbt_run_id": result.run_id,
+        "dbt_run_url": dbt_run["href"],
+        "dbt_run_status": "Success",
+    }
+    assert_no_token(out.text, repr(result))
