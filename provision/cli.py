@@ -115,11 +115,14 @@ def connect_workspace(env: Environment) -> Workspace:
 
 
 def _report_error(error: DbtwfError) -> None:
+    from rich.markup import escape
+
     from provision.output import err_console, redact
 
-    err_console.print(f"[bold red]error:[/] {redact(error.message)}", markup=True, highlight=False)
+    # escape(): messages quote config tables like [environments.prod], which rich would eat as markup.
+    err_console.print(f"[bold red]error:[/] {escape(redact(error.message))}", markup=True)
     if error.hint:
-        err_console.print(f"[bold]hint:[/] {redact(error.hint)}", markup=True, highlight=False)
+        err_console.print(f"[bold]hint:[/] {escape(redact(error.hint))}", markup=True)
 
 
 class _DbtwfGroup(TyperGroup):
@@ -272,9 +275,11 @@ def token_set(
         raw = sys.stdin.read()
     store_token(raw)
     stored = raw.strip()
-    console.print(f"stored the dbt Cloud token {mask(stored)} in the OS keyring ({backend})")
+    console.print(f"stored the dbt Cloud token {mask(stored)} in the OS keyring ({backend})", markup=False)
     if os.environ.get(TOKEN_ENV, "").strip():
-        err_console.print(f"warning: {TOKEN_ENV} is set in this environment and takes precedence")
+        err_console.print(
+            f"warning: {TOKEN_ENV} is set in this environment and takes precedence", markup=False
+        )
 
 
 @token_app.command("show", epilog="Examples:\n\n  dbtwf token show")
@@ -296,7 +301,7 @@ def token_show(
             hint="run `dbtwf token set`",
         )
     token, source = found
-    console.print(f"{mask(token)} from {source}")
+    console.print(f"{mask(token)} from {source}", markup=False)
 
 
 @token_app.command("delete", epilog="Examples:\n\n  dbtwf token delete")
@@ -312,11 +317,11 @@ def token_delete(
     from provision.token import TOKEN_ENV, delete_token
 
     if delete_token():
-        console.print("deleted the dbt Cloud token from the OS keyring")
+        console.print("deleted the dbt Cloud token from the OS keyring", markup=False)
     else:
-        console.print("no dbt Cloud token was stored in the OS keyring")
+        console.print("no dbt Cloud token was stored in the OS keyring", markup=False)
     if os.environ.get(TOKEN_ENV, "").strip():
-        err_console.print(f"note: {TOKEN_ENV} is still set in this environment")
+        err_console.print(f"note: {TOKEN_ENV} is still set in this environment", markup=False)
 
 
 # =====================================================================================

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from provision.token import TOKEN_ENV
 
@@ -96,12 +97,13 @@ def render_changes(changes: list[Change], as_json: bool) -> None:
     for change in changes:
         action = _action_value(change)
         style = _ACTION_STYLES.get(action, "")
+        # Text cells: names and reasons may hold [brackets] that rich would read as markup.
         table.add_row(
-            _ACTION_SIGNS.get(action, "?"),
-            action,
-            change.resource,
-            redact(change.name),
-            redact(change.reason),
+            Text(_ACTION_SIGNS.get(action, "?")),
+            Text(action),
+            Text(change.resource),
+            Text(redact(change.name)),
+            Text(redact(change.reason)),
             style=style,
         )
     if changes:

@@ -1,0 +1,265 @@
+"""The CLI shell: help with examples, global options before or after the command, errors
+as one or two lines with the contract's exit codes, tracebacks only with --debug, and a
+start-up that never pays for `databricks.sdk`."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from provision.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CONFIG = """
+[defaults]
+dbt_cloud_host = "ab123.us1.dbt.com"
+dbt_cloud_account_id = 70403
+
+[environments.dev.dbt_jobs]
+nightly = 1
+
+[environments.prod.dbt_jobs]
+nightly = 2
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "dbtwf.toml"
+    path.write_text(CONFIG)
+    for name in ("DBTWF_CONFIG", "DBTWF_ENV", "DBT_CLOUD_HOST", "DBT_CLOUD_ACCOUNT_ID", "DATABRICKS_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return path
+
+
+def invoke(*args: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(app, list(args), env=env)
+
+
+def run_python(code: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def all_command_paths() -> list[list[str]]:
+    root = typer.main.get_command(app)
+    paths: list[list[str]] = []
+
+    def walk(command: object, prefix: list[str]) -> None:
+        subcommands = getattr(command, "commands", None)
+        if subcommands is None:
+            paths.append(prefix)
+            return
+        for name, sub in subcommands.items():
+            walk(sub, [*prefix, name])
+
+    walk(root, [])
+    return paths
+
+
+def test_every_command_is_reached_and_has_help_with_examples() -> None:
+    paths = all_command_paths()
+    names = {" ".join(path) for path in paths}
+    assert {"token set", "token show", "token delete"} <= names
+    for path in [[], *paths]:
+        result = invoke(*path, "--help")
+        assert result.exit_code == 0, (path, result.output)
+        assert "Examples" in result.output, path
+        assert "--config" in result.output and "--env" in result.output, path
+
+
+def test_help_and_input_errors_never_import_the_sdk(tmp_path: Path) -> None:
+    # One interpreter runs every --help and two early failures, then reports what was imported.
+    bad_config = tmp_path / "bad.toml"
+    bad_config.write_text("[environments.dev]\nsecret_scop = 1\n")
+    code = """
+        import json, sys
+        from typer.testing import CliRunner
+        from provision.cli import app
+        import typer
+
+        def walk(command, prefix):
+            subs = getattr(command, "commands", None)
+            if subs is None:
+                yield prefix
+                return
+            yield prefix
+            for name, sub in subs.items():
+                yield from walk(sub, [*prefix, name])
+
+        codes = {}
+        for path in walk(typer.main.get_command(app), []):
+            codes[" ".join(path) + " --help"] = CliRunner().invoke(app, [*path, "--help"]).exit_code
+        runs = [
+            ["--config", sys.argv[1], "plan"],
+            ["onboard", "--dbt-job-url", "https://example.com/not/a/job", "--yes"],
+        ]
+        token = {"DBT_CLOUD_API_TOKEN": "dbtc_x_123456789"}
+        for args in runs:
+            codes[" ".join(args)] = CliRunner().invoke(app, args, env=token).exit_code
+        sdk = sorted(m for m in sys.modules if m.startswith("databricks"))
+        print(json.dumps({"codes": codes, "sdk": sdk}))
+    """
+    result = run_python(code, str(bad_config), env={"DBTWF_CONFIG": str(tmp_path / "missing.toml")})
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["sdk"] == []
+    helps = {name: code for name, code in report["codes"].items() if name.endswith("--help")}
+    assert len(helps) >= 10 and set(helps.values()) == {0}
+    assert report["codes"][f"--config {bad_config} plan"] == 2
+    assert report["codes"]["onboard --dbt-job-url https://example.com/not/a/job --yes"] == 2
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--env", "staging", "plan"],
+        ["plan", "--env", "staging"],
+        ["-e", "staging", "plan"],
+        ["--env", "dev", "plan", "--env", "staging"],  # after the command wins
+    ],
+)
+def test_env_option_before_or_after_the_command(config: Path, args: list[str]) -> None:
+    result = invoke(*args)
+    assert result.exit_code == 2
+    assert 'dbtwf.toml: no environment "staging" (known: dev, prod)' in result.stderr
+    assert "hint: pick one with --env" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_typed_option_beats_the_environment_variable(config: Path) -> None:
+    result = invoke("--env", "staging", "plan", env={"DBTWF_ENV": "dev"})
+    assert 'no environment "staging"' in result.stderr
+    from_env = invoke("plan", env={"DBTWF_ENV": "qa"})
+    assert from_env.exit_code == 2
+    assert 'no environment "qa"' in from_env.stderr
+
+
+@pytest.mark.parametrize("position", ["before", "after", "envvar"])
+def test_config_option_before_or_after_the_command(config: Path, tmp_path: Path, position: str) -> None:
+    other = tmp_path / "other.toml"
+    other.write_text(CONFIG.replace("nightly = 2", 'nightly = "two"'))
+    args, env = {
+        "before": (["--config", str(other), "plan"], None),
+        "after": (["plan", "--config", str(other)], None),
+        "envvar": (["plan"], {"DBTWF_CONFIG": str(other)}),
+    }[position]
+    result = invoke(*args, env=env)
+    assert result.exit_code == 2
+    assert f'error: {other}: [environments.prod.dbt_jobs] nightly: must be a positive integer, got "two"' in (
+        result.stderr
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[environments.dev\n", "TOML error at line 1"),
+        ('[environments.dev]\nsecret_scop = "x"\n', 'unknown key "secret_scop"; did you mean secret_scope?'),
+        (
+            CONFIG + '[environments.prod.schedule]\nquartz_cron = "0 6 * * *"\n',
+            '[environments.prod.schedule] quartz_cron: "0 6 * * *" is not a Quartz cron expression',
+        ),
+    ],
+)
+def test_config_errors_exit_2_with_file_environment_and_key(config: Path, text: str, expected: str) -> None:
+    config.write_text(text)
+    result = invoke("plan")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: dbtwf.toml: ")
+    assert expected in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_missing_config_points_to_onboard(config: Path) -> None:
+    config.unlink()
+    result = invoke("plan")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "error: dbtwf.toml: no such config file",
+        "hint: run `dbtwf onboard --dbt-job-url URL` to create it, or point --config / DBTWF_CONFIG at it",
+    ]
+
+
+def test_usage_errors_from_the_parser_exit_2(config: Path) -> None:
+    assert invoke("plan", "--no-such-flag").exit_code == 2
+    assert invoke("no-such-command").exit_code == 2
+
+
+def test_version() -> None:
+    result = invoke("--version")
+    assert result.exit_code == 0
+    assert result.output.startswith("dbtwf ")
+
+
+UNEXPECTED = """
+    import sys
+    from provision.cli import app, main, cli_context, DebugOption
+
+    @app.command("boom")
+    def boom(ctx: __import__("typer").Context, debug: DebugOption = False) -> None:
+        cli_context(ctx, None, None, debug)
+        raise RuntimeError("kaboom")
+
+    sys.argv = ["dbtwf", *sys.argv[1:]]
+    main()
+"""
+
+
+def test_errors_have_no_traceback_without_debug(config: Path) -> None:
+    result = run_python(UNEXPECTED, "boom")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "error: unexpected RuntimeError: kaboom",
+        "hint: re-run with --debug to see the traceback",
+    ]
+    project_error = run_python(UNEXPECTED, "--config", str(config.parent / "nope.toml"), "plan")
+    assert project_error.returncode == 2
+    assert "Traceback" not in project_error.stderr
+
+
+@pytest.mark.parametrize("args", [["--debug", "boom"], ["boom", "--debug"]])
+def test_debug_shows_the_traceback(args: list[str]) -> None:
+    result = run_python(UNEXPECTED, *args)
+    assert result.returncode == 1
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "RuntimeError: kaboom" in result.stderr
+
+
+def test_debug_shows_the_traceback_of_a_project_error_too(config: Path) -> None:
+    config.unlink()
+    result = run_python(UNEXPECTED, "plan", "--debug", "--config", str(config))
+    assert result.returncode == 2
+    assert "Traceback (most recent call last)" in result.stderr
+    assert result.stderr.rstrip().endswith("or point --config / DBTWF_CONFIG at it")
+
+
+def test_help_starts_fast() -> None:
+    """`dbtwf --help` never imports the SDK (about 2 s); the median of 3 runs stays well under it."""
+    durations = []
+    for _ in range(3):
+        started = time.perf_counter()
+        result = run_python(
+            "from provision.cli import main; import sys; sys.argv = ['dbtwf', '--help']; main()"
+        )
+        durations.append(time.perf_counter() - started)
+        assert result.returncode == 0
+    assert statistics.median(durations) < 1.0, durations
