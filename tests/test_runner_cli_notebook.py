@@ -1,0 +1,210 @@
+"""`python -m runner` as a subprocess, and the rendered notebook executed cell by cell.
+
+Both run on real time against the emulator, so their scenarios end on the first poll (about
+one second); everything slower is covered on the fake clock in test_runner_emulator.py.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner.core import DbtRunFailedError
+from runner.notebook import CELL_SEPARATOR, NOTEBOOK_HEADER, NotebookDefaults, render_notebook
+from tests.conftest import DBT_ACCOUNT_ID, DBT_CLOUD_TOKEN
+from tests.emulators.dbtcloud import DbtCloudEmulator, Scenario
+
+JOB = 777
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str, token: str | None = DBT_CLOUD_TOKEN) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DBT_CLOUD_")}
+    if token is not None:
+        env["DBT_CLOUD_API_TOKEN"] = token
+    return subprocess.run(
+        [sys.executable, "-m", "runner", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def assert_clean(result: subprocess.CompletedProcess[str]) -> None:
+    """No traceback, no token, not even its last four characters."""
+    for text in (result.stdout, result.stderr):
+        assert "Traceback" not in text
+        assert DBT_CLOUD_TOKEN not in text and DBT_CLOUD_TOKEN[-4:] not in text
+
+
+def test_cli_exits_0_when_the_dbt_run_succeeds(dbt_cloud: DbtCloudEmulator) -> None:
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="success", polls=1))
+    result = cli("--job-id", str(JOB), "--host", dbt_cloud.url, "--account-id", str(DBT_ACCOUNT_ID))
+    assert result.returncode == 0, result.stderr
+    (dbt_run,) = dbt_cloud.runs_of(JOB)
+    assert f"dbt run {dbt_run['id']} triggered: {dbt_run['href']}" in result.stdout
+    assert "Success" in result.stdout
+    assert_clean(result)
+
+
+def test_cli_exits_1_with_the_step_logs_when_the_dbt_run_fails(dbt_cloud: DbtCloudEmulator) -> None:
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="error", polls=1))
+    result = cli("--job-url", dbt_cloud.job_url(JOB), "--cause", "from CI")
+    assert result.returncode == 1
+    assert "error: dbt run" in result.stderr and "Invoke dbt with `dbt build`" in result.stderr
+    assert "UNRESOLVED_COLUMN" in result.stderr
+    assert dbt_cloud.runs_of(JOB)[0]["trigger"]["cause"].startswith("from CI [dbtwf:")
+    assert_clean(result)
+
+
+def test_cli_no_wait_exits_0_at_once(dbt_cloud: DbtCloudEmulator) -> None:
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="never", seconds=3600))
+    started = time.monotonic()
+    result = cli(
+        "--job-url", dbt_cloud.job_url(JOB), "--no-wait", "--step", "dbt seed", "--threads-override", "2"
+    )
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 10
+    (dbt_run,) = dbt_cloud.runs_of(JOB)
+    assert dbt_run["trigger"]["steps_override"] == ["dbt seed"]
+    assert dbt_run["trigger"]["threads_override"] == 2
+
+
+def test_cli_exits_1_when_the_token_is_rejected(dbt_cloud: DbtCloudEmulator) -> None:
+    dbt_cloud.add_job(JOB)
+    result = cli("--job-url", dbt_cloud.job_url(JOB), token="dbtc_not_the_right_one_wxyz")
+    assert result.returncode == 1
+    assert "401" in result.stderr and "wxyz" not in result.stderr
+    assert_clean(result)
+
+
+@pytest.mark.parametrize(
+    ("args", "token", "message"),
+    [
+        (
+            ("--job-id", "Enter the Job ID", "--host", "h.us1.dbt.com", "--account-id", "1"),
+            "t",
+            "placeholder",
+        ),
+        (("--job-id", "5", "--account-id", "1"), "t", "no dbt Cloud host"),
+        (("--job-id", "5", "--host", "h.us1.dbt.com", "--account-id", "1"), None, "DBT_CLOUD_API_TOKEN"),
+        (("--job-url", "https://h/deploy/1/projects/2/jobs/3", "--job-id", "4"), "t", "not both"),
+        (("--job-id", "5", "--host", "h", "--account-id", "1", "--threads-override", "many"), "t", "threads"),
+        (("--bogus",), "t", "unrecognized arguments"),
+    ],
+)
+def test_cli_exits_2_on_bad_input_before_any_request(
+    dbt_cloud: DbtCloudEmulator, args: tuple[str, ...], token: str | None, message: str
+) -> None:
+    result = cli(*args, token=token)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert dbt_cloud.requests == []
+
+
+# --- the rendered notebook, executed -------------------------------------------------------
+
+
+class _Widgets:
+    """Declared widgets with their defaults; job parameters override them, as on Databricks."""
+
+    def __init__(self, parameters: dict[str, str]) -> None:
+        self.parameters = parameters
+        self.defaults: dict[str, str] = {}
+
+    def text(self, name: str, defaultValue: str = "", label: str | None = None) -> None:
+        self.defaults[name] = defaultValue
+
+    def get(self, name: str) -> str:
+        if name in self.parameters:
+            return self.parameters[name]
+        if name in self.defaults:
+            return self.defaults[name]
+        raise ValueError(f"InputWidgetNotDefined: No input widget named {name} is defined")
+
+
+class _Secrets:
+    def __init__(self, secrets: dict[tuple[str, str], str]) -> None:
+        self.secrets = secrets
+
+    def get(self, scope: str, key: str) -> str:
+        return self.secrets[(scope, key)]
+
+
+class _TaskValues:
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def set(self, key: str, value: Any) -> None:
+        self.values[key] = value
+
+
+class _Jobs:
+    def __init__(self) -> None:
+        self.taskValues = _TaskValues()
+
+
+class DBUtils:
+    """Nothing but widgets, secrets and jobs.taskValues: all the notebook may rely on."""
+
+    def __init__(self, parameters: dict[str, str], secrets: dict[tuple[str, str], str]) -> None:
+        self.widgets = _Widgets(parameters)
+        self.secrets = _Secrets(secrets)
+        self.jobs = _Jobs()
+
+
+def execute_notebook(source: str, dbutils: DBUtils) -> dict[str, Any]:
+    """Run the Python cells in one namespace, as a Databricks job task does."""
+    assert source.startswith(NOTEBOOK_HEADER + "\n")
+    namespace: dict[str, Any] = {"__name__": "__main__", "dbutils": dbutils}
+    for number, cell in enumerate(source.removeprefix(NOTEBOOK_HEADER + "\n").split(CELL_SEPARATOR)):
+        if all(line.startswith("# MAGIC") for line in cell.strip().splitlines()):
+            continue
+        exec(compile(cell, f"<command-{number}>", "exec"), namespace)  # noqa: S102 - the notebook under test
+    return namespace
+
+
+def notebook_for(emu: DbtCloudEmulator) -> str:
+    return render_notebook(NotebookDefaults(emu.url, DBT_ACCOUNT_ID, "dbt-cloud", "api-key", 600))
+
+
+def test_the_rendered_notebook_runs_a_job_to_success_and_sets_task_values(
+    dbt_cloud: DbtCloudEmulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="success", polls=1))
+    dbutils = DBUtils({"job_id": str(JOB)}, {("dbt-cloud", "api-key"): DBT_CLOUD_TOKEN})
+    namespace = execute_notebook(notebook_for(dbt_cloud), dbutils)
+    (dbt_run,) = dbt_cloud.runs_of(JOB)
+    assert namespace["dbt_run"].run_id == dbt_run["id"]
+    assert dbutils.jobs.taskValues.values == {
+        "dbt_run_id": dbt_run["id"],
+        "dbt_run_url": dbt_run["href"],
+        "dbt_run_status": "Success",
+    }
+    assert dbutils.widgets.defaults["timeout_seconds"] == "600"
+    printed = capsys.readouterr().out
+    assert dbt_run["href"] in printed
+    assert DBT_CLOUD_TOKEN not in printed and DBT_CLOUD_TOKEN[-4:] not in printed
+
+
+def test_the_rendered_notebook_raises_when_the_dbt_run_fails(
+    dbt_cloud: DbtCloudEmulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="error", polls=1))
+    dbutils = DBUtils({"job_id": str(JOB)}, {("dbt-cloud", "api-key"): DBT_CLOUD_TOKEN})
+    with pytest.raises(Exception) as caught:  # the notebook's own class, defined by exec
+        execute_notebook(notebook_for(dbt_cloud), dbutils)
+    assert type(caught.value).__name__ == DbtRunFailedError.__name__
+    assert "Invoke dbt with `dbt build`" in str(caught.value)
+    assert dbutils.jobs.taskValues.values["dbt_run_status"] == "Error"
+    assert DBT_CLOUD_TOKEN[-4:] not in str(caught.value) + capsys.readouterr().out
