@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -107,5 +108,11 @@ def render_changes(changes: list[Change], as_json: bool) -> None:
             style=style,
         )
     if changes:
-        console.print(table)
+        # A pipe or CI log gets the whole table unwrapped: rich would fold it at 80 columns
+        # (and clamps print(width=) to the console's width, hence a console of the right width).
+        target = console
+        if not console.is_terminal:
+            wide = console.options.update(width=4096)
+            target = Console(highlight=False, width=Measurement.get(console, wide, table).maximum)
+        target.print(table)
     console.print(summarize(changes), markup=False)

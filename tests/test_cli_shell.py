@@ -263,3 +263,40 @@ def test_help_starts_fast() -> None:
         durations.append(time.perf_counter() - started)
         assert result.returncode == 0
     assert statistics.median(durations) < 1.0, durations
+
+
+def test_render_changes_table_json_and_redaction(capsys: pytest.CaptureFixture[str]) -> None:
+    from provision.output import register_secret, render_changes, summarize
+    from provision.plan import Action, Change
+
+    register_secret("dbtc_leaked_0123456789")
+    changes = [
+        Change("scope", "dbtwf-prod", Action.CREATE, "missing"),
+        Change(
+            "workflow",
+            "dbt Cloud jobs (prod)",
+            Action.UPDATE,
+            "schedule [environments.prod] changed",
+            job_id=7,
+        ),
+        Change(
+            "secret", "dbtwf-prod/dbt-cloud-api-token", Action.NOOP, "token dbtc_leaked_0123456789 unchanged"
+        ),
+    ]
+    render_changes(changes, as_json=False)
+    table = capsys.readouterr().out
+    assert "schedule [environments.prod] changed" in table  # brackets are not eaten as markup
+    assert "dbtc_leaked" not in table and "token *** unchanged" in table
+    assert table.rstrip().endswith("1 to create, 1 to update, 1 unchanged")
+
+    render_changes(changes, as_json=True)
+    data = json.loads(capsys.readouterr().out)
+    assert data[1] == {
+        "resource": "workflow",
+        "name": "dbt Cloud jobs (prod)",
+        "action": "update",
+        "reason": "schedule [environments.prod] changed",
+        "job_id": 7,
+    }
+    assert "dbtc_leaked" not in json.dumps(data)
+    assert summarize([changes[2]]) == "nothing to change (1 unchanged)"
