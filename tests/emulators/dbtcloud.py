@@ -170,6 +170,12 @@ class _Run:
     status_message: str | None = None
 
 
+def _copy(value: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy that is exactly what goes over the wire."""
+    copied: dict[str, Any] = json.loads(json.dumps(value))
+    return copied
+
+
 def _duration(seconds: float) -> str:
     whole = max(0, int(seconds))
     return f"{whole // 3600:02d}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
@@ -349,7 +355,7 @@ class DbtCloudEmulator(Emulator):
                 "next_run_humanized": None,
             }
             self._scenarios[job_id] = scenario
-            return json.loads(json.dumps(self._jobs[job_id]))
+            return _copy(self._jobs[job_id])
 
     def set_scenario(self, job_id: int, scenario: Scenario) -> None:
         """The scenario for the job's *future* runs (a run keeps the one it was triggered with)."""
@@ -530,7 +536,7 @@ class DbtCloudEmulator(Emulator):
         return self._ok(self._render_job(job, _parse_include(request)))
 
     def _render_job(self, job: dict[str, Any], include: set[str]) -> dict[str, Any]:
-        rendered = json.loads(json.dumps(job))
+        rendered = _copy(job)
         if "environment" in include:
             rendered["environment"] = self._environment(job["environment_id"], job["project_id"])
         if "most_recent_run" in include or "most_recent_completed_run" in include:

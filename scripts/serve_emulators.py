@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Serve the local Databricks and dbt Cloud emulators on 127.0.0.1 until interrupted.
+
+Prints shell-ready settings on stdout, one per line, so a user can paste them (or a parent
+process can read them through a pipe):
+
+    export DATABRICKS_HOST=http://127.0.0.1:PORT
+    export DATABRICKS_TOKEN=...
+    export DBT_CLOUD_HOST=http://127.0.0.1:PORT
+    export DBT_CLOUD_ACCOUNT_ID=...
+    export DBT_CLOUD_API_TOKEN=...
+    # example dbt job URL: http://127.0.0.1:PORT/deploy/ACCOUNT/projects/1/jobs/JOB
+
+The dbt Cloud emulator holds example jobs: one that succeeds a few seconds after it is
+triggered, one that fails with a dbt error log, one that runs until cancelled. The tokens
+are test tokens, valid only against these emulators. SIGINT or SIGTERM: a clean exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+# Runnable as `python scripts/serve_emulators.py` from anywhere: the emulators live in tests/.
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from tests.emulators.dbtcloud import DbtCloudEmulator, Scenario  # noqa: E402 - needs the path above
+
+DATABRICKS_TOKEN = "dapi-emulator-token"
+DBT_CLOUD_TOKEN = "dbtc_emulator_token"
+DBT_ACCOUNT_ID = 70403
+PROJECT_ID = 1
+ENVIRONMENT_ID = 1
+
+SUCCEEDING_JOB = 1001
+FAILING_JOB = 1002
+ENDLESS_JOB = 1003
+
+
+def seed_dbt_jobs(dbt: DbtCloudEmulator) -> None:
+    """Example jobs whose runs progress in real time (the emulator's clock is time.monotonic)."""
+    common = {"project_id": PROJECT_ID, "environment_id": ENVIRONMENT_ID}
+    dbt.add_job(
+        SUCCEEDING_JOB, name="Daily build (succeeds)", scenario=Scenario("success", seconds=6), **common
+    )
+    dbt.add_job(FAILING_JOB, name="Orders model (fails)", scenario=Scenario("error", seconds=4), **common)
+    dbt.add_job(
+        ENDLESS_JOB, name="Backfill (runs until cancelled)", scenario=Scenario("never", seconds=3), **common
+    )
+
+
+def settings_lines(databricks_url: str, dbt: DbtCloudEmulator) -> list[str]:
+    values = [
+        ("DATABRICKS_HOST", databricks_url),
+        ("DATABRICKS_TOKEN", DATABRICKS_TOKEN),
+        ("DBT_CLOUD_HOST", dbt.url),
+        ("DBT_CLOUD_ACCOUNT_ID", str(dbt.account_id)),
+        ("DBT_CLOUD_API_TOKEN", dbt.token),
+    ]
+    lines = [f"export {name}={shlex.quote(value)}" for name, value in values]
+    lines.append(f"# example dbt job URL: {dbt.job_url(SUCCEEDING_JOB)}")
+    return lines
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--databricks-port", type=int, default=0, help="port for Databricks (default: a free one)"
+    )
+    parser.add_argument("--dbt-port", type=int, default=0, help="port for dbt Cloud (default: a free one)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed for the emulators' generated ids and faults"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+    dbt = DbtCloudEmulator(
+        port=args.dbt_port, token=DBT_CLOUD_TOKEN, account_id=DBT_ACCOUNT_ID, seed=args.seed
+    )
+    try:
+        dbt.start()
+    except OSError as error:
+        print(
+            f"serve_emulators: cannot listen on the dbt Cloud port {args.dbt_port}: {error}", file=sys.stderr
+        )
+        return 1
+    # Imported only now: it loads databricks-sdk's dataclasses, which takes a moment.
+    from tests.emulators.databricks import DatabricksEmulator
+
+    databricks = DatabricksEmulator(port=args.databricks_port, token=DATABRICKS_TOKEN, seed=args.seed)
+    try:
+        databricks.start()
+    except OSError as error:
+        dbt.stop()
+        print(
+            f"serve_emulators: cannot listen on the Databricks port {args.databricks_port}: {error}",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        seed_dbt_jobs(dbt)
+        print("\n".join(settings_lines(databricks.url, dbt)), flush=True)
+        print(
+            f"# serving until interrupted (Ctrl-C); failing dbt job: {dbt.job_url(FAILING_JOB)}, "
+            f"endless dbt job: {dbt.job_url(ENDLESS_JOB)}",
+            file=sys.stderr,
+            flush=True,
+        )
+        # A short wait in a loop: the signal handler runs between waits on every platform.
+        while not stop.wait(0.2):
+            pass
+    finally:
+        # Each server takes up to half a second to notice a shutdown: stop both at once.
+        stoppers = [threading.Thread(target=emulator.stop) for emulator in (dbt, databricks)]
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
