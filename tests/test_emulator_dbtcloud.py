@@ -151,7 +151,7 @@ def test_bad_or_missing_token_is_401(dbt_cloud: DbtCloudEmulator, auth: str | No
         reply = call(dbt_cloud, method, path, {"cause": "x"} if method == "POST" else None, auth=auth)
         assert reply.status == 401
         assert reply.body == {
-            "status": {"code": 401, "is_success": False, "user_message": message, "developer_message": ""},
+            "status": {"code": 401, "is_success": False, "user_message": message, "developer_message": None},
             "data": None,
         }
     assert dbt_cloud.runs == {}

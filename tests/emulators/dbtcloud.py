@@ -411,7 +411,8 @@ class DbtCloudEmulator(Emulator):
                 "code": error.status,
                 "is_success": False,
                 "user_message": message,
-                "developer_message": "",
+                # The real 401 carries a null developer_message; other errors an empty one.
+                "developer_message": None if error.status == 401 else "",
             },
             "data": data,
         }
