@@ -70,7 +70,7 @@ def settings_lines(databricks_url: str, dbt: DbtCloudEmulator) -> list[str]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument(
         "--databricks-port", type=int, default=0, help="port for Databricks (default: a free one)"
     )
