@@ -39,7 +39,9 @@ class Request:
         try:
             value = json.loads(self.body)
         except ValueError as exc:
-            raise HttpError(400, "MALFORMED_REQUEST", f"Invalid JSON given in the body of the request: {exc}")
+            raise HttpError(
+                400, "MALFORMED_REQUEST", f"Invalid JSON given in the body of the request: {exc}"
+            ) from None
         if not isinstance(value, dict):
             raise HttpError(400, "MALFORMED_REQUEST", "The request body must be a JSON object")
         return value
@@ -64,9 +66,7 @@ class Response:
 class HttpError(Exception):
     """Raised by a route handler; the emulator renders it in its service's error format."""
 
-    def __init__(
-        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
-    ) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -200,6 +200,8 @@ class Emulator:
                     result = handler(request)
             except HttpError as error:
                 return self.error_response(error)
+            except Exception as exc:  # noqa: BLE001 - an emulator bug must answer, not drop the connection
+                return self.error_response(HttpError(500, "INTERNAL_ERROR", f"Emulator error: {exc!r}"))
             if isinstance(result, Response):
                 return result
             return Response(200, result)
@@ -248,7 +250,7 @@ class Emulator:
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
             def _serve(self) -> None:
@@ -258,7 +260,9 @@ class Emulator:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self._port), _Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name=type(self).__name__, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name=type(self).__name__, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -297,7 +301,9 @@ class Emulator:
             headers = {}
             if status in (429, 503) and fault.retry_after is not None:
                 headers["Retry-After"] = str(max(0, round(fault.retry_after)))
-            code = {429: "REQUEST_LIMIT_EXCEEDED", 500: "INTERNAL_ERROR", 503: "TEMPORARILY_UNAVAILABLE"}[status]
+            code = {429: "REQUEST_LIMIT_EXCEEDED", 500: "INTERNAL_ERROR", 503: "TEMPORARILY_UNAVAILABLE"}[
+                status
+            ]
             response = self.error_response(HttpError(status, code, f"Injected fault {kind}", headers))
         else:
             response = self.dispatch(request)
