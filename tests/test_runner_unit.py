@@ -148,13 +148,14 @@ def test_a_long_cause_is_cut_to_255_characters_keeping_the_marker() -> None:
 # --- polling and retries -------------------------------------------------------------------
 
 
-def test_polling_starts_every_second_and_backs_off_to_thirty_seconds() -> None:
+def test_polling_starts_every_second_and_backs_off_to_fifteen_seconds() -> None:
     policy = PollPolicy(jitter=0.0)
     rng = random.Random(0)
     assert policy.interval(0, rng) == 1.0
     assert policy.interval(9, rng) == 1.0
     assert policy.interval(60, rng) == 6.0
-    assert policy.interval(3600, rng) == 30.0
+    assert policy.interval(3600, rng) == 15.0
+    assert policy.interval(120, rng) == 12.0
     jittered = [PollPolicy().interval(100, rng) for _ in range(200)]
     assert 9.0 <= min(jittered) < max(jittered) <= 11.0
 
