@@ -12,7 +12,8 @@ process can read them through a pipe):
     # example dbt job URL: http://127.0.0.1:PORT/deploy/ACCOUNT/projects/1/jobs/JOB
 
 The dbt Cloud emulator holds example jobs: one that succeeds a few seconds after it is
-triggered, one that fails with a dbt error log, one that runs until cancelled. The tokens
+triggered, one that fails with a dbt error log, one that runs until cancelled, and a second
+one that succeeds (so a demo can add it as a task to another workflow). The tokens
 are test tokens, valid only against these emulators. SIGINT or SIGTERM: a clean exit 0.
 """
 
@@ -42,6 +43,7 @@ ENVIRONMENT_ID = 1
 SUCCEEDING_JOB = 1001
 FAILING_JOB = 1002
 ENDLESS_JOB = 1003
+SECOND_SUCCEEDING_JOB = 1004
 
 
 def seed_dbt_jobs(dbt: DbtCloudEmulator) -> None:
@@ -53,6 +55,12 @@ def seed_dbt_jobs(dbt: DbtCloudEmulator) -> None:
     dbt.add_job(FAILING_JOB, name="Orders model (fails)", scenario=Scenario("error", seconds=4), **common)
     dbt.add_job(
         ENDLESS_JOB, name="Backfill (runs until cancelled)", scenario=Scenario("never", seconds=3), **common
+    )
+    dbt.add_job(
+        SECOND_SUCCEEDING_JOB,
+        name="Hourly marts (succeeds)",
+        scenario=Scenario("success", seconds=4),
+        **common,
     )
 
 
@@ -119,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(settings_lines(databricks.url, dbt)), flush=True)
         print(
             f"# serving until interrupted (Ctrl-C); failing dbt job: {dbt.job_url(FAILING_JOB)}, "
-            f"endless dbt job: {dbt.job_url(ENDLESS_JOB)}",
+            f"endless dbt job: {dbt.job_url(ENDLESS_JOB)}, "
+            f"second succeeding dbt job: {dbt.job_url(SECOND_SUCCEEDING_JOB)}",
             file=sys.stderr,
             flush=True,
         )
