@@ -462,6 +462,8 @@ class DbtCloudClient:
             raise self._api_error(error, method, path) from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
             reason = getattr(error, "reason", None) or type(error).__name__
+            if isinstance(error, TimeoutError) or isinstance(reason, TimeoutError):
+                reason = f"timed out after {timeout or self.timeout:g} s"
             raise DbtCloudTransientError(
                 self._redact(f"no answer from dbt Cloud at {self.base_url} to {method} {path}: {reason}")
             ) from None
@@ -1110,8 +1112,3 @@ def _has_task_values(dbutils: Any) -> bool:
         return callable(dbutils.jobs.taskValues.set)
     except Exception:  # noqa: BLE001 - older runtimes have no jobs utility
         return False
-
-
-def main_exit_code(error: BaseException) -> int:
-    """The CLI's exit code for an error: 2 for bad input, 1 for the rest."""
-    return 2 if isinstance(error, RunnerInputError) else 1

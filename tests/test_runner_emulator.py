@@ -266,6 +266,20 @@ def test_flaky_5xx_and_dropped_connections_on_reads_are_retried(
     assert len(triggers(dbt_cloud)) == 1
 
 
+def test_a_slow_answer_times_out_and_the_poll_is_retried(
+    dbt_cloud: DbtCloudEmulator, clock: FakeClock
+) -> None:
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="success", seconds=5))
+    dbt_cloud.faults.inject("latency", path=RUN_PATH, method="GET", times=1, delay=0.4)
+    settings = RunSettings.build(host=dbt_cloud.url, account_id=DBT_ACCOUNT_ID, job_id=JOB)
+    out = Output()
+    result = run_dbt_job(
+        settings, DBT_CLOUD_TOKEN, clock=clock.now, sleep=clock.sleep, out=out, request_timeout=0.1
+    )
+    assert result.status == 10
+    assert "timed out" in out.text
+
+
 @pytest.mark.parametrize("fault", ["drop_after_write", "500", "drop_before", "429"])
 def test_a_trigger_with_an_unknown_outcome_never_starts_a_second_run(
     dbt_cloud: DbtCloudEmulator, clock: FakeClock, fault: str
