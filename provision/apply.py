@@ -42,13 +42,15 @@ def apply_changes(
     """Executes ``changes`` (as planned by plan_environment); returns what was done."""
     if not has_changes(changes):
         return changes
+    # Re-plan as widely as the caller planned: add-task plans without the workflow.
+    include_workflow = any(change.resource == "workflow" for change in changes)
     folder = next((c for c in changes if c.resource == "folder"), None)
     if folder is not None and folder.action is Action.CREATE:
         ws.mkdirs(env.notebook_folder)  # idempotent, so safe before the lock
     with environment_lock(ws, env, break_lock=break_lock):
-        observed = observe(ws, env)
+        observed = observe(ws, env, include_workflow=include_workflow)
         desired = desired_state(env, token)
-        fresh = plan(desired, observed, adopt=adopt)
+        fresh = plan(desired, observed, adopt=adopt, include_workflow=include_workflow)
         if not has_changes(fresh):
             return fresh
         record = observed.state or StateRecord(environment=env.name)
