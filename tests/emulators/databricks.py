@@ -841,6 +841,7 @@ class DatabricksEmulator(Emulator):
         page = []
         for job in matching[offset : offset + limit]:
             listed = copy.deepcopy(job)
+            listed.pop("run_as_user_name")  # jobs/get has it, jobs/list (BaseJob) does not
             settings = listed["settings"]
             if not expand:
                 for array in ("tasks", "job_clusters"):
