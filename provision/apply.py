@@ -58,6 +58,8 @@ def apply_changes(
         for change in fresh:
             if change.action is not Action.NOOP:
                 _execute(ws, env, desired, change, record, workflow_settings)
+            elif change.resource == "workflow":
+                record.workflow_job_id = change.job_id  # found by its tags after the state was lost
         record.notebook_sha256 = sha256_text(desired.notebook_source)
         save_state(ws, env, record)
     return fresh
