@@ -794,6 +794,18 @@ class _Follower:
             if self.clock() < throttled_until:
                 interval = max(interval, self.policy.cap)
 
+    def cancel_marked(self, marker: str) -> None:
+        """Interrupted while triggering: cancel the run if the trigger landed after all."""
+        try:
+            runs = self.client.list_runs(self.settings.job_id, limit=20)
+        except DbtCloudError as error:
+            self.say(f"interrupted while triggering; could not check for a run to cancel: {error}")
+            return
+        for run in runs:
+            if marker in str((run.get("trigger") or {}).get("cause") or ""):
+                self.say(f"interrupted while triggering: cancelling dbt run {run['id']}")
+                self.cancel(_run_id(run), wait_seconds=0.0)
+
     def cancel(self, run_id: int, *, wait_seconds: float) -> dict[str, Any] | None:
         """Ask dbt Cloud to cancel, then wait up to ``wait_seconds`` to see it stop."""
         try:
@@ -910,7 +922,11 @@ def run_dbt_job(
         job = client.get_job(settings.job_id)
         name = job.get("name") or "unnamed"
         follower.say(f"dbt job {settings.job_id} ({name}) in account {settings.account_id}")
-        run, how = follower.start(cause, marker)
+        try:
+            run, how = follower.start(cause, marker)
+        except KeyboardInterrupt:
+            follower.cancel_marked(marker)
+            raise
         run_id = _run_id(run)
         url = _run_url(run, client)
         follower.say(f"dbt run {run_id} {how}: {url}")

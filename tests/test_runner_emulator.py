@@ -218,6 +218,22 @@ def test_an_interrupt_cancels_the_dbt_run_before_exiting(
     assert "interrupted: cancelling dbt run" in out.text
 
 
+def test_an_interrupt_while_the_trigger_is_unconfirmed_still_cancels_the_run(
+    dbt_cloud: DbtCloudEmulator, clock: FakeClock
+) -> None:
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="never", seconds=10))
+    dbt_cloud.faults.inject("drop_after_write", path=TRIGGER_PATH, method="POST", times=1)
+
+    def interrupted_sleep(seconds: float) -> None:
+        raise KeyboardInterrupt  # the first sleep is the wait before looking for the lost run
+
+    settings = RunSettings.build(host=dbt_cloud.url, account_id=DBT_ACCOUNT_ID, job_id=JOB)
+    with pytest.raises(KeyboardInterrupt):
+        run_dbt_job(settings, DBT_CLOUD_TOKEN, clock=clock.now, sleep=interrupted_sleep, out=Output())
+    (dbt_run,) = dbt_cloud.runs_of(JOB)
+    assert dbt_cloud.cancel_requests == [dbt_run["id"]]
+
+
 def test_sigterm_cancels_the_dbt_run_and_the_previous_handler_comes_back(
     dbt_cloud: DbtCloudEmulator, clock: FakeClock
 ) -> None:
