@@ -5,12 +5,14 @@ Pure decisions are tested directly; the rest over real HTTP against both emulato
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from provision.add_task import (
     AddTaskRequest,
+    AddTaskResult,
+    add_task,
     build_task,
     check_request,
     choose_compute,
@@ -18,8 +20,15 @@ from provision.add_task import (
     parse_dbt_job,
     task_differences,
 )
-from provision.errors import ConflictError, UsageError
+from provision.errors import AuthError, ConflictError, DbtwfError, NotFoundError, UsageError
 from provision.model import Compute, DbtJobTask, Environment
+from provision.state import AddedTask, load_state
+from tests.conftest import DATABRICKS_TOKEN, DBT_ACCOUNT_ID, DBT_CLOUD_TOKEN
+
+if TYPE_CHECKING:
+    from provision.databricks import Workspace
+    from tests.emulators.databricks import DatabricksEmulator
+    from tests.emulators.dbtcloud import DbtCloudEmulator
 
 DBT_HOST = "ab123.us1.dbt.com"
 
@@ -157,3 +166,246 @@ def test_job_level_job_id_parameter_overrides_the_task() -> None:
     assert note and "overrides" in note
     with pytest.raises(ConflictError, match="would run dbt job 7 instead of 42"):
         job_parameter_note({"parameters": [{"name": "job_id", "default": "7"}]}, 42)
+
+
+# --- over real HTTP against both emulators ------------------------------------------------
+
+TOKEN_FOR_TESTS = DBT_CLOUD_TOKEN
+DBT_JOB = 4242
+
+
+@pytest.fixture
+def ws(databricks: DatabricksEmulator) -> Workspace:
+    from databricks.sdk import WorkspaceClient
+
+    from provision.databricks import Workspace
+
+    return Workspace(WorkspaceClient(host=databricks.url, token=DATABRICKS_TOKEN))
+
+
+@pytest.fixture
+def env(dbt_cloud: DbtCloudEmulator) -> Environment:
+    dbt_cloud.add_job(DBT_JOB, name="Marts build")
+    return make_env(
+        dbt_cloud_host=dbt_cloud.url,
+        dbt_cloud_account_id=DBT_ACCOUNT_ID,
+        dbt_jobs=(DbtJobTask("nightly", DBT_JOB),),
+        secret_scope="dbtwf-dev",
+        notebook_path="/Shared/dbtwf/dev/run_dbt_cloud_job",
+    )
+
+
+def foreign_settings(tasks: int = 3, **extra: Any) -> dict[str, Any]:
+    """A workflow someone else owns: job clusters, notifications, tags, a schedule."""
+    settings: dict[str, Any] = {
+        "name": "Nightly ETL",
+        "tags": {"team": "data-eng"},
+        "email_notifications": {"on_failure": ["oncall@example.com"]},
+        "max_concurrent_runs": 2,
+        "schedule": {"quartz_cron_expression": "0 0 3 * * ?", "timezone_id": "UTC"},
+        "tasks": [
+            {
+                "task_key": f"step_{i:03d}",
+                "notebook_task": {"notebook_path": f"/Repos/etl/step_{i}", "base_parameters": {"n": str(i)}},
+                **({"depends_on": [{"task_key": f"step_{i - 1:03d}"}]} if i else {}),
+            }
+            for i in range(tasks)
+        ],
+    }
+    settings.update(extra)
+    return settings
+
+
+def job_writes(emulator: DatabricksEmulator) -> list[Any]:
+    return [w for w in emulator.writes() if "/jobs/" in w.path]
+
+
+def run_add_task(ws: Workspace, env: Environment, **request: Any) -> AddTaskResult:
+    return add_task(ws, env, AddTaskRequest(**request), TOKEN_FOR_TESTS, confirm_bundle=lambda _: True)
+
+
+def test_adds_one_task_to_a_150_task_workflow_with_one_write(
+    databricks: DatabricksEmulator, ws: Workspace, env: Environment
+) -> None:
+    job_id = ws.create_job(foreign_settings(tasks=150))
+    before = databricks.jobs[job_id]["settings"]
+    databricks.reset_log()
+
+    result = run_add_task(ws, env, workflow="Nightly ETL", dbt_job=str(DBT_JOB), depends_on=("step_149",))
+
+    assert (result.workflow_id, result.action, result.task_key) == (job_id, "create", f"dbt_cloud_{DBT_JOB}")
+    updates = job_writes(databricks)
+    print([(w.method, w.path) for w in databricks.writes()])
+    assert [w.path.rsplit("/", 1)[-1] for w in updates] == ["update"]
+    assert updates[0].json() == {"job_id": job_id, "new_settings": {"tasks": [result.task]}}
+    # The reading joined pages: the 150 tasks came in two jobs/get pages.
+    pages = [r for r in databricks.requests if r.path.endswith("/jobs/get")]
+    assert any("page_token" in r.query for r in pages)
+    after = databricks.jobs[job_id]["settings"]
+    added = [t for t in after["tasks"] if t["task_key"] == result.task_key]
+    assert len(added) == 1 and added[0]["notebook_task"]["base_parameters"] == {"job_id": str(DBT_JOB)}
+    assert {**after, "tasks": [t for t in after["tasks"] if t["task_key"] != result.task_key]} == before
+    # The prerequisites exist and the task is recorded for destroy.
+    assert databricks.secret_value(env.secret_scope, env.secret_key) == TOKEN_FOR_TESTS
+    assert databricks.workspace_file(env.notebook_path) is not None
+    record = load_state(ws, env)
+    assert record is not None and record.added_tasks == [AddedTask(job_id, result.task_key, DBT_JOB)]
+
+
+def test_same_task_again_writes_nothing(
+    databricks: DatabricksEmulator, ws: Workspace, env: Environment
+) -> None:
+    job_id = ws.create_job(foreign_settings())
+    run_add_task(ws, env, workflow=str(job_id), dbt_job=str(DBT_JOB))
+    databricks.reset_log()
+
+    again = run_add_task(ws, env, workflow=str(job_id), dbt_job=str(DBT_JOB))
+
+    assert again.action == "no-op"
+    assert databricks.writes() == []
+
+
+def test_other_task_under_the_key_needs_replace(
+    databricks: DatabricksEmulator, ws: Workspace, env: Environment, dbt_cloud: DbtCloudEmulator
+) -> None:
+    job_id = ws.create_job(foreign_settings())
+    run_add_task(ws, env, workflow=str(job_id), dbt_job=str(DBT_JOB), task_key="dbt")
+    dbt_cloud.add_job(DBT_JOB + 1)
+    databricks.reset_log()
+
+    with pytest.raises(ConflictError, match=r"already has a task 'dbt'.*base_parameters") as caught:
+        run_add_task(ws, env, workflow=str(job_id), dbt_job=str(DBT_JOB + 1), task_key="dbt")
+    assert "--replace" in (caught.value.hint or "")
+    assert databricks.writes() == []
+
+    replaced = run_add_task(
+        ws, env, workflow=str(job_id), dbt_job=str(DBT_JOB + 1), task_key="dbt", replace=True
+    )
+    assert replaced.action == "update"
+    assert len(job_writes(databricks)) == 1
+    tasks = {t["task_key"]: t for t in databricks.jobs[job_id]["settings"]["tasks"]}
+    assert tasks["dbt"]["notebook_task"]["base_parameters"] == {"job_id": str(DBT_JOB + 1)}
+    record = load_state(ws, env)
+    assert record is not None and record.added_tasks == [AddedTask(job_id, "dbt", DBT_JOB + 1)]
+
+
+def test_ambiguous_name_lists_candidates_and_stops(
+    databricks: DatabricksEmulator, ws: Workspace, env: Environment
+) -> None:
+    from databricks.sdk import WorkspaceClient
+
+    from provision.databricks import Workspace
+
+    databricks.add_user("dapi-alice", "alice@example.com")
+    mine = ws.create_job(foreign_settings())
+    hers = Workspace(WorkspaceClient(host=databricks.url, token="dapi-alice")).create_job(foreign_settings())
+    databricks.reset_log()
+
+    with pytest.raises(ConflictError) as caught:
+        run_add_task(ws, env, workflow="nightly etl", dbt_job=str(DBT_JOB))
+
+    message = caught.value.message
+    assert f"{mine} (created by {databricks.user_name})" in message
+    assert f"{hers} (created by alice@example.com)" in message
+    assert databricks.writes() == []
+
+
+def test_missing_workflow_and_missing_dbt_job_write_nothing(
+    databricks: DatabricksEmulator, ws: Workspace, env: Environment
+) -> None:
+    with pytest.raises(NotFoundError, match="workflow 987654 not found"):
+        run_add_task(ws, env, workflow="987654", dbt_job=str(DBT_JOB))
+    with pytest.raises(NotFoundError, match="no workflow named 'nope'"):
+        run_add_task(ws, env, workflow="nope", dbt_job=str(DBT_JOB))
+    job_id = ws.create_job(foreign_settings())
+    with pytest.raises(NotFoundError, match="dbt job 777 not found"):
+        run_add_task(ws, env, workflow=str(job_id), dbt_job="777")
+    assert databricks.writes() == [w for w in databricks.writes() if w.path.endswith("/jobs/create")]
+
+
+def test_rejected_dbt_token_is_an_auth_error_before_any_write(
+    databricks: DatabricksEmulator, ws: Workspace, env: Environment
+) -> None:
+    job_id = ws.create_job(foreign_settings())
+    databricks.reset_log()
+    with pytest.raises(AuthError) as caught:
+        add_task(
+            ws,
+            env,
+            AddTaskRequest(workflow=str(job_id), dbt_job=str(DBT_JOB)),
+            "dbtc_wrong_token_0000000000",
+            confirm_bundle=lambda _: True,
+        )
+    assert "wrong_token" not in str(caught.value.message) + str(caught.value.hint)
+    assert databricks.writes() == []
+
+
+def test_bundle_workflow_warns_and_can_be_declined(
+    databricks: DatabricksEmulator, ws: Workspace, env: Environment
+) -> None:
+    bundle = {
+        "kind": "BUNDLE",
+        "metadata_file_path": "/Workspace/Users/x/.bundle/etl/dev/state/metadata.json",
+    }
+    job_id = ws.create_job(foreign_settings(deployment=bundle))
+    databricks.reset_log()
+    warnings: list[str] = []
+
+    def decline(warning: str) -> bool:
+        warnings.append(warning)
+        return False
+
+    with pytest.raises(DbtwfError, match="nothing was changed"):
+        add_task(ws, env, AddTaskRequest(str(job_id), str(DBT_JOB)), TOKEN_FOR_TESTS, confirm_bundle=decline)
+    assert databricks.writes() == []
+    assert len(warnings) == 1 and "bundle deploy" in warnings[0]
+
+    result = run_add_task(ws, env, workflow=str(job_id), dbt_job=str(DBT_JOB))
+    assert result.action == "create" and len(job_writes(databricks)) == 1
+
+
+def test_job_level_job_id_parameter_stops_before_writing(
+    databricks: DatabricksEmulator, ws: Workspace, env: Environment
+) -> None:
+    job_id = ws.create_job(foreign_settings(parameters=[{"name": "job_id", "default": "1"}]))
+    databricks.reset_log()
+    with pytest.raises(ConflictError, match="job-level parameter job_id"):
+        run_add_task(ws, env, workflow=str(job_id), dbt_job=str(DBT_JOB))
+    assert databricks.writes() == []
+
+
+def test_workflow_with_one_job_cluster_shares_it(
+    databricks: DatabricksEmulator, ws: Workspace, env: Environment
+) -> None:
+    cluster = {"spark_version": "15.4.x-scala2.12", "node_type_id": "i3.xlarge", "num_workers": 1}
+    settings = foreign_settings(job_clusters=[{"job_cluster_key": "etl", "new_cluster": cluster}])
+    for task in settings["tasks"]:
+        task["job_cluster_key"] = "etl"
+    job_id = ws.create_job(settings)
+
+    result = run_add_task(ws, env, workflow=str(job_id), dbt_job=str(DBT_JOB))
+
+    assert result.task["job_cluster_key"] == "etl"
+    assert any("job cluster 'etl'" in note for note in result.notes)
+    added = next(t for t in databricks.jobs[job_id]["settings"]["tasks"] if t["task_key"] == result.task_key)
+    assert added["job_cluster_key"] == "etl"
+
+
+def test_refuses_the_workflow_dbtwf_manages(
+    databricks: DatabricksEmulator, ws: Workspace, env: Environment
+) -> None:
+    job_id = ws.create_job(foreign_settings(tags={"managed-by": "dbtwf", "dbtwf-env": "dev"}))
+    databricks.reset_log()
+    with pytest.raises(ConflictError, match="managed by dbtwf"):
+        run_add_task(ws, env, workflow=str(job_id), dbt_job=str(DBT_JOB))
+    assert databricks.writes() == []
+
+
+def test_unknown_dependency_is_a_usage_error(
+    databricks: DatabricksEmulator, ws: Workspace, env: Environment
+) -> None:
+    job_id = ws.create_job(foreign_settings())
+    databricks.reset_log()
+    with pytest.raises(UsageError, match="no task 'ghost'"):
+        run_add_task(ws, env, workflow=str(job_id), dbt_job=str(DBT_JOB), depends_on=("ghost",))
+    assert databricks.writes() == []
