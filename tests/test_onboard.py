@@ -1,0 +1,146 @@
+"""onboard, plan, apply and destroy through the CLI, against both emulators over real HTTP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from provision.cli import app
+from tests.conftest import DBT_CLOUD_TOKEN
+from tests.provision_helpers import cli_env, write_config, write_kinds
+
+runner = CliRunner()
+
+
+def invoke(args: list[str], env: dict[str, str]) -> Any:
+    return runner.invoke(app, args, env=env, catch_exceptions=False)
+
+
+@pytest.fixture
+def cli(tmp_path: Path, databricks: Any) -> dict[str, str]:
+    return cli_env(tmp_path, databricks.url)
+
+
+def test_onboard_then_apply_changes_nothing(
+    tmp_path: Path, databricks: Any, dbt_cloud: Any, cli: dict[str, str]
+) -> None:
+    dbt_cloud.add_job(42)
+    with databricks.recording() as fresh:
+        result = invoke(["onboard", "--dbt-job-url", dbt_cloud.job_url(42), "--yes"], cli)
+    assert result.exit_code == 0, result.output
+    assert 5 <= len(write_kinds(fresh)) <= 8
+    config = (tmp_path / "dbtwf.toml").read_text()
+    assert "42" in config and DBT_CLOUD_TOKEN not in config
+    (job,) = databricks.jobs.values()
+    assert job["settings"]["parameters"] == [{"name": "job_id", "default": "42"}]
+
+    with databricks.recording() as again:
+        result = invoke(["apply", "--yes"], cli)
+    assert result.exit_code == 0, result.output
+    assert write_kinds(again) == []
+    plan = invoke(["plan", "--json"], cli)
+    assert plan.exit_code == 0 and '"no-op"' in plan.stdout and '"create"' not in plan.stdout
+
+
+def test_onboard_rejects_a_bad_token_before_touching_databricks(
+    databricks: Any, dbt_cloud: Any, cli: dict[str, str], tmp_path: Path
+) -> None:
+    dbt_cloud.add_job(42)
+    result = invoke(
+        ["onboard", "--dbt-job-url", dbt_cloud.job_url(42), "--yes"],
+        {**cli, "DBT_CLOUD_API_TOKEN": "dbtc_wrong"},
+    )
+    assert result.exit_code == 1
+    assert "token" in result.output and "hint" in result.output
+    assert databricks.requests == [] and not (tmp_path / "dbtwf.toml").exists()
+
+
+def test_onboard_unknown_dbt_job_exits_1_and_writes_nothing(
+    databricks: Any, dbt_cloud: Any, cli: dict[str, str], tmp_path: Path
+) -> None:
+    result = invoke(["onboard", "--dbt-job-url", dbt_cloud.job_url(999), "--yes"], cli)
+    assert result.exit_code == 1 and "999" in result.output
+    assert databricks.requests == [] and not (tmp_path / "dbtwf.toml").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "url_tail"),
+    [
+        ([], "/not/a/job/url"),
+        ([], "/deploy/abc/projects/1/jobs/42"),
+        (["--secret-scope", "bad scope!"], None),
+        (["--secret-key", "x" * 129], None),
+        (["--notebook-path", "relative/nb"], None),
+        (["--schedule", "every day"], None),
+        (["--timezone", "UTC"], None),  # a timezone without a schedule
+    ],
+)
+def test_onboard_bad_input_exits_2_with_no_request(
+    databricks: Any,
+    dbt_cloud: Any,
+    cli: dict[str, str],
+    tmp_path: Path,
+    extra: list[str],
+    url_tail: str | None,
+) -> None:
+    url = dbt_cloud.url + url_tail if url_tail else dbt_cloud.job_url(42)
+    result = invoke(["onboard", "--dbt-job-url", url, "--yes", *extra], cli)
+    assert result.exit_code == 2, result.output
+    assert databricks.requests == [] and dbt_cloud.requests == []
+    assert not (tmp_path / "dbtwf.toml").exists()
+
+
+def test_onboard_without_a_token_exits_2(databricks: Any, dbt_cloud: Any, tmp_path: Path) -> None:
+    dbt_cloud.add_job(42)
+    result = invoke(
+        ["onboard", "--dbt-job-url", dbt_cloud.job_url(42), "--yes"],
+        cli_env(tmp_path, databricks.url, token=None),
+    )
+    assert result.exit_code == 2 and "DBT_CLOUD_API_TOKEN" in result.output
+    assert databricks.requests == []
+
+
+def test_unknown_environment_exits_2(
+    databricks: Any, dbt_cloud: Any, cli: dict[str, str], tmp_path: Path
+) -> None:
+    write_config(tmp_path / "dbtwf.toml", dbt_cloud.url, {"dev": {"nightly": 42}})
+    result = invoke(["--env", "nope", "apply", "--yes"], cli)
+    assert result.exit_code == 2 and "dev" in result.output
+    assert databricks.requests == []
+
+
+def test_apply_all_converges_every_environment(
+    databricks: Any, dbt_cloud: Any, cli: dict[str, str], tmp_path: Path
+) -> None:
+    write_config(tmp_path / "dbtwf.toml", dbt_cloud.url, {"dev": {"nightly": 42}, "prod": {"nightly": 43}})
+    result = invoke(["apply", "--all", "--yes"], cli)
+    assert result.exit_code == 0, result.output
+    envs = sorted(job["settings"]["tags"]["dbtwf-env"] for job in databricks.jobs.values())
+    assert envs == ["dev", "prod"]
+    with databricks.recording() as again:
+        assert invoke(["apply", "--all", "--yes"], cli).exit_code == 0
+    assert write_kinds(again) == []
+
+
+def test_destroy_removes_only_what_dbtwf_created(
+    databricks: Any, dbt_cloud: Any, cli: dict[str, str], tmp_path: Path
+) -> None:
+    from tests.provision_helpers import make_workspace
+
+    write_config(tmp_path / "dbtwf.toml", dbt_cloud.url, {"dev": {"nightly": 42}})
+    ws = make_workspace(databricks)
+    ws.create_scope("dbtwf-dev")  # the user's scope: dbtwf only adds its secret to it
+    ws.put_secret("dbtwf-dev", "other", "keep me")
+    foreign = ws.create_job({"name": "theirs", "tasks": []})
+    assert invoke(["apply", "--yes"], cli).exit_code == 0
+    result = invoke(["destroy", "--yes"], cli)
+    assert result.exit_code == 0, result.output
+    assert list(databricks.jobs) == [foreign]
+    assert databricks.secret_value("dbtwf-dev", "other") == "keep me"
+    assert databricks.secret_value("dbtwf-dev", "dbt-cloud-api-token") is None
+    with databricks.recording() as again:
+        assert invoke(["destroy", "--yes"], cli).exit_code == 0
+    assert write_kinds(again) == []
