@@ -1,0 +1,217 @@
+"""`dbtwf run`: run-now on the owned workflow and follow it, over real HTTP.
+
+The Databricks emulator really executes the runner notebook, which triggers and follows the
+job on the dbt Cloud emulator. The wait loop's sleep is injected: it waits for the emulator's
+run to finish instead of sleeping, so these tests take as long as the runs themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from provision.apply import apply_changes
+from provision.cli import app
+from provision.errors import NotFoundError, RunFailedError
+from provision.model import DbtJobTask, Environment
+from provision.plan import plan_environment
+from provision.runs import RunInterruptedError, RunSnapshot, run_workflow, snapshot
+from tests.conftest import DBT_CLOUD_TOKEN
+from tests.emulators.dbtcloud import Scenario
+from tests.provision_helpers import cli_env, make_env, make_workspace, write_config
+
+DBT_JOB = 42
+
+
+@pytest.fixture
+def ws(databricks: Any) -> Any:
+    return make_workspace(databricks)
+
+
+@pytest.fixture
+def env(dbt_cloud: Any) -> Environment:
+    return make_env(dbt_host=dbt_cloud.url, dbt_jobs=(DbtJobTask("nightly", DBT_JOB),))
+
+
+def provision(ws: Any, env: Environment) -> None:
+    apply_changes(ws, env, plan_environment(ws, env, DBT_CLOUD_TOKEN), DBT_CLOUD_TOKEN)
+
+
+class FakeTime:
+    """A clock that moves only when the wait loop sleeps; sleeping waits for the emulator's run."""
+
+    def __init__(self, databricks: Any, snapshots: list[RunSnapshot]) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+        self._databricks = databricks
+        self._snapshots = snapshots
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        self._databricks.wait_for_run(self._snapshots[0].run_id, timeout=30)
+
+
+def follow(
+    ws: Any, env: Environment, databricks: Any, **options: Any
+) -> tuple[Any, list[RunSnapshot], FakeTime]:
+    snapshots: list[RunSnapshot] = []
+    fake = FakeTime(databricks, snapshots)
+    options.setdefault("wait", True)
+    outcome = run_workflow(
+        ws, env, on_update=snapshots.append, clock=fake.clock, sleep=fake.sleep, poll_interval=5.0, **options
+    )
+    return outcome, snapshots, fake
+
+
+def test_success_follows_the_run_to_the_end(
+    databricks: Any, dbt_cloud: Any, ws: Any, env: Environment
+) -> None:
+    dbt_cloud.add_job(DBT_JOB, scenario=Scenario(outcome="success", polls=1))
+    provision(ws, env)
+
+    outcome, snapshots, fake = follow(ws, env, databricks)
+
+    assert outcome.succeeded and outcome.result_state == "SUCCESS"
+    outcome.raise_for_failure()  # does not raise
+    assert (
+        snapshots[0].run_page_url.startswith(databricks.url)
+        and str(outcome.run_id) in snapshots[0].run_page_url
+    )
+    assert snapshots[-1].finished and [t.state for t in snapshots[-1].tasks] == ["SUCCESS"]
+    assert fake.sleeps == [5.0] and snapshots[-1].elapsed_seconds == 5.0
+    assert len(dbt_cloud.runs_of(DBT_JOB)) == 1  # the notebook really triggered the dbt job
+
+
+def test_failed_dbt_run_names_the_task_and_the_dbt_error(
+    databricks: Any, dbt_cloud: Any, ws: Any, env: Environment
+) -> None:
+    dbt_cloud.add_job(
+        DBT_JOB, scenario=Scenario(outcome="error", polls=1, logs="Database Error in model orders")
+    )
+    provision(ws, env)
+
+    outcome, _, _ = follow(ws, env, databricks)
+
+    assert not outcome.succeeded and outcome.result_state == "FAILED"
+    assert outcome.failed_task == "nightly"
+    with pytest.raises(RunFailedError) as caught:
+        outcome.raise_for_failure()
+    assert "task 'nightly'" in caught.value.message
+    assert "dbt build" in caught.value.message and "Database Error in model orders" in caught.value.message
+    assert outcome.run_page_url in (caught.value.hint or "")
+
+
+def test_no_wait_returns_after_starting(databricks: Any, dbt_cloud: Any, ws: Any, env: Environment) -> None:
+    dbt_cloud.add_job(DBT_JOB, scenario=Scenario(outcome="success", polls=1))
+    provision(ws, env)
+
+    outcome, snapshots, fake = follow(ws, env, databricks, wait=False)
+
+    assert not outcome.waited and outcome.result_state is None and fake.sleeps == []
+    assert len(snapshots) == 1 and outcome.run_page_url == snapshots[0].run_page_url
+    outcome.raise_for_failure()  # not waited: nothing to judge
+
+
+def test_interrupt_cancels_the_databricks_run(
+    databricks: Any, dbt_cloud: Any, ws: Any, env: Environment
+) -> None:
+    dbt_cloud.add_job(DBT_JOB, scenario=Scenario(outcome="never", polls=1))
+    provision(ws, env)
+
+    def interrupted(_: float) -> None:
+        raise KeyboardInterrupt
+
+    with databricks.recording() as requests, pytest.raises(RunInterruptedError) as caught:
+        run_workflow(ws, env, wait=True, on_update=lambda _: None, sleep=interrupted)
+
+    assert caught.value.exit_code == 130 and "cancelled Databricks run" in caught.value.message
+    assert [r.path for r in requests if r.path.endswith("/runs/cancel")]
+    run_id = int(caught.value.message.rsplit(" ", 1)[-1])
+    assert databricks.wait_for_run(run_id, timeout=30)["state"]["result_state"] == "CANCELED"
+
+
+def test_without_a_workflow_points_to_apply(databricks: Any, ws: Any, env: Environment) -> None:
+    with pytest.raises(NotFoundError) as caught:
+        run_workflow(ws, env, wait=True, on_update=lambda _: None)
+    assert "dbtwf apply" in (caught.value.hint or "")
+    assert databricks.writes() == []
+
+
+def test_snapshot_reads_task_states() -> None:
+    run = {
+        "run_id": 7,
+        "run_page_url": "https://x/#job/1/run/7",
+        "state": {"life_cycle_state": "RUNNING"},
+        "tasks": [
+            {
+                "task_key": "a",
+                "run_id": 8,
+                "state": {"life_cycle_state": "TERMINATED", "result_state": "SUCCESS"},
+            },
+            {"task_key": "b", "run_id": 9, "state": {"life_cycle_state": "PENDING"}},
+        ],
+    }
+    shot = snapshot(run, 3.0)
+    assert (shot.state, shot.finished) == ("RUNNING", False)
+    assert [(t.task_key, t.state, t.finished) for t in shot.tasks] == [
+        ("a", "SUCCESS", True),
+        ("b", "PENDING", False),
+    ]
+
+
+# --- the command ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def invoke(
+    tmp_path: Path, databricks: Any, dbt_cloud: Any, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Any]:
+    write_config(tmp_path / "dbtwf.toml", dbt_cloud.url, {"dev": {"nightly": DBT_JOB}})
+    for name, value in cli_env(tmp_path, databricks.url).items():
+        monkeypatch.setenv(name, value)
+
+    def run(*args: str) -> Any:
+        return CliRunner().invoke(app, list(args))
+
+    return run
+
+
+def test_cli_run_success_and_failure_exit_codes(invoke: Callable[..., Any], dbt_cloud: Any) -> None:
+    dbt_cloud.add_job(DBT_JOB, scenario=Scenario(outcome="success", polls=1))
+    assert invoke("apply", "--yes").exit_code == 0
+
+    ok = invoke("run", "--poll-interval", "0.05")
+    assert ok.exit_code == 0, ok.output
+    assert "succeeded" in ok.stdout and "#job/" in ok.stdout
+    assert "nightly: SUCCESS" in ok.stderr
+
+    dbt_cloud.set_scenario(DBT_JOB, Scenario(outcome="error", polls=1, logs="Compilation Error in model x"))
+    failed = invoke("run", "--poll-interval", "0.05")
+    assert failed.exit_code == 1
+    assert "task 'nightly'" in failed.stderr and "hint:" in failed.stderr
+    assert DBT_CLOUD_TOKEN not in failed.output
+    assert "Compilation Error in model x" in failed.stderr  # the dbt step's log, surfaced
+
+
+def test_cli_run_no_wait(invoke: Callable[..., Any], dbt_cloud: Any, databricks: Any) -> None:
+    dbt_cloud.add_job(DBT_JOB, scenario=Scenario(outcome="success", polls=1))
+    assert invoke("apply", "--yes").exit_code == 0
+    result = invoke("run", "--no-wait")
+    assert result.exit_code == 0, result.output
+    assert "started run" in result.stdout
+    run_id = int(result.stdout.split("started run ")[1].split(";")[0])
+    assert databricks.wait_for_run(run_id, timeout=30)["state"]["result_state"] == "SUCCESS"
+
+
+def test_cli_run_before_apply_exits_1(invoke: Callable[..., Any]) -> None:
+    result = invoke("run")
+    assert result.exit_code == 1
+    assert "dbtwf apply" in result.stderr
