@@ -325,8 +325,12 @@ class Emulator:
             if name != "Content-Type":
                 handler.send_header(name, value)
         handler.send_header("Content-Length", str(len(payload)))
-        handler.end_headers()
-        handler.wfile.write(payload)
+        try:
+            handler.end_headers()
+            handler.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            # The client gave up waiting (a latency fault past its timeout): nothing to answer.
+            handler.close_connection = True
 
     def _drop(self, handler: BaseHTTPRequestHandler, request: Request, kind: FaultKind) -> None:
         handler.close_connection = True
