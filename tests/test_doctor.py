@@ -1,0 +1,164 @@
+"""`dbtwf doctor`: one line per link, OK/FAIL/SKIP with a fix, over real HTTP; read-only."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from provision.cli import app
+from provision.doctor import Check, Status, diagnose
+from provision.model import Compute
+from tests.conftest import DBT_CLOUD_TOKEN
+from tests.provision_helpers import cli_env, make_env, make_workspace, write_config
+
+DBT_JOB = 42
+ALL_CHECKS = [
+    "config",
+    "databricks auth",
+    "dbt token",
+    "dbt jobs",
+    "secret scope",
+    "secret key",
+    "scope readers",
+    "notebook",
+    "workflow",
+    "added tasks",
+    "compute",
+]
+
+
+@pytest.fixture
+def invoke(
+    tmp_path: Path, databricks: Any, dbt_cloud: Any, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Any]:
+    dbt_cloud.add_job(DBT_JOB)
+    write_config(tmp_path / "dbtwf.toml", dbt_cloud.url, {"dev": {"nightly": DBT_JOB}})
+    for name, value in cli_env(tmp_path, databricks.url).items():
+        monkeypatch.setenv(name, value)
+
+    def run(*args: str) -> Any:
+        return CliRunner().invoke(app, list(args))
+
+    return run
+
+
+def doctor_json(invoke: Callable[..., Any]) -> tuple[int, dict[str, dict[str, Any]]]:
+    result = invoke("doctor", "--json")
+    data = json.loads(result.stdout)
+    checks = {check["name"]: check for check in data["checks"]}
+    assert list(checks) == ALL_CHECKS
+    assert data["ok"] is (result.exit_code == 0)
+    return result.exit_code, checks
+
+
+def statuses(checks: dict[str, dict[str, Any]]) -> dict[str, str]:
+    return {name: check["status"] for name, check in checks.items()}
+
+
+def test_fresh_workspace_fails_with_fixes_and_writes_nothing(
+    invoke: Callable[..., Any], databricks: Any
+) -> None:
+    code, checks = doctor_json(invoke)
+
+    assert code == 1
+    assert statuses(checks) == {
+        "config": "ok",
+        "databricks auth": "ok",
+        "dbt token": "ok",
+        "dbt jobs": "ok",
+        "secret scope": "fail",
+        "secret key": "skip",
+        "scope readers": "skip",
+        "notebook": "fail",
+        "workflow": "fail",
+        "added tasks": "ok",
+        "compute": "ok",
+    }
+    for name in ("secret scope", "notebook", "workflow"):
+        assert "dbtwf apply" in checks[name]["fix"]
+    assert databricks.user_name in checks["databricks auth"]["detail"]
+    assert "Daily dbt build" in checks["dbt jobs"]["detail"]
+    assert databricks.writes() == []
+
+
+def test_after_apply_everything_passes(invoke: Callable[..., Any], databricks: Any) -> None:
+    assert invoke("apply", "--yes").exit_code == 0
+    databricks.reset_log()
+
+    code, checks = doctor_json(invoke)
+
+    assert code == 0, checks
+    assert set(statuses(checks).values()) == {"ok"}
+    assert "environment variable" in checks["dbt token"]["detail"]
+    # Read-only, and never a secret's value.
+    assert databricks.writes() == []
+    assert not [r for r in databricks.requests if r.path.endswith("/secrets/get")]
+    table = invoke("doctor")
+    assert table.exit_code == 0 and "all checks passed" in table.stdout
+    assert DBT_CLOUD_TOKEN not in table.output
+
+
+def test_drift_is_reported_per_link(invoke: Callable[..., Any], databricks: Any, tmp_path: Path) -> None:
+    assert invoke("apply", "--yes").exit_code == 0
+    ws = make_workspace(databricks)
+    env_notebook = "/Shared/dbtwf/dev/run_dbt_cloud_job"
+    ws.import_notebook(
+        env_notebook, "# Databricks notebook source\nprint('edited by hand')\n", overwrite=True
+    )
+    (job_id,) = databricks.jobs
+    ws.update_job(job_id, {"max_concurrent_runs": 7})
+
+    code, checks = doctor_json(invoke)
+
+    assert code == 1
+    assert checks["notebook"]["status"] == "fail" and "differs" in checks["notebook"]["detail"]
+    assert checks["workflow"]["status"] == "fail" and "max_concurrent_runs" in checks["workflow"]["detail"]
+    assert checks["secret key"]["status"] == "ok"
+
+
+def test_changed_local_token_is_flagged(invoke: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    assert invoke("apply", "--yes").exit_code == 0
+    monkeypatch.setenv("DBT_CLOUD_API_TOKEN", "dbtc_rotated_but_not_applied_0000")
+    _, checks = doctor_json(invoke)
+    # The dbt emulator rejects the new token, and the secret holds the old one.
+    assert checks["dbt jobs"]["status"] == "fail" and "DBT_CLOUD_API_TOKEN" in checks["dbt jobs"]["fix"]
+    assert checks["secret key"]["status"] == "fail" and "another token" in checks["secret key"]["detail"]
+
+
+def test_missing_config_and_token_skip_what_needs_them(
+    invoke: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "dbtwf.toml").unlink()
+    monkeypatch.delenv("DBT_CLOUD_API_TOKEN")
+    code, checks = doctor_json(invoke)
+    assert code == 1
+    assert statuses(checks)["config"] == "fail" and "onboard" in (checks["config"]["fix"] or "")
+    assert statuses(checks)["dbt token"] == "fail" and "dbtwf token set" in checks["dbt token"]["fix"]
+    assert {name for name, status in statuses(checks).items() if status == "skip"} == set(ALL_CHECKS) - {
+        "config",
+        "dbt token",
+    }
+
+
+def test_compute_on_an_existing_cluster(databricks: Any, dbt_cloud: Any) -> None:
+    dbt_cloud.add_job(DBT_JOB)
+    env = make_env(
+        dbt_host=dbt_cloud.url, compute=Compute(kind="existing_cluster", existing_cluster_id="0101-abc")
+    )
+    ws = make_workspace(databricks)
+
+    def run() -> Check:
+        checks = diagnose(lambda: env, lambda _: ws, find_token=lambda: (DBT_CLOUD_TOKEN, "a test"))
+        return next(c for c in checks if c.name == "compute")
+
+    missing = run()
+    assert missing.status is Status.FAIL and "does not exist" in missing.detail and missing.fix
+    databricks.add_cluster("0101-abc", state="TERMINATED")
+    assert run().status is Status.OK
+    databricks.add_cluster("0101-abc", state="ERROR")
+    assert run().status is Status.FAIL
