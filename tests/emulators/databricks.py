@@ -926,12 +926,10 @@ class DatabricksEmulator(Emulator):
             return {"run_id": run_id, "number_in_job": self._runs[run_id].number_in_job}
         settings = copy.deepcopy(job["settings"])
         active = [r for r in self._runs.values() if r.job_id == job["job_id"] and not r.is_terminal]
-        if len(active) >= int(settings.get("max_concurrent_runs") or 1) and not (
-            settings.get("queue") or {}
-        ).get("enabled"):
-            raise HttpError(
-                400, "RESOURCE_EXHAUSTED", f"Maximum concurrent runs reached for job {job['job_id']}."
-            )
+        limit = int(settings.get("max_concurrent_runs") or 1)
+        # Without queueing, a run over the limit is created and skipped at once (queued runs start
+        # at once here: the emulator does not model the queue).
+        skipped = len(active) >= limit and not (settings.get("queue") or {}).get("enabled")
         job_parameters = {p["name"]: str(p.get("default", "")) for p in settings.get("parameters") or []}
         for name, value in (body.get("job_parameters") or {}).items():
             job_parameters[name] = str(value)
@@ -960,6 +958,16 @@ class DatabricksEmulator(Emulator):
         self._runs[run_id] = run
         if token:
             self._idempotency[token] = run_id
+        if skipped:
+            run.life_cycle_state = "SKIPPED"
+            run.state_message = (
+                f"Skipping this run because the limit of {limit} maximum concurrent runs has been reached."
+            )
+            for task in tasks:
+                task.life_cycle_state = "SKIPPED"
+            run.end_time = run.start_time
+            run.done.set()
+            return {"run_id": run_id, "number_in_job": number}
         threading.Thread(
             target=self._execute, args=(run,), name=f"databricks-run-{run_id}", daemon=True
         ).start()
@@ -1026,7 +1034,6 @@ class DatabricksEmulator(Emulator):
             "run_page_url": self._run_page_url(run.job_id, run.run_id),
             "run_type": "JOB_RUN",
             "trigger": "ONE_TIME",
-            "format": "MULTI_TASK",
             "state": self._state(
                 run.life_cycle_state, run.result_state, run.state_message, run.cancel_requested
             ),
@@ -1055,6 +1062,9 @@ class DatabricksEmulator(Emulator):
                 for name, value in sorted(run.job_parameters.items())
             ],
         }
+        for array in ("job_clusters", "job_parameters"):
+            if not body[array]:
+                del body[array]
         if run.overriding_parameters:
             body["overriding_parameters"] = copy.deepcopy(run.overriding_parameters)
         if api_version == "2.2":
@@ -1140,7 +1150,7 @@ class DatabricksEmulator(Emulator):
     def _task_output_json(self, run: JobRun, task: TaskRun) -> dict[str, Any]:
         metadata = self._run_json(run, "2.1")
         metadata.pop("tasks")
-        metadata.update(run_id=task.run_id, state=self._task_json(run, task)["state"], task_key=task.task_key)
+        metadata.update(run_id=task.run_id, state=self._task_json(run, task)["state"])
         body: dict[str, Any] = {"metadata": metadata}
         if task.exit_value is not None or (
             task.result_state == "SUCCESS" and "notebook_task" in task.settings
