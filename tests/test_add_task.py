@@ -5,9 +5,15 @@ Pure decisions are tested directly; the rest over real HTTP against both emulato
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from typer.testing import CliRunner
 
 from provision.add_task import (
     AddTaskRequest,
@@ -20,10 +26,12 @@ from provision.add_task import (
     parse_dbt_job,
     task_differences,
 )
+from provision.cli import app
 from provision.errors import AuthError, ConflictError, DbtwfError, NotFoundError, UsageError
 from provision.model import Compute, DbtJobTask, Environment
 from provision.state import AddedTask, load_state
 from tests.conftest import DATABRICKS_TOKEN, DBT_ACCOUNT_ID, DBT_CLOUD_TOKEN
+from tests.provision_helpers import cli_env, make_workspace, write_config
 
 if TYPE_CHECKING:
     from provision.databricks import Workspace
@@ -409,3 +417,97 @@ def test_unknown_dependency_is_a_usage_error(
     with pytest.raises(UsageError, match="no task 'ghost'"):
         run_add_task(ws, env, workflow=str(job_id), dbt_job=str(DBT_JOB), depends_on=("ghost",))
     assert databricks.writes() == []
+
+
+# --- the command ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def invoke(
+    tmp_path: Path,
+    databricks: DatabricksEmulator,
+    dbt_cloud: DbtCloudEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Callable[..., Any]:
+    dbt_cloud.add_job(DBT_JOB)
+    write_config(tmp_path / "dbtwf.toml", dbt_cloud.url, {"dev": {"nightly": DBT_JOB}})
+    for name, value in cli_env(tmp_path, databricks.url).items():
+        monkeypatch.setenv(name, value)
+
+    def run(*args: str) -> Any:
+        return CliRunner().invoke(app, ["add-task", *args])
+
+    return run
+
+
+def test_cli_adds_the_task_and_says_so(invoke: Callable[..., Any], databricks: DatabricksEmulator) -> None:
+    job_id = make_workspace(databricks).create_job(foreign_settings())
+    result = invoke("--workflow", "Nightly ETL", "--dbt-job", str(DBT_JOB), "--depends-on", "step_002")
+    assert result.exit_code == 0, result.output
+    assert f"added task 'dbt_cloud_{DBT_JOB}' (dbt job {DBT_JOB}) in workflow {job_id}" in result.stdout
+    again = invoke("--workflow", str(job_id), "--dbt-job", str(DBT_JOB), "--depends-on", "step_002")
+    assert again.exit_code == 0 and "already in workflow" in again.stdout
+    assert DBT_CLOUD_TOKEN not in result.output + again.output
+
+
+def test_cli_workflow_id_not_found_exits_1(
+    invoke: Callable[..., Any], databricks: DatabricksEmulator
+) -> None:
+    result = invoke("--workflow", "424242", "--dbt-job", str(DBT_JOB))
+    assert result.exit_code == 1
+    assert "workflow 424242 not found" in result.stderr and "hint:" in result.stderr
+    assert databricks.writes() == []
+
+
+def test_cli_ambiguous_name_exits_1(invoke: Callable[..., Any], databricks: DatabricksEmulator) -> None:
+    ws = make_workspace(databricks)
+    ids = [ws.create_job(foreign_settings()), ws.create_job(foreign_settings())]
+    databricks.reset_log()
+    result = invoke("--workflow", "Nightly ETL", "--dbt-job", str(DBT_JOB))
+    assert result.exit_code == 1
+    assert all(str(job_id) in result.stderr for job_id in ids)
+    assert databricks.writes() == []
+
+
+def test_cli_bundle_workflow_needs_yes_when_not_interactive(
+    invoke: Callable[..., Any], databricks: DatabricksEmulator
+) -> None:
+    job_id = make_workspace(databricks).create_job(
+        foreign_settings(deployment={"kind": "BUNDLE", "metadata_file_path": "/Workspace/b/metadata.json"})
+    )
+    databricks.reset_log()
+    refused = invoke("--workflow", str(job_id), "--dbt-job", str(DBT_JOB))
+    assert refused.exit_code == 2 and "--yes" in refused.stderr
+    assert "bundle deploy" in refused.stderr
+    assert databricks.writes() == []
+
+    accepted = invoke("--workflow", str(job_id), "--dbt-job", str(DBT_JOB), "--yes")
+    assert accepted.exit_code == 0, accepted.output
+    assert "warning:" in accepted.stderr and "bundle deploy" in accepted.stderr
+    assert len(job_writes(databricks)) == 1
+
+
+def test_cli_bad_input_exits_2_without_the_sdk(tmp_path: Path, dbt_cloud: DbtCloudEmulator) -> None:
+    """A URL of another account and conflicting flags are refused before databricks.sdk is imported."""
+    write_config(tmp_path / "dbtwf.toml", dbt_cloud.url, {"dev": {"nightly": DBT_JOB}})
+    script = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from provision.cli import app\n"
+        "codes = [CliRunner().invoke(app, ['add-task', *args]).exit_code for args in (\n"
+        "    ['--workflow', '1', '--dbt-job', 'https://other.us1.dbt.com/deploy/9/projects/1/jobs/2'],\n"
+        "    ['--workflow', '1', '--dbt-job', 'not-a-job'],\n"
+        "    ['--workflow', '1', '--dbt-job', '5', '--cluster-id', 'c', '--job-cluster-key', 'k'],\n"
+        ")]\n"
+        "print(codes, any(name.startswith('databricks.sdk') for name in sys.modules))\n"
+    )
+    environment = {**cli_env(tmp_path, "http://127.0.0.1:9"), "PATH": os.environ.get("PATH", "")}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=environment,
+        check=True,
+        timeout=60,
+    )
+    assert done.stdout.strip() == "[2, 2, 2] False", done.stderr
