@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from provision.cli import app
 from provision.doctor import Check, Status, diagnose
-from provision.model import Compute
+from provision.model import Compute, DbtJobTask
 from tests.conftest import DBT_CLOUD_TOKEN
 from tests.provision_helpers import cli_env, make_env, make_workspace, write_config
 
@@ -162,3 +162,24 @@ def test_compute_on_an_existing_cluster(databricks: Any, dbt_cloud: Any) -> None
     assert run().status is Status.OK
     databricks.add_cluster("0101-abc", state="ERROR")
     assert run().status is Status.FAIL
+
+
+def test_scope_readers_need_read(databricks: Any, dbt_cloud: Any) -> None:
+    from provision.apply import apply_changes
+    from provision.plan import plan_environment
+
+    dbt_cloud.add_job(DBT_JOB)
+    env = make_env(
+        dbt_host=dbt_cloud.url, dbt_jobs=(DbtJobTask("nightly", DBT_JOB),), scope_readers=("analysts",)
+    )
+    ws = make_workspace(databricks)
+
+    def readers() -> Check:
+        checks = diagnose(lambda: env, lambda _: ws, find_token=lambda: (DBT_CLOUD_TOKEN, "a test"))
+        return next(c for c in checks if c.name == "scope readers")
+
+    ws.create_scope(env.secret_scope)
+    missing = readers()
+    assert missing.status is Status.FAIL and "analysts" in missing.detail
+    apply_changes(ws, env, plan_environment(ws, env, DBT_CLOUD_TOKEN), DBT_CLOUD_TOKEN)
+    assert readers().status is Status.OK
