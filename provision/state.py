@@ -15,6 +15,7 @@ import json
 import os
 import socket
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -117,15 +118,28 @@ def environment_lock(
     path = lock_path(env)
     if break_lock:
         ws.delete(path)
-    body = json.dumps({"holder": _holder(), "acquired_at": now(), "environment": env.name}).encode()
+    # The nonce tells our own lock from another's: the SDK re-sends a write whose answer was
+    # lost, and the retry then finds the file the first attempt created.
+    nonce = uuid.uuid4().hex
+    body = json.dumps(
+        {"holder": _holder(), "acquired_at": now(), "environment": env.name, "nonce": nonce}
+    ).encode()
     try:
         ws.write_file(path, body, overwrite=False)
     except ConflictError:
-        raise _held(ws, env, path, now) from None
+        if not _is_ours(ws, path, nonce):
+            raise _held(ws, env, path, now) from None
     try:
         yield
     finally:
         ws.delete(path)
+
+
+def _is_ours(ws: Workspace, path: str, nonce: str) -> bool:
+    try:
+        return bool(json.loads(ws.read_file(path) or b"{}").get("nonce") == nonce)
+    except (ValueError, AttributeError, RemoteError):
+        return False
 
 
 def _held(ws: Workspace, env: Environment, path: str, now: Callable[[], float]) -> ConflictError:
