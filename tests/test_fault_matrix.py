@@ -1,0 +1,594 @@
+"""Fault matrix: onboarding, add-task and the runner under seeded faults on every endpoint.
+
+Each case switches on one fault kind (429 with Retry-After, 500, 503, a connection dropped
+after the write landed, one dropped before it, an answer slower than the client's timeout)
+twice over: on one endpoint picked by the seed (so every endpoint meets every kind across
+the seeds) and on every endpoint with a seeded probability. The operation may fail (exit 1
+with a one-line message); whatever it did, afterwards:
+
+- exactly one scope, secret, notebook and owned workflow; the foreign workflow untouched;
+- exactly one dbt run per trigger, and the runner reports the run's real final status;
+- with the faults off, a re-run converges and one more run changes nothing (no write at all).
+
+Then: an apply killed (SIGKILL) after each of its writes, re-applied; four concurrent applies.
+Time is simulated wherever a client lets us inject a clock: the SDK's retry clock and the
+runner's sleep advance a fake clock, so the only real waiting is the injected latency itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from typer.testing import CliRunner
+
+from provision.cli import app
+from provision.config import load_config, select_environment
+from provision.databricks import Workspace
+from provision.errors import ConflictError, DbtwfError
+from provision.model import Environment
+from provision.plan import has_changes, is_owned, plan_environment, render_runner_notebook
+from provision.state import load_state, lock_path
+from runner.core import DbtCloudError, DbtRunFailedError, RunSettings, run_dbt_job
+from tests.conftest import DATABRICKS_TOKEN, DBT_ACCOUNT_ID, DBT_CLOUD_TOKEN
+from tests.emulators.base import FAULT_KINDS, Emulator, Fault, FaultKind
+from tests.emulators.dbtcloud import Scenario
+from tests.provision_helpers import cli_env, write_config
+
+if TYPE_CHECKING:
+    from tests.emulators.databricks import DatabricksEmulator
+    from tests.emulators.dbtcloud import DbtCloudEmulator
+
+ROOT = Path(__file__).resolve().parents[1]
+SEEDS = range(int(os.environ.get("DBTWF_FAULT_SEEDS", "14")))
+#: The SDK gives up on an answer after this long and retries; injected latency is longer.
+CLIENT_TIMEOUT_SECONDS = 0.2
+LATENCY_SECONDS = 0.45
+DBT_JOB, SECOND_DBT_JOB = 1, 2
+
+#: Every Databricks endpoint onboarding, apply and add-task touch (regex of the path).
+DATABRICKS_ENDPOINTS = (
+    r"/api/2\.0/secrets/scopes/create",
+    r"/api/2\.0/secrets/scopes/list",
+    r"/api/2\.0/secrets/put",
+    r"/api/2\.0/secrets/list",
+    r"/api/2\.0/workspace/mkdirs",
+    r"/api/2\.0/workspace/import",
+    r"/api/2\.0/workspace/export",
+    r"/api/2\.0/workspace/get-status",
+    r"/api/2\.0/workspace/delete",
+    r"/api/2\.[12]/jobs/create",
+    r"/api/2\.[12]/jobs/get",
+    r"/api/2\.[12]/jobs/list",
+    r"/api/2\.[12]/jobs/update",
+    r"/api/2\.[12]/jobs/reset",
+)
+_ACCOUNT = rf"/api/v2/accounts/{DBT_ACCOUNT_ID}"
+#: Every dbt Cloud endpoint the runner touches.
+DBT_ENDPOINTS = (
+    _ACCOUNT + r"/jobs/\d+/",
+    _ACCOUNT + r"/jobs/\d+/run/",
+    _ACCOUNT + r"/runs/\d+/",
+    _ACCOUNT + r"/runs/",
+    _ACCOUNT + r"/runs/\d+/cancel/",
+)
+
+
+# --- tallies, reported at the end of the module ----------------------------------------------
+
+
+@dataclass
+class Tally:
+    cases: Counter[str] = field(default_factory=Counter)
+    failed_under_faults: Counter[str] = field(default_factory=Counter)
+    faults_fired: Counter[str] = field(default_factory=Counter)
+
+    def note(self, operation: str, kind: str, failed: bool, fired: int) -> None:
+        self.cases[f"{operation} x {kind}"] += 1
+        self.failed_under_faults[f"{operation} x {kind}"] += int(failed)
+        self.faults_fired[f"{operation} x {kind}"] += fired
+
+
+TALLY = Tally()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_counts(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None or not TALLY.cases:
+        return
+    reporter.write_line("")
+    reporter.write_line(
+        f"fault matrix: {sum(TALLY.cases.values())} cases (seeds x fault kinds x operations), "
+        f"{sum(TALLY.faults_fired.values())} faults fired, "
+        f"{sum(TALLY.failed_under_faults.values())} operations failed cleanly under faults "
+        "(all re-converged; every invariant held where the test passed)"
+    )
+    for key in sorted(TALLY.cases):
+        reporter.write_line(
+            f"  {key:<28} cases {TALLY.cases[key]:>3}  faults fired {TALLY.faults_fired[key]:>4}  "
+            f"failed under faults {TALLY.failed_under_faults[key]:>3}"
+        )
+
+
+# --- faults and simulated time ------------------------------------------------------------
+
+
+class FaultPlan:
+    """The rules of one case on one emulator, and a way to wait out injected latency."""
+
+    def __init__(self, emulator: Emulator) -> None:
+        self.emulator = emulator
+        self.rules: list[Fault] = []
+
+    def add(self, kind: FaultKind, path: str, **options: Any) -> None:
+        options.setdefault("retry_after", 0)
+        options.setdefault("delay", LATENCY_SECONDS if kind == "latency" else 0.0)
+        self.rules.append(self.emulator.faults.inject(kind, path=path, **options))
+
+    def seeded(self, kind: FaultKind, seed: int, endpoints: tuple[str, ...]) -> None:
+        """One endpoint picked by the seed fails on its first hits; every endpoint fails now and then."""
+        rng = random.Random(seed)
+        self.emulator.faults.seed(seed)
+        slow = kind == "latency"  # each one really waits; keep them few
+        self.add(kind, endpoints[seed % len(endpoints)], times=1 if slow else rng.choice((1, 2)))
+        self.add(kind, ".*", times=2 if slow else None, probability=rng.choice((0.05, 0.1, 0.2)))
+
+    @property
+    def fired(self) -> int:
+        return sum(rule.fired for rule in self.rules)
+
+    def off(self) -> None:
+        self.settle()
+        self.emulator.faults.clear()
+
+    def settle(self, limit: float = 5.0) -> None:
+        """Wait until every delayed request has been served, as a real retry delay (>= 1 s) would."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            fired = sum(rule.fired for rule in self.rules if rule.kind == "latency")
+            served = sum(1 for r in list(self.emulator.requests) if r.fault == "latency")
+            if served >= fired:
+                return
+            time.sleep(0.01)
+
+
+class SimulatedClock:
+    """A clock for the SDK's retry loop and the runner: sleeping moves time on at once."""
+
+    def __init__(self, plans: list[FaultPlan]) -> None:
+        self.now = 1_700_000_000.0
+        self.plans = plans
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        for plan in self.plans:
+            plan.settle()
+        self.now += max(0.0, seconds)
+
+
+def fast_workspace(emulator: DatabricksEmulator, clock: SimulatedClock | None = None) -> Workspace:
+    """A Workspace whose SDK gives up on an answer after CLIENT_TIMEOUT_SECONDS and retries on
+    the simulated clock (the SDK's own Clock interface), so retries cost no real time."""
+    from databricks.sdk import WorkspaceClient
+    from databricks.sdk.clock import Clock
+    from databricks.sdk.core import Config
+
+    simulated = clock or SimulatedClock([])
+
+    class _SdkClock(Clock):
+        def time(self) -> float:
+            return simulated.time()
+
+        def sleep(self, seconds: float) -> None:
+            simulated.sleep(seconds)
+
+    config = Config(
+        host=emulator.url,
+        token=DATABRICKS_TOKEN,
+        http_timeout_seconds=CLIENT_TIMEOUT_SECONDS,
+        retry_timeout_seconds=600,  # simulated seconds
+        clock=_SdkClock(),
+    )
+    return Workspace(WorkspaceClient(config=config))
+
+
+# --- running the CLI in-process against the emulators ---------------------------------------
+
+
+@dataclass
+class Cli:
+    tmp_path: Path
+    env_vars: dict[str, str]
+    workspace: Workspace
+
+    def __call__(self, *args: str) -> Any:
+        result = CliRunner().invoke(app, list(args), env=self.env_vars)
+        text = result.output + (result.stderr if result.stderr_bytes is not None else "")
+        assert DBT_CLOUD_TOKEN not in text, "the dbt Cloud token was printed"
+        assert "Traceback" not in text, text
+        assert result.exit_code in (0, 1), f"exit {result.exit_code}: {text}"
+        if result.exit_code == 1:
+            assert "error:" in text, text
+        result.text = text
+        return result
+
+    def ok(self, *args: str) -> Any:
+        result = self(*args)
+        assert result.exit_code == 0, result.text
+        return result
+
+    @property
+    def environment(self) -> Environment:
+        return select_environment(load_config(self.tmp_path / "dbtwf.toml"), "dev")
+
+
+@pytest.fixture
+def cli(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    databricks: DatabricksEmulator,
+    dbt_cloud: DbtCloudEmulator,
+) -> Cli:
+    """The CLI with the SDK client given a short timeout and the simulated retry clock."""
+    clock = SimulatedClock([])
+    workspace = fast_workspace(databricks, clock)
+    monkeypatch.setattr("provision.cli.connect_workspace", lambda environment: workspace)
+    dbt_cloud.add_job(DBT_JOB, scenario=Scenario(outcome="success", polls=1))
+    dbt_cloud.add_job(SECOND_DBT_JOB, name="Marts", scenario=Scenario(outcome="success", polls=1))
+    harness = Cli(tmp_path, cli_env(tmp_path, databricks.url), workspace)
+    harness.clock = clock  # type: ignore[attr-defined]
+    return harness
+
+
+def foreign_workflow(
+    ws: Workspace, databricks: DatabricksEmulator, tasks: int = 3
+) -> tuple[int, dict[str, Any]]:
+    """A workflow dbtwf did not create: job clusters, dependencies, a tag, a schedule."""
+    settings: dict[str, Any] = {
+        "name": "Nightly ETL",
+        "tags": {"team": "data"},
+        "schedule": {"quartz_cron_expression": "0 0 3 * * ?", "timezone_id": "UTC"},
+        "job_clusters": [{"job_cluster_key": "etl", "new_cluster": {"spark_version": "15.4.x-scala2.12"}}],
+        "tasks": [
+            {
+                "task_key": f"step_{index}",
+                "job_cluster_key": "etl",
+                "notebook_task": {"notebook_path": f"/Shared/etl/step_{index}"},
+                **({"depends_on": [{"task_key": f"step_{index - 1}"}]} if index else {}),
+            }
+            for index in range(tasks)
+        ],
+    }
+    job_id = ws.create_job(settings)
+    return job_id, databricks.jobs[job_id]["settings"]
+
+
+def jobs_named(emulator: DatabricksEmulator, name: str) -> dict[int, dict[str, Any]]:
+    return {
+        job_id: job
+        for job_id, job in emulator.jobs.items()
+        if job["settings"].get("name", "").lower() == name.lower()
+    }
+
+
+def assert_converged(databricks: DatabricksEmulator, ws: Workspace, env: Environment) -> None:
+    """Exactly one of everything, what plan wants, and no lock left behind."""
+    assert env.secret_scope in {s["name"] for s in ws.list_scopes()}
+    assert databricks.secret_value(env.secret_scope, env.secret_key) == DBT_CLOUD_TOKEN
+    keys = [s["key"] for s in ws.list_secrets(env.secret_scope)]
+    assert keys.count(env.secret_key) == 1
+    assert ws.export_source(env.notebook_path) == render_runner_notebook(env)
+    owned = {i: j for i, j in jobs_named(databricks, env.workflow_name).items() if is_owned(j, env)}
+    assert len(owned) == 1, f"owned workflows: {sorted(owned)}"
+    assert len([j for j in databricks.jobs.values() if is_owned(j, env)]) == 1
+    state = load_state(ws, env)
+    assert state is not None and state.workflow_job_id in owned
+    assert databricks.workspace_file(lock_path(env)) is None, "the lock was left behind"
+    assert not has_changes(plan_environment(ws, env, DBT_CLOUD_TOKEN))
+
+
+def assert_foreign_untouched(
+    databricks: DatabricksEmulator, job_id: int, before: dict[str, Any], added: str | None = None
+) -> None:
+    after = databricks.jobs[job_id]["settings"]
+    assert {k: v for k, v in after.items() if k != "tasks"} == {
+        k: v for k, v in before.items() if k != "tasks"
+    }
+    kept = [t for t in after["tasks"] if t["task_key"] != added]
+    assert kept == before["tasks"], "a foreign task was lost or changed"
+    assert [t["task_key"] for t in after["tasks"]].count(added) <= 1
+
+
+# --- onboarding under faults ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("kind", FAULT_KINDS)
+def test_onboard_under_faults_converges(
+    kind: FaultKind, seed: int, cli: Cli, databricks: DatabricksEmulator, dbt_cloud: DbtCloudEmulator
+) -> None:
+    foreign_id, foreign_before = foreign_workflow(cli.workspace, databricks)
+    plan = FaultPlan(databricks)
+    cli.clock.plans.append(plan)  # type: ignore[attr-defined]
+    plan.seeded(kind, seed, DATABRICKS_ENDPOINTS)
+
+    first = cli("onboard", "--dbt-job-url", dbt_cloud.job_url(DBT_JOB), "--yes")
+    plan.off()
+    TALLY.note("onboard", kind, first.exit_code != 0, plan.fired)
+    env = cli.environment
+    if first.exit_code == 0:  # a success must be true: nothing left to do
+        assert_converged(databricks, cli.workspace, env)
+    assert len([j for j in databricks.jobs.values() if is_owned(j, env)]) <= 1
+    assert_foreign_untouched(databricks, foreign_id, foreign_before)
+
+    cli.ok("apply", "--yes")
+    assert_converged(databricks, cli.workspace, env)
+    with databricks.recording() as requests:
+        cli.ok("apply", "--yes")
+    assert not [r for r in requests if r.is_write], "a converged apply still wrote"
+    assert_foreign_untouched(databricks, foreign_id, foreign_before)
+
+
+# --- add-task under faults --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("kind", FAULT_KINDS)
+def test_add_task_under_faults_keeps_foreign_tasks(
+    kind: FaultKind, seed: int, cli: Cli, databricks: DatabricksEmulator, dbt_cloud: DbtCloudEmulator
+) -> None:
+    write_config(cli.tmp_path / "dbtwf.toml", dbt_cloud.url, {"dev": {"nightly": DBT_JOB}})
+    job_id, before = foreign_workflow(cli.workspace, databricks, tasks=3 + seed % 4)
+    plan = FaultPlan(databricks)
+    cli.clock.plans.append(plan)  # type: ignore[attr-defined]
+    plan.seeded(kind, seed, DATABRICKS_ENDPOINTS)
+    add = ("add-task", "--workflow", str(job_id), "--dbt-job", str(SECOND_DBT_JOB), "--yes")
+
+    first = cli(*add)
+    plan.off()
+    TALLY.note("add-task", kind, first.exit_code != 0, plan.fired)
+    key = f"dbt_cloud_{SECOND_DBT_JOB}"
+    assert_foreign_untouched(databricks, job_id, before, added=key)
+    if first.exit_code == 0:
+        assert key in [t["task_key"] for t in databricks.jobs[job_id]["settings"]["tasks"]]
+
+    cli.ok(*add)
+    with databricks.recording() as requests:
+        again = cli.ok(*add)
+    assert "already in" in again.output
+    assert not [r for r in requests if r.is_write], "a repeated add-task still wrote"
+
+    env = cli.environment
+    tasks = databricks.jobs[job_id]["settings"]["tasks"]
+    assert [t["task_key"] for t in tasks].count(key) == 1
+    assert_foreign_untouched(databricks, job_id, before, added=key)
+    state = load_state(cli.workspace, env)
+    assert state is not None
+    assert [(t.job_id, t.task_key) for t in state.added_tasks] == [(job_id, key)]
+    assert databricks.secret_value(env.secret_scope, env.secret_key) == DBT_CLOUD_TOKEN
+    assert cli.workspace.export_source(env.notebook_path) == render_runner_notebook(env)
+    assert databricks.workspace_file(lock_path(env)) is None, "the lock was left behind"
+    assert not has_changes(plan_environment(cli.workspace, env, DBT_CLOUD_TOKEN, include_workflow=False))
+
+
+# --- the runner under faults ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("kind", FAULT_KINDS)
+def test_runner_under_faults_triggers_once_and_reports_truly(
+    kind: FaultKind, seed: int, dbt_cloud: DbtCloudEmulator
+) -> None:
+    outcome = "success" if seed % 2 == 0 else "error"
+    dbt_cloud.add_job(DBT_JOB, scenario=Scenario(outcome=outcome, seconds=20.0 + seed * 7))
+    plan = FaultPlan(dbt_cloud)
+    clock = SimulatedClock([plan])
+    dbt_cloud.clock = clock.monotonic
+    plan.seeded(kind, seed, DBT_ENDPOINTS)
+    settings = RunSettings.build(host=dbt_cloud.url, account_id=DBT_ACCOUNT_ID, job_id=DBT_JOB)
+
+    result: Any = None
+    error: BaseException | None = None
+    try:
+        result = run_dbt_job(
+            settings,
+            DBT_CLOUD_TOKEN,
+            clock=clock.monotonic,
+            sleep=clock.sleep,
+            out=lambda line: None,
+            rng=random.Random(seed),
+            request_timeout=CLIENT_TIMEOUT_SECONDS,
+        )
+    except (DbtRunFailedError, DbtCloudError) as raised:
+        error = raised
+    plan.off()
+    runs = dbt_cloud.runs_of(DBT_JOB)
+    TALLY.note("runner", kind, isinstance(error, DbtCloudError), plan.fired)
+    assert len(runs) <= 1, f"{len(runs)} dbt runs for one trigger"
+    assert DBT_CLOUD_TOKEN not in str(error or "")
+    if isinstance(error, DbtCloudError):
+        return  # dbt Cloud could not be used; legitimately failed, nothing duplicated
+    assert len(runs) == 1
+    run = runs[0]
+    assert run["status"] == (10 if outcome == "success" else 20)
+    if outcome == "success":
+        assert result is not None and result.succeeded and result.run_id == run["id"]
+    else:
+        assert isinstance(error, DbtRunFailedError) and error.run_id == run["id"]
+
+
+# --- an apply killed after each of its writes ------------------------------------------------
+
+
+def _apply_subprocess(url: str, tmp_path: Path) -> subprocess.Popen[bytes]:
+    variables = {**os.environ, **cli_env(tmp_path, url)}
+    return subprocess.Popen(
+        [sys.executable, "-c", "from provision.cli import main; main()", "apply", "--yes"],
+        cwd=ROOT,
+        env=variables,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _kill_after_writes(
+    emulator: DatabricksEmulator, writes: int, process: list[subprocess.Popen[bytes]]
+) -> None:
+    """SIGKILL the apply as its Nth write is answered: the write landed, the answer never arrives."""
+    original = emulator.record
+    seen = [0]
+
+    def record(entry: Any) -> None:
+        original(entry)
+        if entry.is_write:
+            seen[0] += 1
+            if seen[0] == writes and process:
+                os.kill(process[0].pid, signal.SIGKILL)
+                process[0].wait()
+
+    emulator.record = record  # type: ignore[method-assign]
+
+
+def test_apply_killed_after_each_write_converges_on_reapply(
+    tmp_path: Path, dbt_cloud: DbtCloudEmulator
+) -> None:
+    from tests.emulators.databricks import DatabricksEmulator
+
+    # How many writes a whole apply makes, measured on a clean workspace.
+    write_config(tmp_path / "dbtwf.toml", "acme.us1.dbt.com", {"dev": {"nightly": DBT_JOB}})
+    env = select_environment(load_config(tmp_path / "dbtwf.toml"), "dev")
+    with DatabricksEmulator(token=DATABRICKS_TOKEN) as probe:
+        from provision.apply import apply_changes
+
+        ws = fast_workspace(probe)
+        apply_changes(ws, env, plan_environment(ws, env, DBT_CLOUD_TOKEN), DBT_CLOUD_TOKEN)
+        total_writes = len(probe.writes())
+    assert total_writes >= 6
+
+    # One emulator and one process per step, all at once: the SDK import dominates each run.
+    steps = list(range(1, total_writes + 1))
+    emulators = [DatabricksEmulator(token=DATABRICKS_TOKEN).start() for _ in steps]
+    try:
+        processes: list[list[subprocess.Popen[bytes]]] = []
+        for step, emulator in zip(steps, emulators, strict=True):
+            folder = tmp_path / f"step{step}"
+            folder.mkdir()
+            write_config(folder / "dbtwf.toml", "acme.us1.dbt.com", {"dev": {"nightly": DBT_JOB}})
+            holder: list[subprocess.Popen[bytes]] = []
+            _kill_after_writes(emulator, step, holder)
+            holder.append(_apply_subprocess(emulator.url, folder))
+            processes.append(holder)
+        for holder in processes:
+            holder[0].wait(timeout=60)
+        failures = []
+        for step, emulator, holder in zip(steps, emulators, processes, strict=True):
+            code = holder[0].returncode
+            if step < total_writes and code != -signal.SIGKILL:
+                failures.append(f"step {step}: apply was not killed (exit {code})")
+                continue
+            emulator.record = type(emulator).record.__get__(emulator)  # type: ignore[method-assign]
+            ws = fast_workspace(emulator)
+            try:
+                _reapply(ws, env)
+                assert_converged(emulator, ws, env)
+            except (AssertionError, DbtwfError) as error:
+                failures.append(
+                    f"step {step} ({_nth_write(emulator, step)}): {type(error).__name__}: {error}"
+                )
+        TALLY.note("apply killed at write N", "SIGKILL", False, len(steps))
+        assert not failures, "\n".join(failures)
+    finally:
+        for emulator in emulators:
+            emulator.stop()
+
+
+def _nth_write(emulator: DatabricksEmulator, n: int) -> str:
+    writes = emulator.writes()
+    return f"{writes[n - 1].method} {writes[n - 1].path}" if len(writes) >= n else "?"
+
+
+def _reapply(ws: Workspace, env: Environment) -> None:
+    """What a user does after a crash: apply; when it says the crashed run's lock is held, --break-lock."""
+    from provision.apply import apply_changes
+
+    try:
+        apply_changes(ws, env, plan_environment(ws, env, DBT_CLOUD_TOKEN), DBT_CLOUD_TOKEN)
+    except ConflictError as error:
+        assert "--break-lock" in (error.hint or ""), error.message
+        apply_changes(ws, env, plan_environment(ws, env, DBT_CLOUD_TOKEN), DBT_CLOUD_TOKEN, break_lock=True)
+
+
+# --- concurrent applies -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("round_", range(8))
+def test_four_concurrent_applies_leave_one_workflow(round_: int, databricks: DatabricksEmulator) -> None:
+    from provision.apply import apply_changes
+    from tests.provision_helpers import make_env
+
+    env = make_env()
+    start = threading.Barrier(4)
+    outcomes: list[str] = []
+
+    def apply_once() -> None:
+        ws = fast_workspace(databricks)
+        start.wait()
+        try:
+            apply_changes(ws, env, plan_environment(ws, env, DBT_CLOUD_TOKEN), DBT_CLOUD_TOKEN)
+            outcomes.append("applied")
+        except ConflictError as error:
+            outcomes.append(f"refused: {error.message}")
+
+    if round_ % 2:  # half the rounds make every request slow, so the applies overlap more
+        databricks.faults.inject("latency", times=None, delay=0.01)
+    threads = [threading.Thread(target=apply_once) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    databricks.faults.clear()
+    assert len(outcomes) == 4
+    assert "applied" in outcomes, outcomes
+    assert all(o == "applied" or "locked by" in o for o in outcomes), outcomes
+    ws = fast_workspace(databricks)
+    _reapply(ws, env)
+    assert_converged(databricks, ws, env)
+    TALLY.note("4 concurrent applies", "race", outcomes.count("applied") < 4, 0)
+
+
+def test_four_concurrent_apply_processes_leave_one_workflow(
+    tmp_path: Path, databricks: DatabricksEmulator
+) -> None:
+    write_config(tmp_path / "dbtwf.toml", "acme.us1.dbt.com", {"dev": {"nightly": DBT_JOB}})
+    processes = [_apply_subprocess(databricks.url, tmp_path) for _ in range(4)]
+    results = [(p.wait(timeout=60), p.stderr.read().decode() if p.stderr else "") for p in processes]
+    for process in processes:
+        for stream in (process.stdout, process.stderr):
+            if stream:
+                stream.close()
+    assert all(code in (0, 1) for code, _ in results), results
+    assert any(code == 0 for code, _ in results), results
+    assert all("locked by" in err for code, err in results if code == 1), results
+    env = select_environment(load_config(tmp_path / "dbtwf.toml"), "dev")
+    ws = fast_workspace(databricks)
+    assert_converged(databricks, ws, env)
+    assert json.dumps(results).count(DBT_CLOUD_TOKEN) == 0
