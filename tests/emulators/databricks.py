@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,7 +138,7 @@ class TaskRun:
     state_message: str = ""
     start_time: int = 0
     end_time: int = 0
-    output: list[str] = field(default_factory=list)  # captured stdout + stderr chunks
+    output: list[bytes] = field(default_factory=list)  # captured stdout + stderr, as raw chunks
     exit_value: str | None = None
     error: str | None = None
     error_trace: str | None = None
@@ -175,7 +176,7 @@ class JobRun:
         return self.life_cycle_state in ("TERMINATED", "INTERNAL_ERROR", "SKIPPED")
 
 
-RUN_IF_CONDITIONS = {
+RUN_IF_CONDITIONS: dict[str, Callable[[list[str]], bool]] = {
     "ALL_SUCCESS": lambda results: all(r == "SUCCESS" for r in results),
     "AT_LEAST_ONE_SUCCESS": lambda results: any(r == "SUCCESS" for r in results),
     "NONE_FAILED": lambda results: not any(r in ("FAILED", "UPSTREAM_FAILED") for r in results),
@@ -261,7 +262,7 @@ class DatabricksEmulator(Emulator):
         """What the task's notebook printed (stdout and stderr)."""
         with self.state_lock:
             task = self._task(run_id, task_key)
-            return self._redact(task, "".join(task.output))
+            return self._redact(task, b"".join(task.output).decode("utf-8", errors="replace"))
 
     @staticmethod
     def _redact(task: TaskRun, text: str) -> str:
@@ -1354,13 +1355,16 @@ class DatabricksEmulator(Emulator):
                 else:
                     code = process.returncode
                     task.error = f"The notebook process ended without a result (exit code {code})."
-                    task.error_trace = "".join(task.output)
+                    task.error_trace = self._redact(
+                        task, b"".join(task.output).decode("utf-8", errors="replace")
+                    )
 
     @staticmethod
     def _capture_output(task: TaskRun, process: subprocess.Popen[bytes]) -> None:
         assert process.stdout is not None
-        for chunk in iter(lambda: process.stdout.read1(65536), b""):  # type: ignore[union-attr]
-            task.output.append(chunk.decode("utf-8", errors="replace"))
+        descriptor = process.stdout.fileno()
+        for chunk in iter(lambda: os.read(descriptor, 65536), b""):
+            task.output.append(chunk)
 
     def _serve_channel(self, run: JobRun, task: TaskRun, channel: socket.socket) -> dict[str, Any] | None:
         """Answers the notebook's dbutils calls until it reports its outcome or goes away."""

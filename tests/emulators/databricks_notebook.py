@@ -143,11 +143,11 @@ class _Secrets:
     def getBytes(self, scope: str, key: str) -> bytes:
         return self.get(scope, key).encode()
 
-    def list(self, scope: str) -> list[str]:
-        return list(self._channel.call("secrets.list", scope=scope))
-
     def listScopes(self) -> list[str]:
         return list(self._channel.call("secrets.listScopes"))
+
+    def list(self, scope: str) -> Any:  # defined last: inside the class body `list` is then this method
+        return list(self._channel.call("secrets.list", scope=scope))
 
 
 class _TaskValues:
