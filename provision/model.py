@@ -48,8 +48,8 @@ class Environment:
     dbt_cloud_account_id: int
     dbt_jobs: tuple[DbtJobTask, ...]
     databricks_profile: str | None = None  # None: the SDK's unified auth from the environment
-    secret_scope: str = "dbtwf"
-    secret_key: str = "dbt-cloud-api-token"
+    secret_scope: str = "dbtwf"  # noqa: S105 - a scope name, not a secret
+    secret_key: str = "dbt-cloud-api-token"  # noqa: S105 - a key name, not a secret
     notebook_path: str = "/Shared/dbtwf/run_dbt_cloud_job"
     workflow_name: str = "dbt Cloud jobs"
     schedule: Schedule | None = None
