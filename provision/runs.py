@@ -8,6 +8,7 @@ every change of state through ``on_update`` and, on failure, reads the failing t
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -155,7 +156,9 @@ def run_workflow(
     job_id = owned_workflow_id(ws, env)
     started = clock()
     try:
-        run_id = ws.run_now(job_id)
+        # The SDK re-sends run-now when the answer is lost or late; the token makes the
+        # service start one run however often the request lands.
+        run_id = ws.run_now(job_id, idempotency_token=uuid.uuid4().hex)
     except NotFoundError:
         raise NotFoundError(
             f"workflow {job_id} of environment {env.name!r} no longer exists",
