@@ -107,20 +107,17 @@ class Bench:
         return best
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=5, help="run lengths tried per duration")
-    parser.add_argument("--runners", type=int, default=50, help="runners sharing one account")
-    parser.add_argument("--json", type=Path, help="also write the figures here as JSON")
-    args = parser.parse_args(argv)
-
+def measure(
+    trials: int = 5, runners: int = 50, durations: tuple[tuple[str, float], ...] = DURATIONS
+) -> dict[str, Any]:
+    """The figures as a dict (what --json writes); scripts/bench.py calls this too."""
     rows: list[dict[str, Any]] = []
     with DbtCloudEmulator(token=TOKEN, account_id=ACCOUNT) as emu:
         bench = Bench(emu)  # type: ignore[arg-type]
         lengths = random.Random(0)
-        for label, duration in DURATIONS:
+        for label, duration in durations:
             ours, guide = [], []
-            for trial in range(args.trials):
+            for trial in range(trials):
                 seconds = duration + lengths.uniform(0, 5)
                 ours.append(bench.runner(seconds, seed=trial))
                 guide.append(bench.guide(seconds))
@@ -136,8 +133,30 @@ def main(argv: list[str] | None = None) -> int:
                 }
             )
         hour = 3600.0
-        runner_peak = bench.peak_per_minute(args.runners, lambda i: (bench.runner(hour, seed=i), None)[1])
-        guide_peak = bench.peak_per_minute(args.runners, lambda i: (bench.guide(hour), None)[1])
+        runner_peak = bench.peak_per_minute(runners, lambda i: (bench.runner(hour, seed=i), None)[1])
+        guide_peak = bench.peak_per_minute(runners, lambda i: (bench.guide(hour), None)[1])
+    return {
+        "trials": trials,
+        "durations": rows,
+        "shared_account": {
+            "runners": runners,
+            "runner_peak_per_minute": runner_peak,
+            "guide_peak_per_minute": guide_peak,
+            "limit_per_minute": RATE_LIMIT_PER_MINUTE,
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=5, help="run lengths tried per duration")
+    parser.add_argument("--runners", type=int, default=50, help="runners sharing one account")
+    parser.add_argument("--json", type=Path, help="also write the figures here as JSON")
+    args = parser.parse_args(argv)
+    report = measure(args.trials, args.runners)
+    rows = report["durations"]
+    runner_peak = report["shared_account"]["runner_peak_per_minute"]
+    guide_peak = report["shared_account"]["guide_peak_per_minute"]
 
     print(
         "| dbt run | runner lag mean / max | runner requests | guide (5 s) lag mean / max | guide requests |"
@@ -154,16 +173,6 @@ def main(argv: list[str] | None = None) -> int:
         f"Peak requests in any 60 s window, {args.runners} runners started together on one account "
         f"(1 h runs): runner {runner_peak}, guide loop {guide_peak}; limit {RATE_LIMIT_PER_MINUTE}/min."
     )
-    report = {
-        "trials": args.trials,
-        "durations": rows,
-        "shared_account": {
-            "runners": args.runners,
-            "runner_peak_per_minute": runner_peak,
-            "guide_peak_per_minute": guide_peak,
-            "limit_per_minute": RATE_LIMIT_PER_MINUTE,
-        },
-    }
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return 0
