@@ -141,7 +141,7 @@ class _DbtwfGroup(TyperGroup):
             raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt:
             sys.stderr.write("interrupted\n")
-            raise typer.Exit(130) from None
+            raise typer.Exit(1) from None
         except Exception as error:
             if _settings(ctx).debug:
                 raise

@@ -28,9 +28,8 @@ _ERROR_TAIL_CHARS = 2000
 
 
 class RunInterruptedError(RunFailedError):
-    """The user pressed Ctrl-C while waiting; the Databricks run was cancelled."""
-
-    exit_code = 130
+    """The user pressed Ctrl-C while waiting; the Databricks run was cancelled (exit 1, as the contract
+    has only 0/1/2 and `python -m runner` also exits 1 when interrupted)."""
 
 
 @dataclass(frozen=True)

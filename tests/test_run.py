@@ -132,7 +132,7 @@ def test_interrupt_cancels_the_databricks_run(
     with databricks.recording() as requests, pytest.raises(RunInterruptedError) as caught:
         run_workflow(ws, env, wait=True, on_update=lambda _: None, sleep=interrupted)
 
-    assert caught.value.exit_code == 130 and "cancelled Databricks run" in caught.value.message
+    assert caught.value.exit_code == 1 and "cancelled Databricks run" in caught.value.message
     assert [r.path for r in requests if r.path.endswith("/runs/cancel")]
     run_id = int(caught.value.message.rsplit(" ", 1)[-1])
     assert databricks.wait_for_run(run_id, timeout=30)["state"]["result_state"] == "CANCELED"
