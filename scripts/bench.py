@@ -229,10 +229,8 @@ def bench_add_task(sizes: Sizes) -> list[dict[str, Any]]:
     from tests.provision_helpers import make_env, make_workspace
 
     rows = []
-    with (
-        databricks_emulator() as emulator,
-        DbtCloudEmulator(token=DBT_CLOUD_TOKEN, account_id=DBT_ACCOUNT_ID) as dbt,
-    ):
+    dbt = DbtCloudEmulator(token=DBT_CLOUD_TOKEN, account_id=DBT_ACCOUNT_ID)
+    with databricks_emulator() as emulator, dbt:
         dbt.add_job(2, name="Marts")
         env = make_env(dbt_host=dbt.url)
         for tasks in sizes.add_task_tasks:

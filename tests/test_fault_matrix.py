@@ -26,7 +26,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -104,24 +103,32 @@ class Tally:
 TALLY = Tally()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _report_counts(request: pytest.FixtureRequest) -> Iterator[None]:
-    yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is None or not TALLY.cases:
-        return
-    reporter.write_line("")
-    reporter.write_line(
-        f"fault matrix: {sum(TALLY.cases.values())} cases (seeds x fault kinds x operations), "
-        f"{sum(TALLY.faults_fired.values())} faults fired, "
-        f"{sum(TALLY.failed_under_faults.values())} operations failed cleanly under faults "
-        "(all re-converged; every invariant held where the test passed)"
-    )
-    for key in sorted(TALLY.cases):
-        reporter.write_line(
-            f"  {key:<28} cases {TALLY.cases[key]:>3}  faults fired {TALLY.faults_fired[key]:>4}  "
-            f"failed under faults {TALLY.failed_under_faults[key]:>3}"
+class _CountsReport:
+    """A plugin registered by the module: prints the tallies in pytest's terminal summary
+    (output written during a passing test or fixture is captured and dropped)."""
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not TALLY.cases:
+            return
+        write = terminalreporter.write_line
+        write("")
+        write(
+            f"fault matrix: {sum(TALLY.cases.values())} cases (seeds x fault kinds x operations), "
+            f"{sum(TALLY.faults_fired.values())} faults fired, "
+            f"{sum(TALLY.failed_under_faults.values())} operations failed cleanly under faults "
+            "and re-converged"
         )
+        for key in sorted(TALLY.cases):
+            write(
+                f"  {key:<32} cases {TALLY.cases[key]:>3}  faults fired {TALLY.faults_fired[key]:>4}  "
+                f"failed under faults {TALLY.failed_under_faults[key]:>3}"
+            )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_counts(request: pytest.FixtureRequest) -> None:
+    if not request.config.pluginmanager.has_plugin("dbtwf-fault-matrix-counts"):
+        request.config.pluginmanager.register(_CountsReport(), "dbtwf-fault-matrix-counts")
 
 
 # --- faults and simulated time ------------------------------------------------------------
