@@ -226,6 +226,7 @@ class Cli:
     tmp_path: Path
     env_vars: dict[str, str]
     workspace: Workspace
+    clock: SimulatedClock
 
     def __call__(self, *args: str) -> Any:
         result = CliRunner().invoke(app, list(args), env=self.env_vars)
@@ -261,9 +262,7 @@ def cli(
     monkeypatch.setattr("provision.cli.connect_workspace", lambda environment: workspace)
     dbt_cloud.add_job(DBT_JOB, scenario=Scenario(outcome="success", polls=1))
     dbt_cloud.add_job(SECOND_DBT_JOB, name="Marts", scenario=Scenario(outcome="success", polls=1))
-    harness = Cli(tmp_path, cli_env(tmp_path, databricks.url), workspace)
-    harness.clock = clock  # type: ignore[attr-defined]
-    return harness
+    return Cli(tmp_path, cli_env(tmp_path, databricks.url), workspace, clock)
 
 
 def foreign_workflow(
@@ -338,7 +337,7 @@ def test_onboard_under_faults_converges(
 ) -> None:
     foreign_id, foreign_before = foreign_workflow(cli.workspace, databricks)
     plan = FaultPlan(databricks)
-    cli.clock.plans.append(plan)  # type: ignore[attr-defined]
+    cli.clock.plans.append(plan)
     plan.seeded(kind, seed, DATABRICKS_ENDPOINTS)
 
     first = cli("onboard", "--dbt-job-url", dbt_cloud.job_url(DBT_JOB), "--yes")
@@ -369,7 +368,7 @@ def test_add_task_under_faults_keeps_foreign_tasks(
     write_config(cli.tmp_path / "dbtwf.toml", dbt_cloud.url, {"dev": {"nightly": DBT_JOB}})
     job_id, before = foreign_workflow(cli.workspace, databricks, tasks=3 + seed % 4)
     plan = FaultPlan(databricks)
-    cli.clock.plans.append(plan)  # type: ignore[attr-defined]
+    cli.clock.plans.append(plan)
     plan.seeded(kind, seed, DATABRICKS_ENDPOINTS)
     add = ("add-task", "--workflow", str(job_id), "--dbt-job", str(SECOND_DBT_JOB), "--yes")
 
@@ -515,7 +514,7 @@ def test_apply_killed_after_each_write_converges_on_reapply(
             if step < total_writes and code != -signal.SIGKILL:
                 failures.append(f"step {step}: apply was not killed (exit {code})")
                 continue
-            emulator.record = type(emulator).record.__get__(emulator)  # type: ignore[method-assign]
+            del emulator.record  # back to the class's own logging
             ws = fast_workspace(emulator)
             try:
                 _reapply(ws, env)
