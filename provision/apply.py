@@ -8,6 +8,9 @@ fresh plan is executed and recorded in the state file.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from provision.errors import ConflictError, DbtwfError, UsageError
@@ -137,3 +140,61 @@ def create_workflow(ws: Workspace, env: Environment, settings: dict[str, Any]) -
         if extra != job_id:
             ws.delete_job(extra)  # a duplicate of the create we just did; nobody else knows it
     return job_id
+
+
+# -- every environment at once -------------------------------------------------------------
+
+
+@dataclass
+class EnvironmentResult:
+    """One environment's plan (then what apply did), or the error that stopped it."""
+
+    environment: Environment
+    workspace: Workspace | None = None
+    changes: list[Change] = field(default_factory=list)
+    error: DbtwfError | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.error is None and has_changes(self.changes)
+
+
+def _concurrently(work: Callable[[EnvironmentResult], None], results: list[EnvironmentResult]) -> None:
+    """Runs ``work`` on each result in its own thread; a project error stays with its environment."""
+
+    def guarded(result: EnvironmentResult) -> None:
+        try:
+            work(result)
+        except DbtwfError as error:
+            result.error = error
+
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(results))), thread_name_prefix="dbtwf") as pool:
+        list(pool.map(guarded, results))
+
+
+def plan_all(
+    environments: list[Environment], token: str | None, connect: Callable[[Environment], Workspace]
+) -> list[EnvironmentResult]:
+    """Plans every environment concurrently (each its own workspace and lock)."""
+    from provision.plan import plan_environment
+
+    results = [EnvironmentResult(environment) for environment in environments]
+
+    def plan_one(result: EnvironmentResult) -> None:
+        result.workspace = connect(result.environment)
+        result.changes = plan_environment(result.workspace, result.environment, token)
+
+    _concurrently(plan_one, results)
+    return results
+
+
+def apply_all(results: list[EnvironmentResult], token: str | None, *, break_lock: bool) -> None:
+    """Applies the pending plans concurrently; each result then holds what was done or its error."""
+
+    def apply_one(result: EnvironmentResult) -> None:
+        assert result.workspace is not None
+        result.changes = apply_changes(
+            result.workspace, result.environment, result.changes, token, break_lock=break_lock
+        )
+
+    _concurrently(apply_one, [result for result in results if result.pending])

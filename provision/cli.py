@@ -382,15 +382,6 @@ def plan_command(
     render_changes(changes, as_json)
 
 
-def _apply_one(environment: Environment, token: str, *, break_lock: bool, adopt: bool) -> list[Any]:
-    from provision.apply import apply_changes
-    from provision.plan import plan_environment
-
-    ws = connect_workspace(environment)
-    changes = plan_environment(ws, environment, token, adopt=adopt)
-    return apply_changes(ws, environment, changes, token, break_lock=break_lock, adopt=adopt)
-
-
 @app.command(
     "apply",
     epilog="Examples:\n\n  dbtwf apply\n\n  dbtwf --env prod apply --yes --json\n\n"
@@ -412,8 +403,6 @@ def apply_command(
 ) -> None:
     """Create or update the scope, secret, notebook and workflow so the environment matches the config."""
     settings = cli_context(ctx, config, env, debug)
-    from provision.output import console, print_json, render_changes
-    from provision.plan import has_changes, plan_environment
     from provision.token import resolve_token
 
     if all_environments:
@@ -423,7 +412,32 @@ def apply_command(
         return
     environment = load_environment(settings)
     token = resolve_token(interactive=not yes)
-    ws = connect_workspace(environment)
+    _plan_confirm_apply(
+        connect_workspace(environment),
+        environment,
+        token,
+        yes=yes,
+        as_json=as_json,
+        break_lock=break_lock,
+        adopt=adopt,
+    )
+
+
+def _plan_confirm_apply(
+    ws: Workspace,
+    environment: Environment,
+    token: str,
+    *,
+    yes: bool,
+    as_json: bool,
+    break_lock: bool,
+    adopt: bool = False,
+) -> None:
+    """The apply flow shared by `apply` and `onboard`: plan, show, ask, apply, report."""
+    from provision.apply import apply_changes
+    from provision.output import console, print_json, render_changes
+    from provision.plan import has_changes, plan_environment
+
     changes = plan_environment(ws, environment, token, adopt=adopt)
     if not has_changes(changes):
         if as_json:
@@ -434,8 +448,6 @@ def apply_command(
     if not as_json:
         render_changes(changes, as_json=False)
     _confirm(f"apply these changes to environment {environment.name!r}?", yes)
-    from provision.apply import apply_changes
-
     done = apply_changes(ws, environment, changes, token, break_lock=break_lock, adopt=adopt)
     if as_json:
         print_json([change.to_dict() for change in done])
@@ -445,55 +457,37 @@ def apply_command(
 
 def _apply_all(settings: Settings, *, yes: bool, as_json: bool, break_lock: bool) -> None:
     """Plan every environment concurrently, confirm once, apply concurrently; report each."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    from provision.apply import apply_all, plan_all
     from provision.config import load_config
     from provision.output import console, err_console, print_json, render_changes
-    from provision.plan import has_changes, plan_environment
     from provision.token import resolve_token
 
     environments = list(load_config(settings.config_path).environments.values())
     token = resolve_token(interactive=not yes)
-
-    def plan_one(environment: Environment) -> Any:
-        try:
-            return plan_environment(connect_workspace(environment), environment, token)
-        except DbtwfError as error:
-            return error
-
-    workers = max(1, min(8, len(environments)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dbtwf-plan") as pool:
-        plans = dict(zip([e.name for e in environments], pool.map(plan_one, environments), strict=True))
-    pending = [e for e in environments if isinstance(plans[e.name], list) and has_changes(plans[e.name])]
+    results = plan_all(environments, token, connect_workspace)
+    pending = [result.environment.name for result in results if result.pending]
     if not as_json:
-        for name, result in plans.items():
-            console.print(f"\n[bold]{name}[/]")
-            if isinstance(result, list):
-                render_changes(result, as_json=False)
+        for result in results:
+            console.print(f"\n[bold]{result.environment.name}[/]")
+            if result.error is None:
+                render_changes(result.changes, as_json=False)
     if pending:
-        _confirm(f"apply changes to {', '.join(e.name for e in pending)}?", yes)
-
-    def apply_one(environment: Environment) -> Any:
-        try:
-            return _apply_one(environment, token, break_lock=break_lock, adopt=False)
-        except DbtwfError as error:
-            return error
-
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dbtwf-apply") as pool:
-        applied = dict(zip([e.name for e in pending], pool.map(apply_one, pending), strict=True))
-    results = {**plans, **applied}
-    failed = {name: r for name, r in results.items() if isinstance(r, DbtwfError)}
+        _confirm(f"apply changes to {', '.join(pending)}?", yes)
+    apply_all(results, token, break_lock=break_lock)
     if as_json:
         print_json(
             {
-                name: {"error": r.message} if isinstance(r, DbtwfError) else [c.to_dict() for c in r]
-                for name, r in results.items()
+                result.environment.name: {"error": result.error.message}
+                if result.error is not None
+                else [change.to_dict() for change in result.changes]
+                for result in results
             }
         )
-    for name, error in failed.items():
+    failed = [(result.environment.name, result.error) for result in results if result.error is not None]
+    for name, error in failed:
         _report_error(DbtwfError(f"environment {name!r}: {error.message}", error.hint))
     if failed:
-        raise typer.Exit(max(error.exit_code for error in failed.values()))
+        raise typer.Exit(max(error.exit_code for _, error in failed))
     if not as_json:
         err_console.print(f"applied {len(pending)} of {len(environments)} environments", markup=False)
 
@@ -575,11 +569,9 @@ def onboard_command(
 ) -> None:
     """Set up an environment from a dbt job URL: config, token, secret, notebook, workflow."""
     settings = cli_context(ctx, config, env, debug)
-    from provision.apply import apply_changes
     from provision.config import load_config
     from provision.onboard import OnboardOptions, check_dbt_job, prepare, write_environment
-    from provision.output import console, render_changes
-    from provision.plan import has_changes, plan_environment
+    from provision.output import console
 
     options = OnboardOptions(
         dbt_job_url=dbt_job_url,
@@ -605,14 +597,7 @@ def onboard_command(
     environment = write_environment(settings.config_path, target)
     console.print(f"wrote environment {environment.name!r} to {settings.config_path}", markup=False)
     ws = connect_workspace(environment)
-    changes = plan_environment(ws, environment, token)
-    if has_changes(changes):
-        render_changes(changes, as_json=False)
-        _confirm(f"apply these changes to environment {environment.name!r}?", yes)
-        apply_changes(ws, environment, changes, token, break_lock=break_lock)
-        console.print(f"applied environment {environment.name!r}", markup=False)
-    else:
-        console.print(f"environment {environment.name!r} is up to date; nothing to do", markup=False)
+    _plan_confirm_apply(ws, environment, token, yes=yes, as_json=False, break_lock=break_lock)
     if run:
         from provision.runs import run_workflow
 

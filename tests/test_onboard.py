@@ -125,6 +125,30 @@ def test_apply_all_converges_every_environment(
     assert write_kinds(again) == []
 
 
+def test_apply_all_reports_a_failed_environment_and_applies_the_others(
+    databricks: Any, dbt_cloud: Any, cli: dict[str, str], tmp_path: Path
+) -> None:
+    import json
+
+    from tests.provision_helpers import make_workspace
+
+    write_config(tmp_path / "dbtwf.toml", dbt_cloud.url, {"dev": {"nightly": 42}, "prod": {"nightly": 43}})
+    ws = make_workspace(databricks)
+    ws.mkdirs("/Shared/dbtwf/prod")  # another apply holds prod's lock
+    held = {"holder": "ci@runner pid 7", "acquired_at": 0, "environment": "prod", "nonce": "x"}
+    ws.write_file("/Shared/dbtwf/prod/.dbtwf-lock-prod.json", json.dumps(held).encode(), overwrite=False)
+    result = invoke(["apply", "--all", "--yes", "--json"], cli)
+    assert result.exit_code == 1, result.output
+    assert "environment 'prod'" in result.output and "ci@runner" in result.output
+    tags = [job["settings"]["tags"]["dbtwf-env"] for job in databricks.jobs.values()]
+    assert tags == ["dev"]
+    report = json.loads(result.stdout)
+    assert "error" in report["prod"]
+    assert {"resource": "workflow", "action": "create"}.items() <= next(
+        change for change in report["dev"] if change["resource"] == "workflow"
+    ).items()
+
+
 def test_destroy_removes_only_what_dbtwf_created(
     databricks: Any, dbt_cloud: Any, cli: dict[str, str], tmp_path: Path
 ) -> None:
