@@ -16,20 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from provision.dbt_cloud import fetch_dbt_job
 from provision.errors import (
-    AuthError,
     ConflictError,
     DbtwfError,
     NotFoundError,
-    RemoteError,
     UsageError,
 )
 from provision.model import MANAGED_BY_TAG, MANAGED_BY_VALUE, Environment
 from runner.core import (
-    DbtCloudAuthError,
-    DbtCloudClient,
-    DbtCloudError,
-    DbtCloudNotFoundError,
     RunnerInputError,
     base_url,
     parse_int,
@@ -255,27 +250,6 @@ def is_bundle_managed(settings: dict[str, Any]) -> bool:
 # --- remote parts -------------------------------------------------------------------------
 
 
-def validate_dbt_job(
-    env: Environment, token: str, dbt_job_id: int, *, timeout: float = 30.0
-) -> dict[str, Any]:
-    """GET the dbt job: the token works and the job exists, before anything is written."""
-    client = DbtCloudClient(env.dbt_cloud_host, env.dbt_cloud_account_id, token, timeout=timeout)
-    try:
-        return client.get_job(dbt_job_id)
-    except DbtCloudAuthError as error:
-        raise AuthError(
-            f"dbt Cloud rejected the API token ({error})",
-            "set a valid token in DBT_CLOUD_API_TOKEN or with `dbtwf token set`",
-        ) from None
-    except DbtCloudNotFoundError:
-        raise NotFoundError(
-            f"dbt job {dbt_job_id} not found in account {env.dbt_cloud_account_id} on {env.dbt_cloud_host}",
-            "copy the job id or URL from dbt Cloud's Deploy > Jobs page",
-        ) from None
-    except DbtCloudError as error:
-        raise RemoteError(str(error), "check the dbt Cloud host and try again") from None
-
-
 def resolve_workflow(ws: Workspace, ref: int | str) -> dict[str, Any]:
     """The workflow as `jobs/get` returns it (all task pages joined), by id or exact name."""
     if isinstance(ref, int):
@@ -340,7 +314,7 @@ def add_task(
     """
     dbt_job_id, workflow_ref, task_key = check_request(request, env)
 
-    validate_dbt_job(env, token, dbt_job_id)
+    fetch_dbt_job(env.dbt_cloud_host, env.dbt_cloud_account_id, dbt_job_id, token)
     job = resolve_workflow(ws, workflow_ref)
     job_id = int(job["job_id"])
     settings: dict[str, Any] = job.get("settings") or {}

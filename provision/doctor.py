@@ -137,14 +137,16 @@ class _Doctor:
         return f"{mask(self._token)} from {source}"
 
     def dbt_jobs(self) -> str:
-        from provision.add_task import validate_dbt_job
+        from provision.dbt_cloud import fetch_dbt_job
 
         assert self._token is not None
         if not self.env.dbt_jobs:
             raise _Failed("the environment lists no dbt jobs", "add one under dbt_jobs in dbtwf.toml")
         names = []
         for task in self.env.dbt_jobs:
-            job = validate_dbt_job(self.env, self._token, task.job_id)
+            job = fetch_dbt_job(
+                self.env.dbt_cloud_host, self.env.dbt_cloud_account_id, task.job_id, self._token
+            )
             names.append(f"{task.job_id} {job.get('name')!r}" if job.get("name") else str(task.job_id))
         return "token accepted; job " + ", ".join(names)
 

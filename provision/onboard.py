@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from provision.errors import AuthError, NotFoundError, RemoteError, UsageError
+from provision.errors import UsageError
 from provision.model import Environment
 
 DEFAULT_ENVIRONMENT = "dev"
@@ -105,24 +105,9 @@ def prepare(options: OnboardOptions, existing: Environment | None) -> OnboardTar
 
 def check_dbt_job(target: OnboardTarget, token: str) -> str:
     """GET the job with the token: proves both before Databricks is touched. Returns its name."""
-    from runner.core import DbtCloudAuthError, DbtCloudClient, DbtCloudError, DbtCloudNotFoundError
+    from provision.dbt_cloud import fetch_dbt_job
 
-    client = DbtCloudClient(target.dbt_host, target.dbt_account_id, token, timeout=30)
-    try:
-        job = client.get_job(target.dbt_job_id)
-    except DbtCloudAuthError as error:
-        raise AuthError(
-            f"dbt Cloud rejected the token: {error}",
-            "check DBT_CLOUD_API_TOKEN or `dbtwf token set`; the token needs access to "
-            f"account {target.dbt_account_id}'s jobs",
-        ) from None
-    except DbtCloudNotFoundError:
-        raise NotFoundError(
-            f"dbt job {target.dbt_job_id} was not found in account {target.dbt_account_id}",
-            "copy the URL from the job's page in dbt Cloud (Deploy > Jobs)",
-        ) from None
-    except DbtCloudError as error:
-        raise RemoteError(str(error), "check the dbt Cloud host in the URL and try again") from None
+    job = fetch_dbt_job(target.dbt_host, target.dbt_account_id, target.dbt_job_id, token)
     return str(job.get("name") or f"job {target.dbt_job_id}")
 
 

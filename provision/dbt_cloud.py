@@ -1,0 +1,34 @@
+"""dbt Cloud as provisioning sees it: one GET of a job, before anything is written.
+
+The client is the runner's own (`runner.core`), so the notebook and the CLI read hosts,
+URLs and errors the same way; this module only turns its errors into the project's family.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from provision.errors import AuthError, NotFoundError, RemoteError
+from runner.core import DbtCloudAuthError, DbtCloudClient, DbtCloudError, DbtCloudNotFoundError
+
+
+def fetch_dbt_job(
+    host: str, account_id: int, job_id: int, token: str, *, timeout: float = 30.0
+) -> dict[str, Any]:
+    """The job's definition; proves the token works and the job exists in the account."""
+    client = DbtCloudClient(host, account_id, token, timeout=timeout)
+    try:
+        return client.get_job(job_id)
+    except DbtCloudAuthError as error:
+        raise AuthError(
+            f"dbt Cloud rejected the API token ({error})",
+            "set a valid token in DBT_CLOUD_API_TOKEN or with `dbtwf token set`; it needs access to "
+            f"account {account_id}'s jobs",
+        ) from None
+    except DbtCloudNotFoundError:
+        raise NotFoundError(
+            f"dbt job {job_id} not found in account {account_id} on {host}",
+            "copy the job id or URL from dbt Cloud's Deploy > Jobs page",
+        ) from None
+    except DbtCloudError as error:
+        raise RemoteError(str(error), "check the dbt Cloud host and try again") from None
