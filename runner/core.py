@@ -1097,7 +1097,9 @@ def run_from_notebook(
     sleep: Sleep = time.sleep,
     out: Output = _print,
 ) -> RunResult:
-    """The notebook's entry point: widgets in, dbt run followed, task values out."""
+    """The notebook's entry point: widgets in, dbt run followed, task values out, and the dbt
+    run as the notebook's exit value when `dbutils.notebook.exit` exists (the Jobs API
+    shows a notebook's result only through it)."""
     settings, scope, key = settings_from_widgets(lambda name: _widget(dbutils, name))
     try:
         token = dbutils.secrets.get(scope=scope, key=key)
@@ -1112,7 +1114,7 @@ def run_from_notebook(
         dbutils.jobs.taskValues.set(key=name, value=value)
 
     task_values = set_task_value if _has_task_values(dbutils) else None
-    return run_dbt_job(
+    result = run_dbt_job(
         settings,
         token,
         clock=clock,
@@ -1121,6 +1123,29 @@ def run_from_notebook(
         task_values=task_values,
         context=databricks_context(dbutils),
     )
+    exit_notebook = _notebook_exit(dbutils)
+    if exit_notebook is not None:
+        # Reached only on success (a failed run raised above): exit marks the task SUCCEEDED.
+        # On Databricks it ends the notebook here, by raising, so it is deliberately not
+        # called inside a try block; `dbtwf run` reads the value from runs/get-output.
+        exit_notebook(notebook_exit_value(result))
+    return result
+
+
+def notebook_exit_value(result: RunResult) -> str:
+    """The task's result for the Jobs API (`runs/get-output` notebook_output.result): the
+    same names as the task values, a few hundred bytes against Databricks' 5 MB limit."""
+    return json.dumps(
+        {"dbt_run_id": result.run_id, "dbt_run_url": result.url, "dbt_run_status": result.status_humanized}
+    )
+
+
+def _notebook_exit(dbutils: Any) -> Callable[[str], object] | None:
+    try:
+        exit_notebook = dbutils.notebook.exit
+    except Exception:  # noqa: BLE001 - optional: a dbutils without notebook utilities just skips it
+        return None
+    return exit_notebook if callable(exit_notebook) else None
 
 
 def _has_task_values(dbutils: Any) -> bool:

@@ -6,6 +6,7 @@ one second); everything slower is covered on the fake clock in test_runner_emula
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -163,6 +164,31 @@ class DBUtils:
         self.jobs = _Jobs()
 
 
+class NotebookExit(BaseException):
+    """What Databricks' `dbutils.notebook.exit` does: it ends the notebook by raising."""
+
+    def __init__(self, value: str) -> None:
+        super().__init__(value)
+        self.value = value
+
+
+class _Notebook:
+    def __init__(self) -> None:
+        self.exit_values: list[str] = []
+
+    def exit(self, value: str) -> None:
+        self.exit_values.append(value)
+        raise NotebookExit(value)
+
+
+class DBUtilsWithExit(DBUtils):
+    """As on a Databricks cluster: `dbutils.notebook.exit` exists too."""
+
+    def __init__(self, parameters: dict[str, str], secrets: dict[tuple[str, str], str]) -> None:
+        super().__init__(parameters, secrets)
+        self.notebook = _Notebook()
+
+
 def execute_notebook(source: str, dbutils: DBUtils) -> dict[str, Any]:
     """Run the Python cells in one namespace, as a Databricks job task does."""
     assert source.startswith(NOTEBOOK_HEADER + "\n")
@@ -183,6 +209,7 @@ def test_the_rendered_notebook_runs_a_job_to_success_and_sets_task_values(
 ) -> None:
     dbt_cloud.add_job(JOB, scenario=Scenario(outcome="success", polls=1))
     dbutils = DBUtils({"job_id": str(JOB)}, {("dbt-cloud", "api-key"): DBT_CLOUD_TOKEN})
+    assert not hasattr(dbutils, "notebook")  # notebook.exit is optional: the run still completes
     namespace = execute_notebook(notebook_for(dbt_cloud), dbutils)
     (dbt_run,) = dbt_cloud.runs_of(JOB)
     assert namespace["dbt_run"].run_id == dbt_run["id"]
@@ -208,3 +235,39 @@ def test_the_rendered_notebook_raises_when_the_dbt_run_fails(
     assert "Invoke dbt with `dbt build`" in str(caught.value)
     assert dbutils.jobs.taskValues.values["dbt_run_status"] == "Error"
     assert DBT_CLOUD_TOKEN[-4:] not in str(caught.value) + capsys.readouterr().out
+
+
+def test_the_rendered_notebook_exits_with_the_dbt_run_for_the_jobs_api(dbt_cloud: DbtCloudEmulator) -> None:
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="success", polls=1))
+    dbutils = DBUtilsWithExit({"job_id": str(JOB)}, {("dbt-cloud", "api-key"): DBT_CLOUD_TOKEN})
+    with pytest.raises(NotebookExit) as exited:
+        execute_notebook(notebook_for(dbt_cloud), dbutils)
+    (dbt_run,) = dbt_cloud.runs_of(JOB)
+    expected = {"dbt_run_id": dbt_run["id"], "dbt_run_url": dbt_run["href"], "dbt_run_status": "Success"}
+    assert json.loads(exited.value.value) == expected == dbutils.jobs.taskValues.values
+    assert dbutils.notebook.exit_values == [exited.value.value]  # exactly once, as the last act
+    assert DBT_CLOUD_TOKEN[-4:] not in exited.value.value
+
+
+def test_the_rendered_notebook_in_no_wait_mode_exits_with_the_started_run(
+    dbt_cloud: DbtCloudEmulator,
+) -> None:
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="never", seconds=3600))
+    dbutils = DBUtilsWithExit(
+        {"job_id": str(JOB), "wait": "false"}, {("dbt-cloud", "api-key"): DBT_CLOUD_TOKEN}
+    )
+    with pytest.raises(NotebookExit) as exited:
+        execute_notebook(notebook_for(dbt_cloud), dbutils)
+    (dbt_run,) = dbt_cloud.runs_of(JOB)
+    value = json.loads(exited.value.value)
+    assert (value["dbt_run_id"], value["dbt_run_url"]) == (dbt_run["id"], dbt_run["href"])
+    assert value["dbt_run_status"] == dbutils.jobs.taskValues.values["dbt_run_status"] != "Success"
+
+
+def test_a_failed_dbt_run_raises_and_never_exits_the_notebook(dbt_cloud: DbtCloudEmulator) -> None:
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="error", polls=1))
+    dbutils = DBUtilsWithExit({"job_id": str(JOB)}, {("dbt-cloud", "api-key"): DBT_CLOUD_TOKEN})
+    with pytest.raises(Exception) as caught:  # the notebook's own class, defined by exec
+        execute_notebook(notebook_for(dbt_cloud), dbutils)
+    assert type(caught.value).__name__ == DbtRunFailedError.__name__
+    assert dbutils.notebook.exit_values == []  # exit would have marked the task SUCCEEDED
