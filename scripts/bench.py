@@ -168,7 +168,7 @@ def bench_legacy_cli(sizes: Sizes, work: Path) -> dict[str, Any]:
     """
     from provision.plan import render_runner_notebook, workflow_settings
     from tests.conftest import DATABRICKS_TOKEN
-    from tests.emulators.proxy import ForwardProxy
+    from tests.emulators.proxy import ForwardProxy, legacy_cli_env
     from tests.provision_helpers import make_env
 
     legacy = BIN / "databricks"
@@ -197,18 +197,7 @@ def bench_legacy_cli(sizes: Sizes, work: Path) -> dict[str, Any]:
     ]
     samples: list[tuple[float, dict[str, int]]] = []
     with databricks_emulator() as emulator, ForwardProxy(emulator.port) as proxy:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.upper().startswith(("DATABRICKS_", "HTTP", "NO_PROXY"))
-        }
-        env.update(
-            HOME=str(work),
-            DATABRICKS_HOST="http://127.0.0.1",
-            DATABRICKS_TOKEN=DATABRICKS_TOKEN,
-            HTTP_PROXY=proxy.url,
-            http_proxy=proxy.url,
-        )
+        env = legacy_cli_env(proxy, work, DATABRICKS_TOKEN)
         for _ in range(sizes.runs):
             emulator.reset()
             with emulator.recording() as requests:

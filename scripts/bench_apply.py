@@ -45,8 +45,8 @@ def main() -> None:
                     began = time.perf_counter()
                     apply_changes(ws, env, plan_environment(ws, env, token), token)
                     elapsed = time.perf_counter() - began
-                writes = sum(1 for r in requests if r.is_write)
-                rows[label].append((len(requests) - writes, writes, elapsed))
+                write_count = sum(1 for r in requests if r.is_write)
+                rows[label].append((len(requests) - write_count, write_count, elapsed))
 
     print(
         f"Median of {runs} runs against the local emulator "

@@ -113,7 +113,7 @@ def measure(
     """The figures as a dict (what --json writes); scripts/bench.py calls this too."""
     rows: list[dict[str, Any]] = []
     with DbtCloudEmulator(token=TOKEN, account_id=ACCOUNT) as emu:
-        bench = Bench(emu)  # type: ignore[arg-type]
+        bench = Bench(emu)
         lengths = random.Random(0)
         for label, duration in durations:
             ours, guide = [], []

@@ -8,7 +8,6 @@ Verified quirk: the CLI keeps only the hostname of DATABRICKS_HOST, so with
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ import pytest
 
 from tests.conftest import DATABRICKS_TOKEN
 from tests.emulators.databricks import DatabricksEmulator
-from tests.emulators.proxy import ForwardProxy
+from tests.emulators.proxy import ForwardProxy, legacy_cli_env
 
 pytestmark = pytest.mark.slow  # every command is a fresh Python process
 LEGACY_CLI = Path(sys.executable).with_name("databricks")
@@ -32,17 +31,7 @@ def proxy(databricks: DatabricksEmulator) -> Iterator[ForwardProxy]:
 
 @pytest.fixture
 def cli_env(proxy: ForwardProxy, tmp_path: Path) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.upper().startswith(("DATABRICKS_", "NO_PROXY", "HTTP"))
-    }
-    env.update(
-        HOME=str(tmp_path),  # no ~/.databrickscfg of the developer
-        DATABRICKS_HOST="http://127.0.0.1",
-        DATABRICKS_TOKEN=DATABRICKS_TOKEN,
-        HTTP_PROXY=proxy.url,
-        http_proxy=proxy.url,
-    )
-    return env
+    return legacy_cli_env(proxy, tmp_path, DATABRICKS_TOKEN)
 
 
 def cli(env: dict[str, str], *args: str) -> str:

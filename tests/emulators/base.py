@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 FaultKind = Literal["429", "500", "503", "drop_after_write", "drop_before", "latency"]
@@ -155,17 +155,79 @@ class FaultInjector:
 Handler = Callable[[Request], Response | dict[str, Any] | list[Any] | None]
 
 
-class Emulator:
+_Server = TypeVar("_Server", bound="LocalHttpServer")
+
+
+class LocalHttpServer:
+    """An HTTP/1.1 server on 127.0.0.1 in a daemon thread; every method goes to :meth:`handle`.
+
+    Shared by the emulators and the forward proxy. Use as a context manager or call start()/stop().
+    """
+
+    def __init__(self, port: int = 0) -> None:
+        self._port = port
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def handle(self, handler: BaseHTTPRequestHandler) -> None:
+        raise NotImplementedError
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, f"{type(self).__name__} not started"
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self: _Server) -> _Server:
+        server = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes; without TCP_NODELAY the client's delayed ACK
+            # holds every keep-alive answer about 40 ms.
+            disable_nagle_algorithm = True
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _serve(self) -> None:
+                server.handle(self)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _serve
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), _Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name=type(self).__name__, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self: _Server) -> _Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Emulator(LocalHttpServer):
     """Base of both emulators. Use as a context manager or call start()/stop()."""
 
     #: Paths (regex, full match) that need no credentials.
     public_paths: tuple[str, ...] = ()
 
     def __init__(self, port: int = 0, seed: int = 0) -> None:
-        self._port = port
+        super().__init__(port)
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self._log_lock = threading.Lock()
         self.requests: list[RecordedRequest] = []
         self.faults = FaultInjector(seed)
@@ -234,54 +296,8 @@ class Emulator:
             with self._log_lock:
                 captured.extend(self.requests[start:])
 
-    # -- lifecycle -------------------------------------------------------------------
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "emulator not started"
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> Emulator:
-        emulator = self
-
-        class _Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # Headers and body go out in two writes; without TCP_NODELAY the client's delayed ACK
-            # holds every keep-alive answer about 40 ms.
-            disable_nagle_algorithm = True
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def _serve(self) -> None:
-                emulator._serve_one(self)
-
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _serve
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), _Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name=type(self).__name__, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> Emulator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _serve_one(self, handler: BaseHTTPRequestHandler) -> None:
+    # -- serving ---------------------------------------------------------------------
+    def handle(self, handler: BaseHTTPRequestHandler) -> None:
         split = urlsplit(handler.path)
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else b""

@@ -9,10 +9,12 @@ never leave the machine.
 from __future__ import annotations
 
 import http.client
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+import os
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from urllib.parse import urlsplit
+
+from tests.emulators.base import LocalHttpServer
 
 HOP_BY_HOP = {
     "connection",
@@ -25,50 +27,14 @@ HOP_BY_HOP = {
 }
 
 
-class ForwardProxy:
+class ForwardProxy(LocalHttpServer):
     def __init__(self, target_port: int, allowed_host: str = "127.0.0.1") -> None:
+        super().__init__()
         self.target_port = target_port
         self.allowed_host = allowed_host
         self.forwarded: list[str] = []  # "METHOD path" of each forwarded request
-        self._server: ThreadingHTTPServer | None = None
 
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "proxy not started"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self) -> ForwardProxy:
-        proxy = self
-
-        class _Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def _forward(self) -> None:
-                proxy._forward(self)
-
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _forward
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, name="forward-proxy", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> ForwardProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _forward(self, handler: BaseHTTPRequestHandler) -> None:
+    def handle(self, handler: BaseHTTPRequestHandler) -> None:
         target = urlsplit(handler.path)
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else None
@@ -93,3 +59,22 @@ class ForwardProxy:
         handler.end_headers()
         if handler.command != "HEAD":
             handler.wfile.write(payload)
+
+
+def legacy_cli_env(proxy: ForwardProxy, home: Path, token: str) -> dict[str, str]:
+    """The environment for a legacy `databricks` command that reaches the emulator through `proxy`.
+
+    The caller's DATABRICKS_*, HTTP(S)_PROXY and NO_PROXY are dropped, and HOME is `home`, so no
+    ~/.databrickscfg or proxy of the developer takes part.
+    """
+    env = {
+        k: v for k, v in os.environ.items() if not k.upper().startswith(("DATABRICKS_", "NO_PROXY", "HTTP"))
+    }
+    env.update(
+        HOME=str(home),
+        DATABRICKS_HOST="http://127.0.0.1",
+        DATABRICKS_TOKEN=token,
+        HTTP_PROXY=proxy.url,
+        http_proxy=proxy.url,
+    )
+    return env
