@@ -110,8 +110,9 @@ def load_environment(settings: Settings) -> Environment:
 def connect_workspace(env: Environment) -> Workspace:
     """The environment's Databricks workspace; imports the SDK, so call it only when needed."""
     from provision.databricks import connect
+    from provision.output import err_console
 
-    return connect(env)
+    return connect(env, on_retry=lambda notice: err_console.print(f"note: {notice}", markup=False))
 
 
 def _report_error(error: DbtwfError) -> None:

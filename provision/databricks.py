@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import logging
+import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -28,9 +30,15 @@ _AUTH_HINT = (
 )
 
 
-def connect(env: Environment) -> Workspace:
-    """A Workspace for the environment's profile, or the SDK's unified auth when it names none."""
+def connect(env: Environment, *, on_retry: Callable[[str], None] | None = None) -> Workspace:
+    """A Workspace for the environment's profile, or the SDK's unified auth when it names none.
+
+    ``on_retry`` hears, once, that the SDK has started retrying (see ``watch_retries``).
+    """
     from databricks.sdk import WorkspaceClient
+
+    if on_retry is not None:
+        watch_retries(on_retry)
 
     try:
         client = (
@@ -42,6 +50,39 @@ def connect(env: Environment) -> Workspace:
             f"cannot authenticate to Databricks with {where}: {_first_line(error)}", _AUTH_HINT
         ) from None
     return Workspace(client)
+
+
+class _RetryNotice(logging.Handler):
+    """Passes the SDK's first "Retrying: <reason>" debug line on as one plain sentence."""
+
+    def __init__(self, notify: Callable[[str], None]) -> None:
+        super().__init__(logging.DEBUG)
+        self._notify = notify
+        self._told = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if not message.startswith("Retrying: ") or self._told.is_set():
+            return
+        self._told.set()
+        reason = message.removeprefix("Retrying: ").split(" (sleeping", 1)[0]
+        self._notify(
+            f"Databricks is not answering ({reason}); the SDK keeps retrying for up to 5 minutes. "
+            "Check the host (DATABRICKS_HOST or the profile), or press Ctrl-C to stop."
+        )
+
+
+_RETRY_LOGGER = "databricks.sdk.retries"
+
+
+def watch_retries(notify: Callable[[str], None]) -> None:
+    """Tell the user when the SDK starts retrying: it retries a refused connection for five
+    minutes without a word, so a mistyped host would otherwise look like a hang."""
+    logger = logging.getLogger(_RETRY_LOGGER)
+    for handler in [h for h in logger.handlers if isinstance(h, _RetryNotice)]:
+        logger.removeHandler(handler)  # the latest listener wins; one notice per command
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(_RetryNotice(notify))
 
 
 def _first_line(error: BaseException) -> str:
