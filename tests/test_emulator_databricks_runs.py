@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from databricks.sdk import WorkspaceClient
+from databricks.sdk.clock import Clock
 from databricks.sdk.core import Config
 from databricks.sdk.errors import InternalError, InvalidParameterValue, ResourceDoesNotExist
 from databricks.sdk.service import jobs, workspace
@@ -236,10 +237,7 @@ def test_cancel_interrupts_the_notebook(databricks: DatabricksEmulator, w: Works
     later = upload(w, "/Shared/later", 'print("should not run")')
     job_id = create(w, task("dbt", path), task("after", later, depends_on=[{"task_key": "dbt"}]))
     run_id = w.jobs.run_now(job_id).run_id
-    deadline = time.monotonic() + 10
-    while "polling" not in databricks.task_output(run_id, "dbt"):
-        assert time.monotonic() < deadline, "the notebook never started"
-        time.sleep(0.02)
+    databricks.wait_for_output(run_id, "dbt", "polling")
     w.jobs.cancel_run(run_id)
     final = databricks.wait_for_run(run_id, timeout=10)
     assert final["state"]["result_state"] == "CANCELED" and final["state"]["life_cycle_state"] == "TERMINATED"
@@ -260,10 +258,7 @@ def test_cancel_kills_a_notebook_that_ignores_the_interrupt(
             "print('up', flush=True)\ntime.sleep(60)",
         )
         run_id = w.jobs.run_now(create(w, task("t", path))).run_id
-        deadline = time.monotonic() + 10
-        while "up" not in databricks.task_output(run_id, "t"):
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        databricks.wait_for_output(run_id, "t", "up")
         w.jobs.cancel_run(run_id)
         assert databricks.wait_for_run(run_id, timeout=5)["state"]["result_state"] == "CANCELED"
     finally:
@@ -305,21 +300,44 @@ def test_run_life_cycle_goes_through_running(databricks: DatabricksEmulator, w: 
 # -- faults ------------------------------------------------------------------------------------
 
 
+class SimulatedSdkClock(Clock):
+    """The SDK's own clock interface on simulated time: a retry's wait is recorded, not spent."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+        self.sleeps: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
 @pytest.fixture
-def fast_retry_client(databricks: DatabricksEmulator) -> Iterator[WorkspaceClient]:
+def sdk_clock() -> SimulatedSdkClock:
+    return SimulatedSdkClock()
+
+
+@pytest.fixture
+def fast_retry_client(
+    databricks: DatabricksEmulator, sdk_clock: SimulatedSdkClock
+) -> Iterator[WorkspaceClient]:
     yield WorkspaceClient(
-        config=Config(host=databricks.url, token=DATABRICKS_TOKEN, retry_timeout_seconds=20)
+        config=Config(host=databricks.url, token=DATABRICKS_TOKEN, retry_timeout_seconds=20, clock=sdk_clock)
     )
 
 
 def test_sdk_retries_429_and_503_honouring_retry_after(
-    databricks: DatabricksEmulator, fast_retry_client: WorkspaceClient
+    databricks: DatabricksEmulator, fast_retry_client: WorkspaceClient, sdk_clock: SimulatedSdkClock
 ) -> None:
-    databricks.faults.inject("429", path="/api/2.0/secrets/scopes/create", retry_after=0, times=1)
-    databricks.faults.inject("503", path="/api/2.0/secrets/scopes/create", retry_after=0, times=1)
-    started = time.monotonic()
+    databricks.faults.inject("429", path="/api/2.0/secrets/scopes/create", retry_after=3, times=1)
+    databricks.faults.inject("503", path="/api/2.0/secrets/scopes/create", retry_after=7, times=1)
     fast_retry_client.secrets.create_scope("s")
-    assert time.monotonic() - started < 5
+    # Each wait is the answer's Retry-After plus the SDK's jitter of under a second.
+    assert len(sdk_clock.sleeps) == 2
+    assert 3 <= sdk_clock.sleeps[0] < 4 and 7 <= sdk_clock.sleeps[1] < 8
     calls = [(r.status, r.fault) for r in databricks.requests if r.path == "/api/2.0/secrets/scopes/create"]
     assert calls == [(429, "429"), (503, "503"), (200, None)]
     first = databricks.requests[-3]
@@ -342,15 +360,21 @@ def test_drop_after_write_applies_the_write_and_the_sdk_repeats_it(
     assert [r.status for r in databricks.requests if r.path == "/api/2.2/jobs/create"] == [0, 200]
 
 
-def test_drop_before_and_latency(databricks: DatabricksEmulator, fast_retry_client: WorkspaceClient) -> None:
+def test_drop_before_and_latency(
+    databricks: DatabricksEmulator, fast_retry_client: WorkspaceClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     databricks.faults.inject("drop_before", path="/api/2.0/secrets/put")
     fast_retry_client.secrets.create_scope("s")
     fast_retry_client.secrets.put_secret("s", "k", string_value="v")
     assert [r.status for r in databricks.requests if r.path == "/api/2.0/secrets/put"] == [0, 200]
+    delays: list[float] = []
+    monkeypatch.setattr(databricks, "sleep", delays.append)
     databricks.faults.inject("latency", path="/api/2.0/secrets/list", delay=0.3)
-    started = time.monotonic()
     list(fast_retry_client.secrets.list_secrets("s"))
-    assert time.monotonic() - started >= 0.3
+    assert delays == [0.3]  # held before the answer, which then arrived normally
+    assert [(r.status, r.fault) for r in databricks.requests if r.path == "/api/2.0/secrets/list"] == [
+        (200, "latency")
+    ]
 
 
 def test_reset_clears_state_faults_log_and_kills_notebooks(
@@ -359,10 +383,7 @@ def test_reset_clears_state_faults_log_and_kills_notebooks(
     w.secrets.create_scope("s")
     path = upload(w, "/Shared/forever", "import time\nprint('up', flush=True)\ntime.sleep(60)")
     run_id = w.jobs.run_now(create(w, task("t", path))).run_id
-    deadline = time.monotonic() + 10
-    while "up" not in databricks.task_output(run_id, "t"):
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    databricks.wait_for_output(run_id, "t", "up")
     process = databricks.task_run(run_id, "t").process
     assert process is not None
     databricks.faults.inject("500")

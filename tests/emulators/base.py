@@ -233,6 +233,8 @@ class Emulator(LocalHttpServer):
         self.faults = FaultInjector(seed)
         #: Serialises handlers: state changes are atomic, as one request is on the real service.
         self.state_lock = threading.RLock()
+        #: How a latency fault waits; a test can record the delay instead of spending it.
+        self.sleep: Callable[[float], None] = time.sleep
 
     # -- to be provided by subclasses ------------------------------------------------
     def authenticate(self, request: Request) -> None:
@@ -311,7 +313,7 @@ class Emulator(LocalHttpServer):
         fault = self.faults.pick(request.method, request.path)
         kind = fault.kind if fault else None
         if fault is not None and kind == "latency":
-            time.sleep(fault.delay)
+            self.sleep(fault.delay)
         if kind == "drop_before":
             self._drop(handler, request, kind)
             return

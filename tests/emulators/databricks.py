@@ -139,6 +139,7 @@ class TaskRun:
     start_time: int = 0
     end_time: int = 0
     output: list[bytes] = field(default_factory=list)  # captured stdout + stderr, as raw chunks
+    output_grew: threading.Condition = field(default_factory=threading.Condition)
     exit_value: str | None = None
     error: str | None = None
     error_trace: str | None = None
@@ -263,6 +264,17 @@ class DatabricksEmulator(Emulator):
         with self.state_lock:
             task = self._task(run_id, task_key)
             return self._redact(task, b"".join(task.output).decode("utf-8", errors="replace"))
+
+    def wait_for_output(self, run_id: int, task_key: str, text: str, timeout: float = 10) -> None:
+        """Block until the task's notebook has printed `text` (woken by each chunk it prints)."""
+        task = self.task_run(run_id, task_key)
+
+        def printed() -> bool:
+            return text in self._redact(task, b"".join(task.output).decode("utf-8", errors="replace"))
+
+        with task.output_grew:
+            if not task.output_grew.wait_for(printed, timeout):
+                raise TimeoutError(f"Task {task_key} of run {run_id} did not print {text!r} in {timeout} s")
 
     @staticmethod
     def _redact(task: TaskRun, text: str) -> str:
@@ -815,6 +827,27 @@ class DatabricksEmulator(Emulator):
     def _make_token(offset: int) -> str:
         return base64.urlsafe_b64encode(f"offset:{offset}".encode()).decode()
 
+    def _page_window(self, request: Request, default_limit: int, max_limit: int) -> tuple[int, int]:
+        """(offset, limit) of a list call; a page_token wins over an offset."""
+        limit = _int_arg(request.arg("limit") or default_limit, "limit")
+        if not 1 <= limit <= max_limit:
+            raise _invalid(f"The limit must be between 1 and {max_limit}.")
+        offset = self._offset_token(request.arg("page_token")) or _int_arg(
+            request.arg("offset") or 0, "offset"
+        )
+        return offset, limit
+
+    def _list_page(
+        self, name: str, page: list[dict[str, Any]], total: int, offset: int, limit: int
+    ) -> dict[str, Any]:
+        """A list answer: has_more always, the array only when not empty, a token to the next page."""
+        result: dict[str, Any] = {"has_more": total > offset + limit}
+        if page:
+            result[name] = page
+        if result["has_more"]:
+            result["next_page_token"] = self._make_token(offset + limit)
+        return result
+
     def _job_get(self, request: Request) -> dict[str, Any]:
         job = copy.deepcopy(self._job(request.arg("job_id")))
         if request.params["version"] == "2.1":
@@ -828,12 +861,7 @@ class DatabricksEmulator(Emulator):
     def _job_list(self, request: Request) -> dict[str, Any]:
         name = request.arg("name")
         expand = _truthy(request.arg("expand_tasks"))
-        limit = _int_arg(request.arg("limit") or 20, "limit")
-        if not 1 <= limit <= 100:
-            raise _invalid("The limit must be between 1 and 100.")
-        offset = self._offset_token(request.arg("page_token")) or _int_arg(
-            request.arg("offset") or 0, "offset"
-        )
+        offset, limit = self._page_window(request, default_limit=20, max_limit=100)
         matching = [
             job
             for job_id, job in sorted(self._jobs.items())
@@ -852,11 +880,7 @@ class DatabricksEmulator(Emulator):
                 listed["settings"] = settings
                 listed["has_more"] = more is not None
             page.append(listed)
-        result: dict[str, Any] = {"has_more": len(matching) > offset + limit}
-        if page:
-            result["jobs"] = page
-        if result["has_more"]:
-            result["next_page_token"] = self._make_token(offset + limit)
+        result = self._list_page("jobs", page, len(matching), offset, limit)
         if offset:
             result["prev_page_token"] = self._make_token(max(0, offset - limit))
         return result
@@ -1081,12 +1105,7 @@ class DatabricksEmulator(Emulator):
 
     def _run_list(self, request: Request) -> dict[str, Any]:
         job_id = request.arg("job_id")
-        limit = _int_arg(request.arg("limit") or 25, "limit")
-        if not 1 <= limit <= 25:
-            raise _invalid("The limit must be between 1 and 25.")
-        offset = self._offset_token(request.arg("page_token")) or _int_arg(
-            request.arg("offset") or 0, "offset"
-        )
+        offset, limit = self._page_window(request, default_limit=25, max_limit=25)
         runs = sorted(self._runs.values(), key=lambda r: r.run_id, reverse=True)
         if job_id is not None:
             runs = [r for r in runs if r.job_id == _int_arg(job_id, "job_id")]
@@ -1100,12 +1119,7 @@ class DatabricksEmulator(Emulator):
             if not _truthy(request.arg("expand_tasks")):
                 listed.pop("tasks")
             page.append(listed)
-        result: dict[str, Any] = {"has_more": len(runs) > offset + limit}
-        if page:
-            result["runs"] = page
-        if result["has_more"]:
-            result["next_page_token"] = self._make_token(offset + limit)
-        return result
+        return self._list_page("runs", page, len(runs), offset, limit)
 
     def _run_cancel(self, request: Request) -> None:
         body = request.json()
@@ -1364,7 +1378,9 @@ class DatabricksEmulator(Emulator):
         assert process.stdout is not None
         descriptor = process.stdout.fileno()
         for chunk in iter(lambda: os.read(descriptor, 65536), b""):
-            task.output.append(chunk)
+            with task.output_grew:
+                task.output.append(chunk)
+                task.output_grew.notify_all()
 
     def _serve_channel(self, run: JobRun, task: TaskRun, channel: socket.socket) -> dict[str, Any] | None:
         """Answers the notebook's dbutils calls until it reports its outcome or goes away."""
