@@ -739,8 +739,14 @@ def run_command(
         bool, typer.Option("--no-wait", help="Start the run, print its page and return.")
     ] = False,
     poll_interval: Annotated[
-        float, typer.Option("--poll-interval", help="Seconds between status checks.", min=0.0, hidden=True)
-    ] = 5.0,
+        float | None,
+        typer.Option(
+            "--poll-interval",
+            help="Seconds between status checks (default: every second at first, backing off to 10 s).",
+            min=0.0,
+            hidden=True,
+        ),
+    ] = None,
     config: ConfigOption = None,
     env: EnvOption = None,
     debug: DebugOption = False,
@@ -765,25 +771,42 @@ def run_command(
 
 class _RunStatus:
     """Shows the run page URL at once, then one status line per task: a live table on a
-    terminal, plain lines (only when something changed) otherwise."""
+    terminal, plain lines (only when something changed) otherwise. A task's dbt run (id,
+    status, URL) is a result: a column of the live table, else a line on stdout."""
 
     def __init__(self) -> None:
-        from provision.output import console, err_console
+        from provision.output import console, err_console, redact
 
         self._console = console
         self._err = err_console
+        self._redact = redact
         self._live: Any = None
         self._printed: dict[str, str] = {}
+        self._printed_dbt_runs: set[str] = set()
         self._announced = False
+        self._last: Any = None
 
     def __enter__(self) -> _RunStatus:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._live is not None:
-            self._live.stop()
+        if self._live is None:
+            return
+        self._live.stop()
+        if not self._console.is_terminal and self._last is not None:
+            # stdout is a pipe or file: the dbt runs are results, so they go there too.
+            self._print_dbt_runs(self._last)
+
+    def _print_dbt_runs(self, snapshot: Any) -> None:
+        for task in snapshot.tasks:
+            if task.dbt_run is not None and task.task_key not in self._printed_dbt_runs:
+                self._printed_dbt_runs.add(task.task_key)
+                self._console.print(
+                    f"  {task.task_key}: {self._redact(task.dbt_run.describe())}", markup=False
+                )
 
     def update(self, snapshot: Any) -> None:
+        self._last = snapshot
         if not self._announced:
             self._announced = True
             self._console.print(f"run {snapshot.run_id}: {snapshot.run_page_url}", markup=False)
@@ -796,15 +819,18 @@ class _RunStatus:
                 self._err.print(
                     f"  {task.task_key}: {task.state} ({snapshot.elapsed_seconds:.0f}s)", markup=False
                 )
+        self._print_dbt_runs(snapshot)
 
     def _update_live(self, snapshot: Any) -> None:
         from rich.live import Live
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(box=None, show_header=False, pad_edge=False)
         for task in snapshot.tasks:
-            table.add_row(task.task_key, task.state)
-        table.add_row(f"[dim]{snapshot.state}[/]", f"[dim]{snapshot.elapsed_seconds:.0f}s[/]")
+            dbt_run = self._redact(task.dbt_run.describe()) if task.dbt_run is not None else ""
+            table.add_row(Text(task.task_key), Text(task.state), Text(dbt_run, overflow="fold"))
+        table.add_row(f"[dim]{snapshot.state}[/]", f"[dim]{snapshot.elapsed_seconds:.0f}s[/]", "")
         if self._live is None:
             self._live = Live(table, console=self._err, auto_refresh=False, transient=False)
             self._live.start()

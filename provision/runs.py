@@ -1,25 +1,32 @@
 """`dbtwf run`: run the environment's workflow now and follow it to the end.
 
-The wait loop polls `runs/get` on an injected clock and sleep (tests do not wait), reports
-every change of state through ``on_update`` and, on failure, reads the failing task's
-`runs/get-output` so the user sees the dbt error, not only "FAILED".
+The wait loop polls `runs/get` on an injected clock and sleep (tests do not wait), quickly at
+first and less often as the run grows old (the runner's PollPolicy), and reports every change
+of state through ``on_update``. It reads each finished task's `runs/get-output` once: a
+succeeded runner notebook's exit value names its dbt Cloud run (id, status, URL), and a failed
+task's error carries the dbt error, so the user sees more than "SUCCESS" or "FAILED".
 """
 
 from __future__ import annotations
 
+import json
+import random
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from provision.errors import NotFoundError, RunFailedError
+from provision.errors import DbtwfError, NotFoundError, RunFailedError
+from runner.core import PollPolicy
 
 if TYPE_CHECKING:
     from provision.databricks import Workspace
     from provision.model import Environment
 
-DEFAULT_POLL_INTERVAL = 5.0
+#: A notebook task starts in seconds on serverless, so look every second at first; a long run
+#: is looked at every 10% of its age, at most every 10 s (a person is watching).
+DEFAULT_POLL_POLICY = PollPolicy(first=1.0, fraction=0.1, cap=10.0, jitter=0.0)
 #: Life cycle states after which a run or task changes no more (Jobs API RunLifeCycleState).
 TERMINAL_LIFE_CYCLE_STATES = frozenset({"TERMINATED", "SKIPPED", "INTERNAL_ERROR"})
 _SUCCESS_RESULTS = frozenset({"SUCCESS"})
@@ -33,11 +40,43 @@ class RunInterruptedError(RunFailedError):
 
 
 @dataclass(frozen=True)
+class DbtRun:
+    """The dbt Cloud run a runner notebook reported as its exit value (runner/core.py)."""
+
+    run_id: int
+    status: str
+    url: str
+
+    def describe(self) -> str:
+        return f"dbt run {self.run_id} {self.status}: {self.url}"
+
+
+def dbt_run_from_output(output: dict[str, Any]) -> DbtRun | None:
+    """The dbt run in a `runs/get-output` answer, or None when the notebook did not report one
+    (an older runner, another notebook, a truncated value)."""
+    notebook_output = output.get("notebook_output") or {}
+    if notebook_output.get("truncated"):
+        return None
+    try:
+        value = json.loads(str(notebook_output.get("result") or ""))
+    except ValueError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    run_id, status, url = value.get("dbt_run_id"), value.get("dbt_run_status"), value.get("dbt_run_url")
+    if type(run_id) is not int or not isinstance(status, str) or not isinstance(url, str):
+        return None
+    return DbtRun(run_id=run_id, status=status, url=url)
+
+
+@dataclass(frozen=True)
 class TaskSnapshot:
     task_key: str
     state: str  # the result state when finished (SUCCESS, FAILED, ...), else the life cycle state
     run_id: int | None = None
     state_message: str = ""
+    notebook: bool = False  # a notebook task, whose output may name its dbt run
+    dbt_run: DbtRun | None = None  # read from runs/get-output once the task succeeded
 
     @property
     def finished(self) -> bool:
@@ -100,6 +139,7 @@ def snapshot(run: dict[str, Any], elapsed_seconds: float) -> RunSnapshot:
             state=_task_state(task),
             run_id=task.get("run_id"),
             state_message=str((task.get("state") or {}).get("state_message") or ""),
+            notebook="notebook_task" in task,
         )
         for task in run.get("tasks") or []
     )
@@ -143,14 +183,15 @@ def run_workflow(
     on_update: Callable[[RunSnapshot], None],
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
-    poll_interval: float = DEFAULT_POLL_INTERVAL,
+    poll_interval: float | None = None,
 ) -> RunOutcome:
     """Run-now the environment's workflow; with ``wait``, follow it until it ends.
 
     ``on_update`` gets the first snapshot at once (it carries the run page URL) and then
-    every snapshot that differs from the previous one. Ctrl-C while waiting cancels the
-    Databricks run and raises RunInterruptedError. The workflow's own timeouts bound the
-    wait; there is no second deadline here.
+    every snapshot that differs from the previous one; a task that succeeded carries its
+    dbt run. Ctrl-C while waiting cancels the Databricks run and raises RunInterruptedError.
+    The workflow's own timeouts bound the wait; there is no second deadline here.
+    ``poll_interval`` fixes the seconds between checks; by default DEFAULT_POLL_POLICY.
     """
     job_id = owned_workflow_id(ws, env)
     started = clock()
@@ -167,9 +208,16 @@ def run_workflow(
     on_update(current)
     if not wait:
         return RunOutcome(run_id=run_id, run_page_url=current.run_page_url, job_id=job_id, waited=False)
+    outputs = _TaskOutputs(ws)
+
+    def next_poll() -> float:
+        if poll_interval is not None:
+            return poll_interval
+        return DEFAULT_POLL_POLICY.interval(clock() - started, _NO_JITTER)
+
     try:
         run = _follow(
-            ws, run_id, current, on_update, clock=clock, sleep=sleep, started=started, poll=poll_interval
+            ws, run_id, current, on_update, outputs, clock=clock, sleep=sleep, started=started, poll=next_poll
         )
     except KeyboardInterrupt:
         ws.cancel_run(run_id)
@@ -177,8 +225,8 @@ def run_workflow(
             f"interrupted: cancelled Databricks run {run_id}",
             f"its tasks stop shortly; see {current.run_page_url}",
         ) from None
-    final = snapshot(run, clock() - started)
-    failed_task, error = (None, None) if final.state in _SUCCESS_RESULTS else _first_failure(ws, final)
+    final = outputs.with_dbt_runs(snapshot(run, clock() - started))
+    failed_task, error = (None, None) if final.state in _SUCCESS_RESULTS else _first_failure(outputs, final)
     return RunOutcome(
         run_id=run_id,
         run_page_url=final.run_page_url,
@@ -196,24 +244,58 @@ def _follow(
     run_id: int,
     current: RunSnapshot,
     on_update: Callable[[RunSnapshot], None],
+    outputs: _TaskOutputs,
     *,
     clock: Callable[[], float],
     sleep: Callable[[float], None],
     started: float,
-    poll: float,
+    poll: Callable[[], float],
 ) -> dict[str, Any]:
     run: dict[str, Any] | None = None
     while not current.finished:
-        sleep(poll)
+        sleep(poll())
         run = ws.get_run(run_id)
-        latest = snapshot(run, clock() - started)
+        latest = outputs.with_dbt_runs(snapshot(run, clock() - started))
         if (latest.state, latest.tasks) != (current.state, current.tasks):
             on_update(latest)
         current = latest
     return run if run is not None else ws.get_run(run_id)
 
 
-def _first_failure(ws: Workspace, final: RunSnapshot) -> tuple[str | None, str | None]:
+# PollPolicy draws its jitter from an rng; DEFAULT_POLL_POLICY's jitter is 0, so draws change nothing.
+_NO_JITTER = random.Random(0)
+
+
+class _TaskOutputs:
+    """`runs/get-output` of each finished task run, asked once and kept (a multi-task run's
+    own id has no output: Databricks answers only per task run)."""
+
+    def __init__(self, ws: Workspace) -> None:
+        self._ws = ws
+        self._outputs: dict[int, dict[str, Any]] = {}
+
+    def get(self, task_run_id: int) -> dict[str, Any]:
+        if task_run_id not in self._outputs:
+            try:
+                self._outputs[task_run_id] = self._ws.get_run_output(task_run_id)
+            except DbtwfError:
+                # The output only adds detail to a state already known; not worth failing for.
+                self._outputs[task_run_id] = {}
+        return self._outputs[task_run_id]
+
+    def with_dbt_runs(self, shot: RunSnapshot) -> RunSnapshot:
+        """``shot`` with the dbt run of every notebook task that succeeded."""
+        tasks = tuple(self._with_dbt_run(task) for task in shot.tasks)
+        return shot if tasks == shot.tasks else replace(shot, tasks=tasks)
+
+    def _with_dbt_run(self, task: TaskSnapshot) -> TaskSnapshot:
+        if not task.notebook or task.state not in _SUCCESS_RESULTS or task.run_id is None:
+            return task
+        dbt_run = dbt_run_from_output(self.get(int(task.run_id)))
+        return task if dbt_run is None else replace(task, dbt_run=dbt_run)
+
+
+def _first_failure(outputs: _TaskOutputs, final: RunSnapshot) -> tuple[str | None, str | None]:
     """The first task that failed (not one skipped because of it) and its error message."""
     failed = [
         t for t in final.tasks if t.state not in _SUCCESS_RESULTS and not t.state.startswith("UPSTREAM_")
@@ -223,8 +305,7 @@ def _first_failure(ws: Workspace, final: RunSnapshot) -> tuple[str | None, str |
     task = failed[0]
     error = task.state_message or None
     if task.run_id is not None:
-        output = ws.get_run_output(int(task.run_id))
-        error = str(output.get("error") or "").strip() or error
+        error = str(outputs.get(int(task.run_id)).get("error") or "").strip() or error
     if error and len(error) > _ERROR_TAIL_CHARS:
         error = "…" + error[-_ERROR_TAIL_CHARS:]
     return task.task_key, error

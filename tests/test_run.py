@@ -7,7 +7,10 @@ run to finish instead of sleeping, so these tests take as long as the runs thems
 
 from __future__ import annotations
 
+import io
+import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,14 @@ from provision.cli import app
 from provision.errors import NotFoundError, RunFailedError
 from provision.model import DbtJobTask, Environment
 from provision.plan import plan_environment
-from provision.runs import RunInterruptedError, RunSnapshot, run_workflow, snapshot
+from provision.runs import (
+    DbtRun,
+    RunInterruptedError,
+    RunSnapshot,
+    dbt_run_from_output,
+    run_workflow,
+    snapshot,
+)
 from tests.conftest import DBT_CLOUD_TOKEN
 from tests.emulators.dbtcloud import Scenario
 from tests.provision_helpers import cli_env, make_env, make_workspace, write_config
@@ -88,6 +98,78 @@ def test_success_follows_the_run_to_the_end(
     assert snapshots[-1].finished and [t.state for t in snapshots[-1].tasks] == ["SUCCESS"]
     assert fake.sleeps == [5.0] and snapshots[-1].elapsed_seconds == 5.0
     assert len(dbt_cloud.runs_of(DBT_JOB)) == 1  # the notebook really triggered the dbt job
+
+
+def test_success_names_each_tasks_dbt_run_from_its_notebook_output(
+    databricks: Any, dbt_cloud: Any, ws: Any, env: Environment
+) -> None:
+    dbt_cloud.add_job(DBT_JOB, scenario=Scenario(outcome="success", polls=1))
+    provision(ws, env)
+
+    with databricks.recording() as requests:
+        outcome, snapshots, _ = follow(ws, env, databricks)
+
+    (dbt_run,) = dbt_cloud.runs_of(DBT_JOB)
+    expected = DbtRun(run_id=dbt_run["id"], status="Success", url=dbt_run["href"])
+    assert [t.dbt_run for t in outcome.tasks] == [expected]
+    assert snapshots[-1].tasks[0].dbt_run == expected  # shown as the task ends, not only at the end
+    (task_run_id,) = [t.run_id for t in outcome.tasks]
+    outputs = [r for r in requests if r.path.endswith("/runs/get-output")]
+    assert [r.query.get("run_id") for r in outputs] == [[str(task_run_id)]]  # one per task run
+
+
+def test_a_failed_task_has_no_dbt_run_and_one_output_read(
+    databricks: Any, dbt_cloud: Any, ws: Any, env: Environment
+) -> None:
+    dbt_cloud.add_job(DBT_JOB, scenario=Scenario(outcome="error", polls=1))
+    provision(ws, env)
+
+    with databricks.recording() as requests:
+        outcome, _, _ = follow(ws, env, databricks)
+
+    assert [t.dbt_run for t in outcome.tasks] == [None]  # notebook.exit is never called on failure
+    assert dbt_cloud.runs_of(DBT_JOB)[0]["href"] in (outcome.error or "")
+    assert len([r for r in requests if r.path.endswith("/runs/get-output")]) == 1
+
+
+def test_the_default_polling_starts_quick_and_backs_off_to_a_cap(
+    databricks: Any, dbt_cloud: Any, ws: Any, env: Environment
+) -> None:
+    dbt_cloud.add_job(DBT_JOB, scenario=Scenario(outcome="never", polls=1))
+    provision(ws, env)
+    now = [1000.0]
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:  # a minute passes per poll; the fifth poll is interrupted
+        if len(sleeps) == 4:
+            raise KeyboardInterrupt
+        sleeps.append(seconds)
+        now[0] += 60.0
+
+    with pytest.raises(RunInterruptedError):
+        run_workflow(ws, env, wait=True, on_update=lambda _: None, clock=lambda: now[0], sleep=sleep)
+
+    # 1 s while the run is young, then 10% of its age (60 s -> 6 s), never more than 10 s.
+    assert sleeps == [1.0, 6.0, 10.0, 10.0]
+
+
+@pytest.mark.parametrize(
+    ("result", "expected"),
+    [
+        (
+            '{"dbt_run_id": 5, "dbt_run_url": "https://h/runs/5/", "dbt_run_status": "Queued"}',
+            DbtRun(5, "Queued", "https://h/runs/5/"),
+        ),
+        ("", None),  # a notebook task that never called exit
+        ("done", None),  # another notebook's plain exit value
+        ('{"dbt_run_id": "5", "dbt_run_url": "u", "dbt_run_status": "Success"}', None),
+        ('["dbt_run_id"]', None),
+    ],
+)
+def test_dbt_run_from_output_reads_only_the_runners_exit_value(result: str, expected: DbtRun | None) -> None:
+    assert dbt_run_from_output({"notebook_output": {"result": result, "truncated": False}}) == expected
+    assert dbt_run_from_output({"notebook_output": {"result": result, "truncated": True}}) is None
+    assert dbt_run_from_output({"error": "boom"}) is None
 
 
 def test_failed_dbt_run_names_the_task_and_the_dbt_error(
@@ -192,6 +274,8 @@ def test_cli_run_success_and_failure_exit_codes(invoke: Callable[..., Any], dbt_
     assert ok.exit_code == 0, ok.output
     assert "succeeded" in ok.stdout and "#job/" in ok.stdout
     assert "nightly: SUCCESS" in ok.stderr
+    (dbt_run,) = dbt_cloud.runs_of(DBT_JOB)
+    assert f"nightly: dbt run {dbt_run['id']} Success: {dbt_run['href']}" in ok.stdout
 
     dbt_cloud.set_scenario(DBT_JOB, Scenario(outcome="error", polls=1, logs="Compilation Error in model x"))
     failed = invoke("run", "--poll-interval", "0.05")
@@ -199,6 +283,46 @@ def test_cli_run_success_and_failure_exit_codes(invoke: Callable[..., Any], dbt_
     assert "task 'nightly'" in failed.stderr and "hint:" in failed.stderr
     assert DBT_CLOUD_TOKEN not in failed.output
     assert "Compilation Error in model x" in failed.stderr  # the dbt step's log, surfaced
+    failed_dbt_run = dbt_cloud.runs_of(DBT_JOB)[-1]
+    assert failed_dbt_run["id"] != dbt_run["id"] and failed_dbt_run["href"] in failed.stderr
+
+
+def test_cli_run_polls_quickly_by_default(invoke: Callable[..., Any], dbt_cloud: Any) -> None:
+    """No --poll-interval: the adaptive default sees a short run end within about a second."""
+    dbt_cloud.add_job(DBT_JOB, scenario=Scenario(outcome="success", polls=1))
+    assert invoke("apply", "--yes").exit_code == 0
+    started = time.monotonic()
+    ok = invoke("run")
+    assert ok.exit_code == 0, ok.output
+    assert time.monotonic() - started < 4.5  # the old fixed 5 s poll could not be this quick
+    (dbt_run,) = dbt_cloud.runs_of(DBT_JOB)
+    assert f"nightly: dbt run {dbt_run['id']} Success: {dbt_run['href']}" in ok.stdout
+
+
+def test_the_live_table_on_a_terminal_shows_each_tasks_dbt_run() -> None:
+    from rich.console import Console
+
+    from provision.cli import _RunStatus
+
+    run = {
+        "run_id": 7,
+        "run_page_url": "https://x/#job/1/run/7",
+        "state": {"life_cycle_state": "TERMINATED", "result_state": "SUCCESS"},
+        "tasks": [
+            {"task_key": "nightly", "run_id": 8, "notebook_task": {}, "state": {"result_state": "SUCCESS"}}
+        ],
+    }
+    shot = snapshot(run, 4.0)
+    dbt_run = DbtRun(31, "Success", "https://ab123.us1.dbt.com/deploy/1/projects/2/runs/31/")
+    shot = replace(shot, tasks=(replace(shot.tasks[0], dbt_run=dbt_run),))
+    terminal, piped = io.StringIO(), io.StringIO()
+    with _RunStatus() as status:
+        status._err = Console(file=terminal, force_terminal=True, width=200)
+        status._console = Console(file=piped, force_terminal=False, soft_wrap=True)
+        status.update(shot)
+    assert "dbt run 31 Success: https://ab123.us1.dbt.com/deploy/1/projects/2/runs/31/" in terminal.getvalue()
+    # stdout is a pipe: the result is there too, once, after the table.
+    assert piped.getvalue().count("nightly: dbt run 31 Success:") == 1
 
 
 def test_cli_run_no_wait(invoke: Callable[..., Any], dbt_cloud: Any, databricks: Any) -> None:
