@@ -492,9 +492,15 @@ def test_a_run_keeps_the_scenario_it_was_triggered_with(dbt_cloud: DbtCloudEmula
 # --- scenarios: seconds on an injected clock ---------------------------------------------
 
 
-def test_seconds_scenario_follows_the_injected_clock(dbt_cloud: DbtCloudEmulator) -> None:
-    clock = FakeClock()
-    dbt_cloud.clock = clock
+@pytest.fixture
+def clock(dbt_cloud: DbtCloudEmulator) -> FakeClock:
+    """A fake clock driving the emulator's `seconds` scenarios; the fixture's reset restores the real one."""
+    fake = FakeClock()
+    dbt_cloud.clock = fake
+    return fake
+
+
+def test_seconds_scenario_follows_the_injected_clock(dbt_cloud: DbtCloudEmulator, clock: FakeClock) -> None:
     dbt_cloud.add_job(1, scenario=Scenario("success", seconds=100))
     run = trigger(dbt_cloud, 1)
     seen = []
@@ -508,9 +514,7 @@ def test_seconds_scenario_follows_the_injected_clock(dbt_cloud: DbtCloudEmulator
     assert (done["queued_duration"], done["run_duration"]) == ("00:00:20", "00:01:20")
 
 
-def test_seconds_scenario_needs_no_polls(dbt_cloud: DbtCloudEmulator) -> None:
-    clock = FakeClock()
-    dbt_cloud.clock = clock
+def test_seconds_scenario_needs_no_polls(dbt_cloud: DbtCloudEmulator, clock: FakeClock) -> None:
     dbt_cloud.add_job(1, scenario=Scenario("error", seconds=30))
     run = trigger(dbt_cloud, 1)
     clock.advance(31)
@@ -519,9 +523,7 @@ def test_seconds_scenario_needs_no_polls(dbt_cloud: DbtCloudEmulator) -> None:
     assert listed.data[0]["status"] == 20
 
 
-def test_never_with_seconds_stays_running(dbt_cloud: DbtCloudEmulator) -> None:
-    clock = FakeClock()
-    dbt_cloud.clock = clock
+def test_never_with_seconds_stays_running(dbt_cloud: DbtCloudEmulator, clock: FakeClock) -> None:
     dbt_cloud.add_job(1, scenario=Scenario("never", seconds=10))
     run = trigger(dbt_cloud, 1)
     clock.advance(10_000)

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from tests.emulators.base import Emulator, HttpError, Request, Response
 
@@ -50,6 +50,8 @@ NOT_FOUND_MESSAGE = "The requested resource was not found. Please check that you
 INVALID_REQUEST_MESSAGE = "The request was invalid. Please double check the provided data and try again."
 CANCELLED_MESSAGE = "Cancelled by user."
 MAX_PAGE = 100
+JOB_ORDERING_FIELDS = ("id", "name", "created_at", "updated_at", "project_id", "environment_id")
+_Item = TypeVar("_Item")  # a job (dict) or a run, in a list answer
 DBT_VERSION = "latest"
 # Steps dbt Cloud runs before the job's own commands (their names, as the real runs show them).
 SYSTEM_STEPS = ("Clone git repository", "Create profile from connection Databricks")
@@ -217,6 +219,10 @@ def _parse_include(request: Request) -> set[str]:
         else:
             names.update(part.strip() for part in text.split(","))
     return {name for name in names if name}
+
+
+def _by_field_then_id(name: str) -> Callable[[dict[str, Any]], Any]:
+    return lambda job: (job[name], job["id"])
 
 
 def _int_list(values: list[str], name: str) -> list[int]:
@@ -478,6 +484,33 @@ class DbtCloudEmulator(Emulator):
         limit = min(values["limit"], MAX_PAGE) or MAX_PAGE
         return limit, values["offset"]
 
+    def _ordered_page(
+        self,
+        request: Request,
+        items: list[_Item],
+        sort_keys: dict[str, Callable[[_Item], Any]],
+        filters: dict[str, Any],
+        limit: int,
+        offset: int,
+        render: Callable[[_Item, set[str]], dict[str, Any]],
+    ) -> dict[str, Any]:
+        """A list answer: ordered by `order_by` (a leading "-" reverses), one page, DRF's `extra`."""
+        order_by = request.arg("order_by") or "id"
+        field_name = order_by.lstrip("-")
+        if field_name not in sort_keys:
+            raise ApiError(
+                400, INVALID_REQUEST_MESSAGE, {"order_by": [f"Invalid ordering field: {order_by}"]}
+            )
+        items.sort(key=sort_keys[field_name], reverse=order_by.startswith("-"))
+        page = items[offset : offset + limit]
+        include = _parse_include(request)
+        extra = {
+            "filters": filters,
+            "order_by": order_by,
+            "pagination": {"count": len(page), "total_count": len(items)},
+        }
+        return self._ok([render(item, include) for item in page], extra)
+
     def _int_filter(self, request: Request, name: str) -> int | None:
         raw = request.arg(name)
         if raw is None or raw == "":
@@ -579,21 +612,8 @@ class DbtCloudEmulator(Emulator):
         if contains:
             filters["name__icontains"] = contains
             jobs = [job for job in jobs if contains.lower() in job["name"].lower()]
-        order_by = request.arg("order_by") or "id"
-        field_name = order_by.lstrip("-")
-        if field_name not in ("id", "name", "created_at", "updated_at", "project_id", "environment_id"):
-            raise ApiError(
-                400, INVALID_REQUEST_MESSAGE, {"order_by": [f"Invalid ordering field: {order_by}"]}
-            )
-        jobs.sort(key=lambda job: (job[field_name], job["id"]), reverse=order_by.startswith("-"))
-        page = jobs[offset : offset + limit]
-        include = _parse_include(request)
-        extra = {
-            "filters": filters,
-            "order_by": order_by,
-            "pagination": {"count": len(page), "total_count": len(jobs)},
-        }
-        return self._ok([self._render_job(job, include) for job in page], extra)
+        sort_keys = {name: _by_field_then_id(name) for name in JOB_ORDERING_FIELDS}
+        return self._ordered_page(request, jobs, sort_keys, filters, limit, offset, self._render_job)
 
     # -- handlers: triggering --------------------------------------------------------
     def _trigger(self, request: Request) -> dict[str, Any]:
@@ -735,12 +755,17 @@ class DbtCloudEmulator(Emulator):
             return "RETRY_NOT_LATEST_RUN"
         return None
 
-    def _retry(self, request: Request) -> dict[str, Any]:
+    def _retryable_run(self, request: Request) -> _Run:
+        """The run of the path, brought up to the clock; a 400 unless it is the job's latest, failed run."""
         run = self._run(request)
         self._advance_by_clock(run)
         problem = self._retry_problem(run)
         if problem is not None:
             raise ApiError(400, f"This run cannot be retried: {problem}.")
+        return run
+
+    def _retry(self, request: Request) -> dict[str, Any]:
+        run = self._retryable_run(request)
         job = self._jobs.get(run.job_id)
         if job is None:
             raise ApiError(404, NOT_FOUND_MESSAGE)
@@ -748,11 +773,7 @@ class DbtCloudEmulator(Emulator):
         return self._ok(self._render_run(new_run, {"trigger", "job"}))
 
     def _retry_details(self, request: Request) -> dict[str, Any]:
-        run = self._run(request)
-        self._advance_by_clock(run)
-        problem = self._retry_problem(run)
-        if problem is not None:
-            raise ApiError(400, f"This run cannot be retried: {problem}.")
+        run = self._retryable_run(request)
         index = self._failing_index(run)
         return self._ok({"failed_step": run.steps[index], "skipped_steps": run.steps[index + 1 :]})
 
@@ -791,26 +812,12 @@ class DbtCloudEmulator(Emulator):
                 wanted = _int_list(request.query[name], name)
                 filters[name] = wanted
                 runs = [run for run in runs if getattr(run, key) in wanted]
-        order_by = request.arg("order_by") or "id"
-        field_name = order_by.lstrip("-")
         sort_keys: dict[str, Callable[[_Run], Any]] = {
             "id": lambda run: run.id,
             "created_at": lambda run: (run.triggered_clock, run.id),
             "finished_at": lambda run: (self._finished_clock(run) or float("inf"), run.id),
         }
-        if field_name not in sort_keys:
-            raise ApiError(
-                400, INVALID_REQUEST_MESSAGE, {"order_by": [f"Invalid ordering field: {order_by}"]}
-            )
-        runs.sort(key=sort_keys[field_name], reverse=order_by.startswith("-"))
-        page = runs[offset : offset + limit]
-        include = _parse_include(request)
-        extra = {
-            "filters": filters,
-            "order_by": order_by,
-            "pagination": {"count": len(page), "total_count": len(runs)},
-        }
-        return self._ok([self._render_run(run, include) for run in page], extra)
+        return self._ordered_page(request, runs, sort_keys, filters, limit, offset, self._render_run)
 
     def _cancel(self, request: Request) -> dict[str, Any]:
         run = self._run(request)
