@@ -29,7 +29,9 @@ from runner.core import (
     run_from_notebook,
 )
 from tests.conftest import DBT_ACCOUNT_ID, DBT_CLOUD_TOKEN
+from tests.emulators.databricks_notebook import EntryPoint
 from tests.emulators.dbtcloud import DbtCloudEmulator, Scenario
+from tests.fake_dbutils import FakeDBUtils
 
 JOB = 555
 RUN_PATH = rf"/api/v2/accounts/{DBT_ACCOUNT_ID}/runs/\d+/"
@@ -454,71 +456,28 @@ def test_overrides_and_a_cause_within_255_characters_are_sent(
 # --- from a notebook ----------------------------------------------------------------------------
 
 
-class _Widgets:
-    def __init__(self, values: dict[str, str]) -> None:
-        self.values = values
-
-    def get(self, name: str) -> str:
-        if name not in self.values:
-            raise ValueError(f"InputWidgetNotDefined: {name}")
-        return self.values[name]
-
-
-class _Secrets:
-    def __init__(self, token: str) -> None:
-        self.token = token
-        self.asked: list[tuple[str, str]] = []
-
-    def get(self, scope: str, key: str) -> str:
-        self.asked.append((scope, key))
-        if (scope, key) != ("dbt-cloud", "api-key"):
-            raise ValueError(f"Secret does not exist with scope: {scope} and key: {key}")
-        return self.token
-
-
-class _TaskValues:
-    def __init__(self) -> None:
-        self.values: dict[str, Any] = {}
-
-    def set(self, key: str, value: Any) -> None:
-        self.values[key] = value
-
-
-class _Jobs:
-    def __init__(self) -> None:
-        self.taskValues = _TaskValues()
-
-
-class _Context:
-    def toJson(self) -> str:
-        return (
-            '{"tags": {"jobId": "881", "multitaskParentRunId": "9912", "runId": "9913", '
-            '"taskKey": "dbt_daily", "browserHostName": "adb-123.7.azuredatabricks.net"}}'
-        )
-
-
-class _EntryPoint:
-    def getDbutils(self) -> _EntryPoint:
-        return self
-
-    def notebook(self) -> _EntryPoint:
-        return self
-
-    def getContext(self) -> _Context:
-        return _Context()
+# The context a job run's notebook sees on a cluster (read through dbutils.notebook.entry_point).
+CLUSTER_CONTEXT = {
+    "tags": {
+        "jobId": "881",
+        "multitaskParentRunId": "9912",
+        "runId": "9913",
+        "taskKey": "dbt_daily",
+        "browserHostName": "adb-123.7.azuredatabricks.net",
+    }
+}
 
 
 class _Notebook:
-    entry_point = _EntryPoint()
+    """`dbutils.notebook` as far as the runner looks: the context's entry point, no exit."""
+
+    def __init__(self) -> None:
+        self.entry_point = EntryPoint(CLUSTER_CONTEXT)
 
 
-class DBUtils:
-    """Only what a Databricks job gives the runner: widgets, secrets, jobs.taskValues."""
-
-    def __init__(self, widgets: dict[str, str], token: str = DBT_CLOUD_TOKEN) -> None:
-        self.widgets = _Widgets(widgets)
-        self.secrets = _Secrets(token)
-        self.jobs = _Jobs()
+def dbutils_for(widgets: dict[str, str]) -> FakeDBUtils:
+    """Only what a Databricks job gives the runner; the token is under dbt-cloud/api-key."""
+    return FakeDBUtils(widgets, {("dbt-cloud", "api-key"): DBT_CLOUD_TOKEN})
 
 
 def notebook_widgets(emu: DbtCloudEmulator, **changes: str) -> dict[str, str]:
@@ -537,7 +496,7 @@ def test_the_guides_placeholder_stops_the_notebook_before_any_request(
     dbt_cloud: DbtCloudEmulator, clock: FakeClock
 ) -> None:
     dbt_cloud.add_job(JOB)
-    dbutils = DBUtils(notebook_widgets(dbt_cloud, job_id="Enter the Job ID"))
+    dbutils = dbutils_for(notebook_widgets(dbt_cloud, job_id="Enter the Job ID"))
     with pytest.raises(RunnerInputError, match="placeholder 'Enter the Job ID'"):
         run_from_notebook(dbutils, clock=clock.now, sleep=clock.sleep, out=Output())
     assert dbt_cloud.requests == []
@@ -545,7 +504,7 @@ def test_the_guides_placeholder_stops_the_notebook_before_any_request(
 
 
 def test_a_missing_secret_names_the_scope_and_key(dbt_cloud: DbtCloudEmulator, clock: FakeClock) -> None:
-    dbutils = DBUtils(notebook_widgets(dbt_cloud, secret_key="nope"))
+    dbutils = dbutils_for(notebook_widgets(dbt_cloud, secret_key="nope"))
     with pytest.raises(RunnerInputError, match="secret scope 'dbt-cloud', key 'nope'"):
         run_from_notebook(dbutils, clock=clock.now, sleep=clock.sleep, out=Output())
     assert dbt_cloud.requests == []
@@ -555,7 +514,7 @@ def test_the_notebook_entry_point_tells_dbt_where_the_run_came_from(
     dbt_cloud: DbtCloudEmulator, clock: FakeClock
 ) -> None:
     dbt_cloud.add_job(JOB, scenario=Scenario(outcome="success", polls=2))
-    dbutils = DBUtils(notebook_widgets(dbt_cloud, wait="true", git_branch="main", timeout_seconds="900"))
+    dbutils = dbutils_for(notebook_widgets(dbt_cloud, wait="true", git_branch="main", timeout_seconds="900"))
     dbutils.notebook = _Notebook()  # type: ignore[attr-defined] - only on a real cluster
     out = Output()
     result = run_from_notebook(dbutils, clock=clock.now, sleep=clock.sleep, out=out)

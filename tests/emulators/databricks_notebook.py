@@ -70,13 +70,15 @@ class _Channel:
         raise error_class(reply.get("message", "dbutils call failed"))
 
 
-class _Widgets:
+class Widgets:
+    """Declared widgets with their defaults; the task's parameters override them, as on Databricks."""
+
     def __init__(self, parameters: dict[str, str]) -> None:
         self._parameters = dict(parameters)
-        self._defaults: dict[str, str] = {}
+        self.defaults: dict[str, str] = {}
 
     def _define(self, name: str, default_value: str) -> None:
-        self._defaults[name] = "" if default_value is None else str(default_value)
+        self.defaults[name] = "" if default_value is None else str(default_value)
 
     def text(self, name: str, defaultValue: str = "", label: str | None = None) -> None:
         self._define(name, defaultValue)
@@ -101,20 +103,13 @@ class _Widgets:
     ) -> None:
         self._define(name, defaultValue)
 
-    def multiselect(
-        self,
-        name: str,
-        defaultValue: str,
-        choices: list[str],
-        label: str | None = None,
-    ) -> None:
-        self._define(name, defaultValue)
+    multiselect = combobox  # the same arguments, and here the same leniency about the default
 
     def get(self, name: str) -> str:
         if name in self._parameters:
             return self._parameters[name]
-        if name in self._defaults:
-            return self._defaults[name]
+        if name in self.defaults:
+            return self.defaults[name]
         raise InputWidgetNotDefined(f"No input widget named {name} is defined")
 
     def getArgument(self, name: str, optional: str | None = None) -> str | None:
@@ -124,13 +119,13 @@ class _Widgets:
             return optional
 
     def getAll(self) -> dict[str, str]:
-        return {**self._defaults, **self._parameters}
+        return {**self.defaults, **self._parameters}
 
     def remove(self, name: str) -> None:
-        self._defaults.pop(name, None)
+        self.defaults.pop(name, None)
 
     def removeAll(self) -> None:
-        self._defaults.clear()
+        self.defaults.clear()
 
 
 class _Secrets:
@@ -206,14 +201,14 @@ class _Context:
         return _Option(self._context["extraContext"].get("notebook_path"))
 
 
-class _EntryPoint:
+class EntryPoint:
     def __init__(self, context: dict[str, Any]) -> None:
         self._context = _Context(context)
 
-    def getDbutils(self) -> _EntryPoint:
+    def getDbutils(self) -> EntryPoint:
         return self
 
-    def notebook(self) -> _EntryPoint:
+    def notebook(self) -> EntryPoint:
         return self
 
     def getContext(self) -> _Context:
@@ -222,7 +217,7 @@ class _EntryPoint:
 
 class _Notebook:
     def __init__(self, context: dict[str, Any]) -> None:
-        self.entry_point = _EntryPoint(context)
+        self.entry_point = EntryPoint(context)
 
     def exit(self, value: Any) -> None:
         raise NotebookExit(str(value))
@@ -230,7 +225,7 @@ class _Notebook:
 
 class DBUtils:
     def __init__(self, parameters: dict[str, str], channel: _Channel, context: dict[str, Any]) -> None:
-        self.widgets = _Widgets(parameters)
+        self.widgets = Widgets(parameters)
         self.secrets = _Secrets(channel)
         self.jobs = _Jobs(channel)
         self.notebook = _Notebook(context)
