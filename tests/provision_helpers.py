@@ -3,12 +3,17 @@ a config file and the environment variables a CLI run needs (all confined to tmp
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from provision.databricks import Workspace
 from provision.model import DbtJobTask, Environment
 from tests.conftest import DATABRICKS_TOKEN, DBT_ACCOUNT_ID, DBT_CLOUD_TOKEN
+
+if TYPE_CHECKING:
+    import pytest
+    from click.testing import Result
 
 
 def make_workspace(emulator: Any) -> Workspace:
@@ -58,6 +63,30 @@ def cli_env(tmp_path: Path, databricks_url: str, *, token: str | None = DBT_CLOU
     if token is not None:
         variables["DBT_CLOUD_API_TOKEN"] = token
     return variables
+
+
+def configured_cli(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    databricks_url: str,
+    dbt_url: str,
+    dbt_job: int,
+    *command: str,
+) -> Callable[..., Result]:
+    """`dbtwf COMMAND... ARGS...` in-process, against a dbtwf.toml whose one environment, dev,
+    runs `dbt_job` as task `nightly`, with the emulators' credentials set by `monkeypatch`."""
+    from typer.testing import CliRunner
+
+    from provision.cli import app
+
+    write_config(tmp_path / "dbtwf.toml", dbt_url, {"dev": {"nightly": dbt_job}})
+    for name, value in cli_env(tmp_path, databricks_url).items():
+        monkeypatch.setenv(name, value)
+
+    def invoke(*args: str) -> Result:
+        return CliRunner().invoke(app, [*command, *args])
+
+    return invoke
 
 
 def write_kinds(requests: list[Any]) -> list[str]:

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from typer.testing import CliRunner
 
 from provision.add_task import (
     AddTaskRequest,
@@ -26,12 +25,11 @@ from provision.add_task import (
     parse_dbt_job,
     task_differences,
 )
-from provision.cli import app
 from provision.errors import AuthError, ConflictError, DbtwfError, NotFoundError, UsageError
 from provision.model import Compute, DbtJobTask, Environment
 from provision.state import AddedTask, load_state
 from tests.conftest import DATABRICKS_TOKEN, DBT_ACCOUNT_ID, DBT_CLOUD_TOKEN
-from tests.provision_helpers import cli_env, make_workspace, write_config
+from tests.provision_helpers import cli_env, configured_cli, make_workspace, write_config
 
 if TYPE_CHECKING:
     from provision.databricks import Workspace
@@ -430,14 +428,7 @@ def invoke(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Callable[..., Any]:
     dbt_cloud.add_job(DBT_JOB)
-    write_config(tmp_path / "dbtwf.toml", dbt_cloud.url, {"dev": {"nightly": DBT_JOB}})
-    for name, value in cli_env(tmp_path, databricks.url).items():
-        monkeypatch.setenv(name, value)
-
-    def run(*args: str) -> Any:
-        return CliRunner().invoke(app, ["add-task", *args])
-
-    return run
+    return configured_cli(tmp_path, monkeypatch, databricks.url, dbt_cloud.url, DBT_JOB, "add-task")
 
 
 def test_cli_adds_the_task_and_says_so(invoke: Callable[..., Any], databricks: DatabricksEmulator) -> None:

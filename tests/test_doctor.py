@@ -8,13 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-from provision.cli import app
 from provision.doctor import Check, Status, diagnose
 from provision.model import Compute, DbtJobTask
 from tests.conftest import DBT_CLOUD_TOKEN
-from tests.provision_helpers import cli_env, make_env, make_workspace, write_config
+from tests.provision_helpers import configured_cli, make_env, make_workspace
 
 DBT_JOB = 42
 ALL_CHECKS = [
@@ -37,14 +35,7 @@ def invoke(
     tmp_path: Path, databricks: Any, dbt_cloud: Any, monkeypatch: pytest.MonkeyPatch
 ) -> Callable[..., Any]:
     dbt_cloud.add_job(DBT_JOB)
-    write_config(tmp_path / "dbtwf.toml", dbt_cloud.url, {"dev": {"nightly": DBT_JOB}})
-    for name, value in cli_env(tmp_path, databricks.url).items():
-        monkeypatch.setenv(name, value)
-
-    def run(*args: str) -> Any:
-        return CliRunner().invoke(app, list(args))
-
-    return run
+    return configured_cli(tmp_path, monkeypatch, databricks.url, dbt_cloud.url, DBT_JOB)
 
 
 def doctor_json(invoke: Callable[..., Any]) -> tuple[int, dict[str, dict[str, Any]]]:

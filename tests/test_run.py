@@ -15,10 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
 from provision.apply import apply_changes
-from provision.cli import app
 from provision.errors import NotFoundError, RunFailedError
 from provision.model import DbtJobTask, Environment
 from provision.plan import plan_environment
@@ -32,7 +30,7 @@ from provision.runs import (
 )
 from tests.conftest import DBT_CLOUD_TOKEN
 from tests.emulators.dbtcloud import Scenario
-from tests.provision_helpers import cli_env, make_env, make_workspace, write_config
+from tests.provision_helpers import configured_cli, make_env, make_workspace
 
 DBT_JOB = 42
 
@@ -256,14 +254,7 @@ def test_snapshot_reads_task_states() -> None:
 def invoke(
     tmp_path: Path, databricks: Any, dbt_cloud: Any, monkeypatch: pytest.MonkeyPatch
 ) -> Callable[..., Any]:
-    write_config(tmp_path / "dbtwf.toml", dbt_cloud.url, {"dev": {"nightly": DBT_JOB}})
-    for name, value in cli_env(tmp_path, databricks.url).items():
-        monkeypatch.setenv(name, value)
-
-    def run(*args: str) -> Any:
-        return CliRunner().invoke(app, list(args))
-
-    return run
+    return configured_cli(tmp_path, monkeypatch, databricks.url, dbt_cloud.url, DBT_JOB)
 
 
 def test_cli_run_success_and_failure_exit_codes(invoke: Callable[..., Any], dbt_cloud: Any) -> None:
