@@ -10,7 +10,6 @@ parameters of the same name (Databricks docs, "Configure job parameters").
 from __future__ import annotations
 
 import base64
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -285,16 +284,15 @@ def test_run_now_idempotency_token_and_runs_list(databricks: DatabricksEmulator,
 def test_run_life_cycle_goes_through_running(databricks: DatabricksEmulator, w: WorkspaceClient) -> None:
     path = upload(w, "/Shared/gate", "import time\nprint('started', flush=True)\ntime.sleep(0.5)")
     run_id = w.jobs.run_now(create(w, task("t", path))).run_id
-    seen = set()
-    deadline = time.monotonic() + 10
-    while True:
-        state = w.jobs.get_run(run_id).state
-        assert state is not None and state.life_cycle_state is not None
-        seen.add(state.life_cycle_state.value)
-        if state.life_cycle_state == jobs.RunLifeCycleState.TERMINATED or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert {"RUNNING", "TERMINATED"} <= seen
+    seen = []
+    databricks.wait_for_output(run_id, "t", "started")  # the notebook is in its half-second sleep
+    seen.append(w.jobs.get_run(run_id).state)
+    databricks.wait_for_run(run_id, timeout=10)
+    seen.append(w.jobs.get_run(run_id).state)
+    assert [state.life_cycle_state.value for state in seen if state and state.life_cycle_state] == [
+        "RUNNING",
+        "TERMINATED",
+    ]
 
 
 # -- faults ------------------------------------------------------------------------------------

@@ -634,7 +634,11 @@ def test_workflow_run_under_faults_starts_one_run(
     outcome: Any = None
     try:
         outcome = run_workflow(
-            ws, env, wait=True, on_update=lambda snapshot: None, sleep=lambda s: time.sleep(0.05)
+            ws,
+            env,
+            wait=True,
+            on_update=lambda snapshot: None,
+            sleep=lambda seconds: databricks.wait_for_all_runs(timeout=30),
         )
     except DbtwfError as error:
         assert DBT_CLOUD_TOKEN not in error.message

@@ -296,6 +296,15 @@ class DatabricksEmulator(Emulator):
         with self.state_lock:
             return self._run_json(run, api_version="2.1")
 
+    def wait_for_all_runs(self, timeout: float = 60) -> None:
+        """Block until every run started so far has finished: a poll loop's sleep that costs only
+        the runs' own time."""
+        with self.state_lock:
+            runs = list(self._runs.values())
+        for run in runs:
+            if not run.done.wait(timeout):
+                raise TimeoutError(f"Run {run.run_id} did not finish in {timeout} s")
+
     # -- state ----------------------------------------------------------------------------
     def _clear_state(self) -> None:
         self.serverless_enabled = True
