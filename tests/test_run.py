@@ -8,7 +8,6 @@ run to finish instead of sleeping, so these tests take as long as the runs thems
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -278,14 +277,14 @@ def test_cli_run_success_and_failure_exit_codes(invoke: Callable[..., Any], dbt_
     assert failed_dbt_run["id"] != dbt_run["id"] and failed_dbt_run["href"] in failed.stderr
 
 
-def test_cli_run_polls_quickly_by_default(invoke: Callable[..., Any], dbt_cloud: Any) -> None:
-    """No --poll-interval: the adaptive default sees a short run end within about a second."""
+def test_cli_run_with_the_default_polling_names_the_dbt_run(
+    invoke: Callable[..., Any], dbt_cloud: Any
+) -> None:
+    """No --poll-interval: the adaptive default (its schedule is checked on a fake clock above)."""
     dbt_cloud.add_job(DBT_JOB, scenario=Scenario(outcome="success", polls=1))
     assert invoke("apply", "--yes").exit_code == 0
-    started = time.monotonic()
     ok = invoke("run")
     assert ok.exit_code == 0, ok.output
-    assert time.monotonic() - started < 4.5  # the old fixed 5 s poll could not be this quick
     (dbt_run,) = dbt_cloud.runs_of(DBT_JOB)
     assert f"nightly: dbt run {dbt_run['id']} Success: {dbt_run['href']}" in ok.stdout
 
