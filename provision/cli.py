@@ -54,11 +54,12 @@ class Settings:
 # Every command declares these too, so `dbtwf --env prod apply` and `dbtwf apply --env prod`
 # mean the same. Only the app callback reads the environment variables: a command-level
 # envvar would silently override a value typed before the command.
+# Parentheses in help, never [brackets]: rich reads those as markup and drops them.
 ConfigOption = Annotated[
     Path | None,
     typer.Option(
         "--config",
-        help=f"The config file [env {CONFIG_ENVVAR}; default ./dbtwf.toml].",
+        help=f"The config file (env {CONFIG_ENVVAR}; default ./dbtwf.toml).",
         rich_help_panel=_GLOBAL_PANEL,
         show_default=False,
         dir_okay=False,
@@ -69,7 +70,7 @@ EnvOption = Annotated[
     typer.Option(
         "--env",
         "-e",
-        help=f"The environment to act on [env {ENV_ENVVAR}; default: the only one, else dev].",
+        help=f"The environment to act on (env {ENV_ENVVAR}; default: the only one, else dev).",
         rich_help_panel=_GLOBAL_PANEL,
         show_default=False,
     ),
@@ -237,6 +238,7 @@ def main() -> None:
 token_app = typer.Typer(
     name="token",
     help="The dbt Cloud API token in the OS keyring (never on the command line, never in a file).",
+    epilog="Examples:\n\n  dbtwf token set\n\n  dbtwf token show\n\n  dbtwf token delete",
     no_args_is_help=True,
 )
 app.add_typer(token_app)
