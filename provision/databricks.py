@@ -96,7 +96,10 @@ def _map_error(error: Exception, what: str, host: str) -> DbtwfError:
     from databricks.sdk.errors.base import DatabricksError
 
     message = f"{what} failed: {_first_line(error)}"
-    if isinstance(error, errors.Unauthenticated):
+    # A wrong or expired token gets 403 "Invalid access token.", not 401: it is not a missing permission.
+    denied = isinstance(error, errors.PermissionDenied)
+    invalid_token = denied and "invalid access token" in _first_line(error).lower()
+    if isinstance(error, errors.Unauthenticated) or invalid_token:
         return AuthError(f"Databricks at {host} rejected the credentials: {what}", _AUTH_HINT)
     if isinstance(error, errors.PermissionDenied):
         return RemoteError(

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from provision.cli import app
@@ -31,3 +32,42 @@ def test_token_group_help_has_examples() -> None:
     result = invoke("token", "--help")
     assert result.exit_code == 0, result.output
     assert "Examples" in result.output and "dbtwf token show" in result.output
+
+
+@pytest.fixture
+def cli(tmp_path: Path, databricks: Any, dbt_cloud: Any) -> dict[str, str]:
+    from tests.provision_helpers import cli_env, write_config
+
+    dbt_cloud.add_job(42)
+    write_config(tmp_path / "dbtwf.toml", dbt_cloud.url, {"dev": {"nightly": 42}})
+    return cli_env(tmp_path, databricks.url)
+
+
+def test_a_rejected_databricks_token_exits_1_with_an_auth_hint_and_writes_nothing(
+    databricks: Any, cli: dict[str, str]
+) -> None:
+    # Databricks answers a wrong PAT with 403 "Invalid access token.": dbtwf said "permission
+    # denied ... ask a workspace admin", which sends the user the wrong way.
+    result = invoke("apply", "--yes", env={**cli, "DATABRICKS_TOKEN": "dapi-wrong"})
+    assert result.exit_code == 1, result.output
+    assert "rejected the credentials" in result.output and "DATABRICKS_TOKEN" in result.output
+    assert "workspace admin" not in result.output and "Traceback" not in result.output
+    assert databricks.writes() == []
+
+
+def test_permission_denied_on_the_scope_exits_1_with_a_hint_before_any_write(
+    databricks: Any, cli: dict[str, str]
+) -> None:
+    from databricks.sdk import WorkspaceClient
+
+    from provision.databricks import Workspace
+
+    databricks.add_user("dapi-colleague", "colleague@example.com")
+    colleague = Workspace(WorkspaceClient(host=databricks.url, token="dapi-colleague"))
+    colleague.create_scope("dbtwf-dev")  # only the colleague may manage it
+    databricks.reset_log()
+    result = invoke("apply", "--yes", env=cli)
+    assert result.exit_code == 1, result.output
+    assert "permission" in result.output and "hint:" in result.output
+    assert "Traceback" not in result.output
+    assert databricks.writes() == []
