@@ -2,7 +2,8 @@
 
 Owned: the workflow carrying dbtwf's tags for the environment, the tasks recorded as added
 to foreign workflows, the notebook, the stored secret, the state record, and the scope only
-when the state says dbtwf created it. The folder stays: other things may live in it.
+when the state says dbtwf created it and it holds no other secret. The folder stays: other
+things may live in it.
 """
 
 from __future__ import annotations
@@ -42,17 +43,29 @@ def plan_destroy(ws: Workspace, env: Environment) -> list[Change]:
             )
     if ws.get_status(env.notebook_path) is not None:
         changes.append(Change("notebook", env.notebook_path, Action.DELETE, "uploaded by dbtwf"))
-    if state is not None and state.scope_created:
-        if any(scope.get("name") == env.secret_scope for scope in ws.list_scopes()):
-            changes.append(Change("scope", env.secret_scope, Action.DELETE, "created by dbtwf"))
-    elif state is not None and state.token_fingerprint:
-        keys = {s.get("key") for s in ws.list_secrets(env.secret_scope)}
-        if env.secret_key in keys:
-            name = f"{env.secret_scope}/{env.secret_key}"
-            changes.append(Change("secret", name, Action.DELETE, "stored by dbtwf; the scope is not dbtwf's"))
+    if state is not None and (state.scope_created or state.token_fingerprint):
+        changes += _plan_secret_removal(ws, env, scope_created=state.scope_created)
     if state is not None:
         changes.append(Change("state", env.state_path, Action.DELETE, "dbtwf's record"))
     return changes
+
+
+def _plan_secret_removal(ws: Workspace, env: Environment, *, scope_created: bool) -> list[Change]:
+    """The scope when dbtwf created it and it holds nothing else; otherwise only dbtwf's secret.
+    Others may have put their own secrets in a scope dbtwf made: deleting it would lose them."""
+    if not any(scope.get("name") == env.secret_scope for scope in ws.list_scopes()):
+        return []
+    keys = {s.get("key") for s in ws.list_secrets(env.secret_scope)}
+    others = keys - {env.secret_key}
+    if scope_created and not others:
+        return [Change("scope", env.secret_scope, Action.DELETE, "created by dbtwf")]
+    if env.secret_key not in keys:
+        return []
+    if scope_created:
+        why = f"stored by dbtwf; the scope stays: it holds {len(others)} secret(s) dbtwf did not store"
+    else:
+        why = "stored by dbtwf; the scope is not dbtwf's"
+    return [Change("secret", f"{env.secret_scope}/{env.secret_key}", Action.DELETE, why)]
 
 
 def destroy_changes(

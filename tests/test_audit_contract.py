@@ -71,3 +71,30 @@ def test_permission_denied_on_the_scope_exits_1_with_a_hint_before_any_write(
     assert "permission" in result.output and "hint:" in result.output
     assert "Traceback" not in result.output
     assert databricks.writes() == []
+
+
+def test_destroy_keeps_a_scope_it_created_once_others_store_secrets_in_it(
+    databricks: Any, cli: dict[str, str]
+) -> None:
+    # The scope was dbtwf's, but a colleague's secret in it is not: destroy deleted the whole scope.
+    assert invoke("apply", "--yes", env=cli).exit_code == 0
+    from tests.provision_helpers import make_workspace
+
+    make_workspace(databricks).put_secret("dbtwf-dev", "warehouse-password", "keep me")
+    result = invoke("destroy", "--yes", env=cli)
+    assert result.exit_code == 0, result.output
+    assert databricks.secret_value("dbtwf-dev", "warehouse-password") == "keep me"
+    assert databricks.secret_value("dbtwf-dev", "dbt-cloud-api-token") is None
+    with databricks.recording() as again:
+        assert invoke("destroy", "--yes", env=cli).exit_code == 0
+    assert [r for r in again if r.is_write] == []
+
+
+def test_destroy_deletes_the_scope_it_created_when_only_its_secret_is_there(
+    databricks: Any, cli: dict[str, str]
+) -> None:
+    assert invoke("apply", "--yes", env=cli).exit_code == 0
+    assert invoke("destroy", "--yes", env=cli).exit_code == 0
+    from tests.provision_helpers import make_workspace
+
+    assert [s["name"] for s in make_workspace(databricks).list_scopes()] == []
