@@ -29,6 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m runner",
         description="Trigger a dbt Cloud job and follow the run to its end. "
         f"The API token is read from {TOKEN_VARIABLE}, never from the command line.",
+        epilog="examples:\n"
+        "  python -m runner --job-url https://ab123.us1.dbt.com/deploy/1/projects/2/jobs/3\n"
+        "  python -m runner --job-id 3 --host ab123.us1.dbt.com --account-id 1 --no-wait\n"
+        "  python -m runner --job-id 3 --step 'dbt build -s tag:daily' --timeout 3600",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     where = parser.add_argument_group("which job")
     where.add_argument("--job-id", help="dbt job id (env DBT_CLOUD_JOB_ID)")
@@ -69,7 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         token = check_token(os.environ.get(TOKEN_VARIABLE, ""), f"set {TOKEN_VARIABLE}")
     except RunnerInputError as error:
-        parser.error(str(error))  # exits 2 with the usage line
+        # Two lines, not parser.error(): its usage block buries the one line that matters.
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        print(f"hint: see `{parser.prog} --help`", file=sys.stderr, flush=True)
+        return 2
     try:
         result = run_dbt_job(settings, token)
     except (DbtRunError, DbtCloudError) as error:

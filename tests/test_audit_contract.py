@@ -4,6 +4,9 @@ keep, and `python -m runner`'s short input errors. Real HTTP against the emulato
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +101,21 @@ def test_destroy_deletes_the_scope_it_created_when_only_its_secret_is_there(
     from tests.provision_helpers import make_workspace
 
     assert [s["name"] for s in make_workspace(databricks).list_scopes()] == []
+
+
+def test_runner_input_errors_are_two_lines_without_the_usage_block(dbt_cloud: Any) -> None:
+    # argparse's parser.error() printed a 13-line usage block above the one line that matters.
+    result = subprocess.run(
+        [sys.executable, "-m", "runner", "--job-id", "abc", "--host", dbt_cloud.url, "--account-id", "1"],
+        cwd=ROOT,
+        env={**os.environ, "DBT_CLOUD_API_TOKEN": "dbtc_x"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "python -m runner: error: job_id must be a positive integer, got 'abc'",
+        "hint: see `python -m runner --help`",
+    ]
+    assert dbt_cloud.requests == []
