@@ -119,3 +119,23 @@ def test_runner_input_errors_are_two_lines_without_the_usage_block(dbt_cloud: An
         "hint: see `python -m runner --help`",
     ]
     assert dbt_cloud.requests == []
+
+
+def test_readme_exit_codes_are_the_contracts_three() -> None:
+    # The README promised 130 on Ctrl-C; dbtwf exits 1 then (the contract has only 0/1/2).
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split("## Exit codes", 1)[1].split("\n\n", 2)[1]
+    codes = [line.split("|")[1].strip() for line in table.splitlines()[2:]]
+    assert codes == ["0", "1", "2"]
+
+
+def test_ctrl_c_exits_1_with_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import provision.cli
+
+    def interrupted(settings: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(provision.cli, "load_environment", interrupted)
+    result = invoke("plan", env={"DBTWF_CONFIG": str(tmp_path / "dbtwf.toml")})
+    assert result.exit_code == 1
+    assert result.output.strip() == "interrupted"
