@@ -9,8 +9,9 @@ things may live in it.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from provision.errors import ConflictError
 from provision.plan import Action, Change, find_owned_workflow
 from provision.state import delete_state, environment_lock, load_state
 
@@ -28,10 +29,12 @@ def plan_destroy(ws: Workspace, env: Environment) -> list[Change]:
     for job_id in owned_ids:
         how = "recorded in the state" if found_by == "state" else "carries dbtwf's tags"
         changes.append(Change("workflow", env.workflow_name, Action.DELETE, how, job_id))
+    removing: dict[int, tuple[dict[str, Any], set[str]]] = {}
     for added in state.added_tasks if state is not None else []:
         job = ws.get_job(added.job_id)
         keys = {task.get("task_key") for task in ((job or {}).get("settings") or {}).get("tasks") or []}
         if job is not None and added.task_key in keys:
+            removing.setdefault(added.job_id, (job, set()))[1].add(added.task_key)
             changes.append(
                 Change(
                     "task",
@@ -41,6 +44,8 @@ def plan_destroy(ws: Workspace, env: Environment) -> list[Change]:
                     added.job_id,
                 )
             )
+    for job_id, (job, keys) in removing.items():
+        _refuse_to_orphan_dependents(job_id, job, keys)
     if ws.get_status(env.notebook_path) is not None:
         changes.append(Change("notebook", env.notebook_path, Action.DELETE, "uploaded by dbtwf"))
     if state is not None and (state.scope_created or state.token_fingerprint):
@@ -48,6 +53,19 @@ def plan_destroy(ws: Workspace, env: Environment) -> list[Change]:
     if state is not None:
         changes.append(Change("state", env.state_path, Action.DELETE, "dbtwf's record"))
     return changes
+
+
+def _refuse_to_orphan_dependents(job_id: int, job: dict[str, Any], removed: set[str]) -> None:
+    """Databricks refuses to remove a task another task depends on; say so before any write,
+    with what to do, instead of failing halfway with the API's message."""
+    for task in (job.get("settings") or {}).get("tasks") or []:
+        needs = {d.get("task_key") for d in task.get("depends_on") or []} & removed
+        if needs and task.get("task_key") not in removed:
+            raise ConflictError(
+                f"task {task.get('task_key')!r} of workflow {job_id} depends on "
+                f"{', '.join(repr(k) for k in sorted(needs))}, which dbtwf added and destroy would remove",
+                hint="remove that dependency in the workflow (Tasks tab), then run destroy again",
+            )
 
 
 def _plan_secret_removal(ws: Workspace, env: Environment, *, scope_created: bool) -> list[Change]:

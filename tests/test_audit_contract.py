@@ -139,3 +139,25 @@ def test_ctrl_c_exits_1_with_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path:
     result = invoke("plan", env={"DBTWF_CONFIG": str(tmp_path / "dbtwf.toml")})
     assert result.exit_code == 1
     assert result.output.strip() == "interrupted"
+
+
+def test_destroy_stops_before_any_write_when_a_foreign_task_depends_on_an_added_one(
+    databricks: Any, dbt_cloud: Any, cli: dict[str, str]
+) -> None:
+    # Databricks refuses to drop a task another depends on: destroy failed halfway with a bare API error.
+    from tests.provision_helpers import make_workspace
+
+    ws = make_workspace(databricks)
+    notebook = {"notebook_path": "/Users/a/ingest"}
+    job_id = ws.create_job(
+        {"name": "Nightly ETL", "tasks": [{"task_key": "ingest", "notebook_task": notebook}]}
+    )
+    assert invoke("add-task", "--workflow", str(job_id), "--dbt-job", "42", "--yes", env=cli).exit_code == 0
+    report = {"task_key": "report", "depends_on": [{"task_key": "dbt_cloud_42"}], "notebook_task": notebook}
+    ws.update_job(job_id, {"tasks": [report]})
+    databricks.reset_log()
+
+    result = invoke("destroy", "--yes", env=cli)
+    assert result.exit_code == 1, result.output
+    assert "'report'" in result.output and "'dbt_cloud_42'" in result.output and "hint:" in result.output
+    assert databricks.writes() == []
