@@ -121,6 +121,8 @@ def _report_error(error: DbtwfError) -> None:
 
     from provision.output import err_console, redact
 
+    if error.details:
+        err_console.print(redact(error.details), markup=False, highlight=False)
     # escape(): messages quote config tables like [environments.prod], which rich would eat as markup.
     err_console.print(f"[bold red]error:[/] {escape(redact(error.message))}", markup=True)
     if error.hint:

@@ -7,15 +7,17 @@ class DbtwfError(Exception):
     """Base of every error dbtwf reports to a user.
 
     ``message`` says what is wrong; ``hint`` says what to do about it. Both are shown as
-    one or two lines by the CLI, without a traceback unless ``--debug``.
+    one or two lines by the CLI, without a traceback unless ``--debug``. ``details`` is
+    evidence worth reading (a failed dbt step's log), shown above those two lines.
     """
 
     exit_code = 1
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    def __init__(self, message: str, hint: str | None = None, details: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.details = details
 
 
 class UsageError(DbtwfError):

@@ -123,9 +123,12 @@ class RunOutcome:
             return
         where = f"task {self.failed_task!r} " if self.failed_task else ""
         message = f"run {self.run_id} ended {self.result_state or 'without a result'}: {where}failed"
-        if self.error:
-            message += f": {self.error}"
-        raise RunFailedError(message, f"see the run page: {self.run_page_url}")
+        # The error's first line says what failed; the rest (the dbt run link, the failing
+        # step's log) is shown as details so the error itself stays one line.
+        first_line, _, rest = (self.error or "").strip().partition("\n")
+        if first_line:
+            message += f": {first_line}"
+        raise RunFailedError(message, f"see the run page: {self.run_page_url}", details=rest.strip() or None)
 
 
 def snapshot(run: dict[str, Any], elapsed_seconds: float) -> RunSnapshot:

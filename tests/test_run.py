@@ -184,7 +184,9 @@ def test_failed_dbt_run_names_the_task_and_the_dbt_error(
     with pytest.raises(RunFailedError) as caught:
         outcome.raise_for_failure()
     assert "task 'nightly'" in caught.value.message
-    assert "dbt build" in caught.value.message and "Database Error in model orders" in caught.value.message
+    # The error stays one line naming the step; the step's log comes as details above it.
+    assert "dbt build" in caught.value.message and "\n" not in caught.value.message
+    assert "Database Error in model orders" in (caught.value.details or "")
     assert outcome.run_page_url in (caught.value.hint or "")
 
 
@@ -273,6 +275,10 @@ def test_cli_run_success_and_failure_exit_codes(invoke: Callable[..., Any], dbt_
     assert "task 'nightly'" in failed.stderr and "hint:" in failed.stderr
     assert DBT_CLOUD_TOKEN not in failed.output
     assert "Compilation Error in model x" in failed.stderr  # the dbt step's log, surfaced
+    # ...above the error, which ends the output as the contract's one or two lines.
+    *_, error_line, hint_line = failed.stderr.rstrip().splitlines()
+    assert error_line.startswith("error: run ") and "dbt build" in error_line
+    assert hint_line.startswith("hint: see the run page")
     failed_dbt_run = dbt_cloud.runs_of(DBT_JOB)[-1]
     assert failed_dbt_run["id"] != dbt_run["id"] and failed_dbt_run["href"] in failed.stderr
 
