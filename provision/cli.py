@@ -412,7 +412,10 @@ def apply_command(
 
     if all_environments:
         if settings.env_name is not None:
-            raise UsageError("--all and --env conflict", hint="drop one of them")
+            raise UsageError(
+                f"--all and --env {settings.env_name} conflict (--env may come from {ENV_ENVVAR})",
+                hint=f"drop --env, or unset {ENV_ENVVAR} for this command",
+            )
         _apply_all(settings, yes=yes, as_json=as_json, break_lock=break_lock)
         return
     environment = load_environment(settings)
@@ -596,6 +599,11 @@ def onboard_command(
         wanted = settings.env_name or ("dev" if "dev" in environments or len(environments) != 1 else None)
         existing = environments.get(wanted) if wanted else next(iter(environments.values()))
     target = prepare(options, existing)
+    if not yes and not sys.stdin.isatty():
+        # Apply will want a confirmation nobody can give: stop before the config is written.
+        raise UsageError(
+            "onboard asks before it changes the workspace, and stdin is not a terminal", "re-run with --yes"
+        )
     token = _onboard_token(yes)
     job_name = check_dbt_job(target, token)
     console.print(f"dbt job {target.dbt_job_id} ({job_name}) found; the token works", markup=False)

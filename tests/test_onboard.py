@@ -93,6 +93,26 @@ def test_onboard_bad_input_exits_2_with_no_request(
     assert not (tmp_path / "dbtwf.toml").exists()
 
 
+def test_onboard_without_yes_off_a_terminal_exits_2_before_writing(
+    databricks: Any, dbt_cloud: Any, cli: dict[str, str], tmp_path: Path
+) -> None:
+    dbt_cloud.add_job(42)
+    result = invoke(["onboard", "--dbt-job-url", dbt_cloud.job_url(42)], cli)
+    assert result.exit_code == 2, result.output
+    assert "--yes" in result.output
+    assert databricks.requests == [] and dbt_cloud.requests == []
+    assert not (tmp_path / "dbtwf.toml").exists()
+
+
+def test_apply_all_with_dbtwf_env_set_names_the_variable(
+    databricks: Any, dbt_cloud: Any, cli: dict[str, str], tmp_path: Path
+) -> None:
+    write_config(tmp_path / "dbtwf.toml", dbt_cloud.url, {"dev": {"nightly": 42}})
+    result = invoke(["apply", "--all", "--yes"], {**cli, "DBTWF_ENV": "dev"})
+    assert result.exit_code == 2 and "DBTWF_ENV" in result.output
+    assert databricks.requests == []
+
+
 def test_onboard_without_a_token_exits_2(databricks: Any, dbt_cloud: Any, tmp_path: Path) -> None:
     dbt_cloud.add_job(42)
     result = invoke(
