@@ -241,7 +241,6 @@ def test_adds_one_task_to_a_150_task_workflow_with_one_write(
 
     assert (result.workflow_id, result.action, result.task_key) == (job_id, "create", f"dbt_cloud_{DBT_JOB}")
     updates = job_writes(databricks)
-    print([(w.method, w.path) for w in databricks.writes()])
     assert [w.path.rsplit("/", 1)[-1] for w in updates] == ["update"]
     assert updates[0].json() == {"job_id": job_id, "new_settings": {"tasks": [result.task]}}
     # The reading joined pages: the 150 tasks came in two jobs/get pages.
