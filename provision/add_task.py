@@ -375,7 +375,14 @@ def add_task(
 
     prerequisites = _ensure_prerequisites(ws, env, token, break_lock=break_lock)
     _write_task_and_record(
-        ws, env, job_id, desired, dbt_job_id, write=action != "no-op", break_lock=break_lock
+        ws,
+        env,
+        job_id,
+        desired,
+        dbt_job_id,
+        write=action != "no-op",
+        break_lock=break_lock,
+        overwritten=existing if action == "update" else None,
     )
     return AddTaskResult(
         workflow_id=job_id,
@@ -410,21 +417,29 @@ def _write_task_and_record(
     *,
     write: bool,
     break_lock: bool,
+    overwritten: dict[str, Any] | None = None,
 ) -> None:
-    """The one `jobs/update` (when ``write``) and the state record, under the environment lock."""
+    """The one `jobs/update` (when ``write``) and the state record, under the environment lock.
+
+    ``overwritten`` is the task of that key that --replace overwrites: when it was the
+    user's (not one dbtwf added before), the record keeps it so destroy can put it back.
+    """
     from provision.state import AddedTask, StateRecord, environment_lock, load_state, save_state
 
-    added = AddedTask(job_id=job_id, task_key=task["task_key"], dbt_job_id=dbt_job_id)
+    key = task["task_key"]
     record = load_state(ws, env)
-    if not write and record is not None and added in record.added_tasks:
+    if not write and record is not None and any(
+        (t.job_id, t.task_key, t.dbt_job_id) == (job_id, key, dbt_job_id) for t in record.added_tasks
+    ):
         return  # the same task, already recorded: nothing to write at all
     with environment_lock(ws, env, break_lock=break_lock):
         if write:
             # Only `tasks`: the API merges it by task_key and leaves every other field alone.
             ws.update_job(job_id, {"tasks": [task]})
         record = load_state(ws, env) or StateRecord(environment=env.name)
-        record.added_tasks = [
-            t for t in record.added_tasks if not (t.job_id == job_id and t.task_key == added.task_key)
-        ]
-        record.added_tasks.append(added)
+        earlier = next((t for t in record.added_tasks if (t.job_id, t.task_key) == (job_id, key)), None)
+        # A task dbtwf added before is not the user's: keep the original it replaced, if any.
+        replaced = earlier.replaced if earlier is not None else overwritten
+        record.added_tasks = [t for t in record.added_tasks if t is not earlier]
+        record.added_tasks.append(AddedTask(job_id, key, dbt_job_id, replaced))
         save_state(ws, env, record)

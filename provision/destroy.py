@@ -33,17 +33,18 @@ def plan_destroy(ws: Workspace, env: Environment) -> list[Change]:
     for added in state.added_tasks if state is not None else []:
         job = ws.get_job(added.job_id)
         keys = {task.get("task_key") for task in ((job or {}).get("settings") or {}).get("tasks") or []}
-        if job is not None and added.task_key in keys:
-            removing.setdefault(added.job_id, (job, set()))[1].add(added.task_key)
-            changes.append(
-                Change(
-                    "task",
-                    added.task_key,
-                    Action.DELETE,
-                    f"added by dbtwf to job {added.job_id}",
-                    added.job_id,
-                )
+        if job is None or added.task_key not in keys:
+            continue
+        if added.replaced is not None:
+            why = f"put back: the task dbtwf replaced in job {added.job_id}"
+            changes.append(Change("task", added.task_key, Action.UPDATE, why, added.job_id))
+            continue
+        removing.setdefault(added.job_id, (job, set()))[1].add(added.task_key)
+        changes.append(
+            Change(
+                "task", added.task_key, Action.DELETE, f"added by dbtwf to job {added.job_id}", added.job_id
             )
+        )
     for job_id, (job, keys) in removing.items():
         _refuse_to_orphan_dependents(job_id, job, keys)
     if ws.get_status(env.notebook_path) is not None:
@@ -102,13 +103,26 @@ def destroy_changes(
 
 
 def _delete(ws: Workspace, env: Environment, changes: list[Change]) -> None:
-    # One jobs/update per foreign workflow removes every task dbtwf added to it.
-    added: dict[int, list[str]] = defaultdict(list)
+    # One jobs/update per foreign workflow removes every task dbtwf added to it and puts
+    # back the user's tasks that --replace overwrote.
+    state = load_state(ws, env)
+    originals = {(t.job_id, t.task_key): t.replaced for t in state.added_tasks} if state else {}
+    removed: dict[int, list[str]] = defaultdict(list)
+    restored: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for change in changes:
-        if change.resource == "task" and change.job_id is not None:
-            added[change.job_id].append(change.name)
-    for job_id, keys in added.items():
-        ws.update_job(job_id, {}, fields_to_remove=[f"tasks/{key}" for key in keys])
+        if change.resource != "task" or change.job_id is None:
+            continue
+        original = originals.get((change.job_id, change.name))
+        if change.action is Action.UPDATE and original is not None:
+            restored[change.job_id].append(original)
+        else:
+            removed[change.job_id].append(change.name)
+    for job_id in {**removed, **restored}:
+        ws.update_job(
+            job_id,
+            {"tasks": restored[job_id]} if restored.get(job_id) else {},
+            fields_to_remove=[f"tasks/{key}" for key in removed.get(job_id, [])] or None,
+        )
     for change in changes:
         if change.resource == "workflow" and change.job_id is not None:
             ws.delete_job(change.job_id)

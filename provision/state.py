@@ -37,6 +37,9 @@ class AddedTask:
     job_id: int
     task_key: str
     dbt_job_id: int
+    #: The user's own task of that key that `add-task --replace` overwrote (as jobs/get gave
+    #: it); destroy puts it back instead of leaving the workflow without it.
+    replaced: dict[str, Any] | None = None
 
 
 @dataclass
@@ -62,7 +65,7 @@ class StateRecord:
             if not isinstance(raw, dict):
                 raise TypeError("not an object")
             added = [
-                AddedTask(int(t["job_id"]), str(t["task_key"]), int(t["dbt_job_id"]))
+                AddedTask(int(t["job_id"]), str(t["task_key"]), int(t["dbt_job_id"]), t.get("replaced"))
                 for t in raw.get("added_tasks", [])
             ]
             job_id = raw.get("workflow_job_id")
