@@ -428,8 +428,10 @@ def _write_task_and_record(
 
     key = task["task_key"]
     record = load_state(ws, env)
-    if not write and record is not None and any(
-        (t.job_id, t.task_key, t.dbt_job_id) == (job_id, key, dbt_job_id) for t in record.added_tasks
+    if (
+        not write
+        and record is not None
+        and any((t.job_id, t.task_key, t.dbt_job_id) == (job_id, key, dbt_job_id) for t in record.added_tasks)
     ):
         return  # the same task, already recorded: nothing to write at all
     with environment_lock(ws, env, break_lock=break_lock):
