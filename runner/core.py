@@ -728,14 +728,33 @@ class _Follower:
                 return self.client.trigger_run(self.settings.job_id, cause, self.settings.overrides)
             except DbtCloudTransientError as error:
                 self.say(f"trigger not confirmed ({error}); checking whether the run was created")
-                self.sleep(retry_delay(error, attempt, self.rng))
-                for run in self.client.list_runs(self.settings.job_id, limit=20):
-                    if marker in str((run.get("trigger") or {}).get("cause") or ""):
-                        self.say(f"the trigger did land: run {run['id']}")
-                        return run
+                landed = self._await_marked(marker, first_wait=retry_delay(error, attempt, self.rng))
+                if landed is not None:
+                    self.say(f"the trigger did land: run {landed['id']}")
+                    return landed
         raise DbtCloudError(
             f"could not trigger dbt job {self.settings.job_id} in {TRIGGER_ATTEMPTS} attempts"
         )
+
+    def _marked_run(self, marker: str) -> dict[str, Any] | None:
+        """The newest run of the job whose cause carries ``marker``, if any."""
+        for run in self.client.list_runs(self.settings.job_id, limit=20):
+            if marker in str((run.get("trigger") or {}).get("cause") or ""):
+                return run
+        return None
+
+    def _await_marked(self, marker: str, *, first_wait: float) -> dict[str, Any] | None:
+        """Look for the marked run several times over LOST_TRIGGER_WINDOW_SECONDS before giving
+        up on it: a trigger whose answer was lost may be committed by dbt Cloud a little later,
+        and triggering again too soon would start the job twice."""
+        waited, wait = 0.0, first_wait
+        while True:
+            self.sleep(wait)
+            waited += wait
+            run = self._marked_run(marker)
+            if run is not None or waited >= LOST_TRIGGER_WINDOW_SECONDS:
+                return run
+            wait = min(wait * 2, LOST_TRIGGER_WINDOW_SECONDS - waited)
 
     def _rerun(self, failed: Mapping[str, Any]) -> dict[str, Any]:
         """Rerun from failure; a rerun has no cause of ours: find it by `retrying_run_id` instead."""
@@ -797,14 +816,13 @@ class _Follower:
     def cancel_marked(self, marker: str) -> None:
         """Interrupted while triggering: cancel the run if the trigger landed after all."""
         try:
-            runs = self.client.list_runs(self.settings.job_id, limit=20)
+            run = self._marked_run(marker)
         except DbtCloudError as error:
             self.say(f"interrupted while triggering; could not check for a run to cancel: {error}")
             return
-        for run in runs:
-            if marker in str((run.get("trigger") or {}).get("cause") or ""):
-                self.say(f"interrupted while triggering: cancelling dbt run {run['id']}")
-                self.cancel(_run_id(run), wait_seconds=0.0)
+        if run is not None:
+            self.say(f"interrupted while triggering: cancelling dbt run {run['id']}")
+            self.cancel(_run_id(run), wait_seconds=0.0)
 
     def cancel(self, run_id: int, *, wait_seconds: float) -> dict[str, Any] | None:
         """Ask dbt Cloud to cancel, then wait up to ``wait_seconds`` to see it stop."""
@@ -826,6 +844,8 @@ class _Follower:
 
 _IN_PROGRESS = (DbtRunStatus.QUEUED, DbtRunStatus.STARTING, DbtRunStatus.RUNNING)
 TRIGGER_ATTEMPTS = 5
+#: How long an unconfirmed trigger is looked for before it is sent again.
+LOST_TRIGGER_WINDOW_SECONDS = 15.0
 CANCEL_WAIT_SECONDS = 60.0
 
 

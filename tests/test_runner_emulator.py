@@ -6,6 +6,7 @@ takes milliseconds and no test waits for real.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -313,6 +314,37 @@ def test_a_trigger_with_an_unknown_outcome_never_starts_a_second_run(
     landed = fault == "drop_after_write"
     assert len(triggers(dbt_cloud)) == (1 if landed else 2)
     assert ("the trigger did land" in out.text) == landed
+
+
+def test_a_trigger_committed_after_the_first_look_is_still_found_not_sent_again(
+    dbt_cloud: DbtCloudEmulator, clock: FakeClock
+) -> None:
+    """dbt Cloud may commit a run whose answer was lost a few seconds late: the runner keeps
+    looking over a window before it dares trigger again."""
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="success", polls=2))
+    dbt_cloud.faults.inject("drop_before", path=TRIGGER_PATH, method="POST", times=1)
+    late = DbtCloudClient(dbt_cloud.url, DBT_ACCOUNT_ID, DBT_CLOUD_TOKEN)
+
+    def sleep_then_commit_late(seconds: float) -> None:
+        clock.sleep(seconds)
+        if len(clock.sleeps) == 2:  # after the first look found nothing: the lost POST lands now
+            (lost,) = [r for r in dbt_cloud.requests if r.fault == "drop_before"]
+            late.trigger_run(JOB, json.loads(lost.body)["cause"])
+
+    settings = RunSettings.build(host=dbt_cloud.url, account_id=DBT_ACCOUNT_ID, job_id=JOB)
+    out = Output()
+    result = run_dbt_job(
+        settings,
+        DBT_CLOUD_TOKEN,
+        clock=clock.now,
+        sleep=sleep_then_commit_late,
+        out=out,
+        rng=random.Random(7),
+    )
+    (only,) = dbt_cloud.runs_of(JOB)
+    assert result.run_id == only["id"] and result.status == 10
+    assert len(triggers(dbt_cloud)) == 2  # the lost one and the late commit; the runner sent no third
+    assert "the trigger did land" in out.text
 
 
 def test_the_marker_in_the_cause_tells_our_run_from_someone_elses(
