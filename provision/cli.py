@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from provision.errors import DbtwfError, UsageError
+from provision.errors import ConfigError, DbtwfError, UsageError
 
 if TYPE_CHECKING:
     from provision.databricks import Workspace
@@ -577,7 +577,7 @@ def onboard_command(
 ) -> None:
     """Set up an environment from a dbt job URL: config, token, secret, notebook, workflow."""
     settings = cli_context(ctx, config, env, debug)
-    from provision.config import load_config
+    from provision.config import load_config, select_environment
     from provision.onboard import OnboardOptions, check_dbt_job, prepare, write_environment
     from provision.output import console
 
@@ -595,9 +595,11 @@ def onboard_command(
     )
     existing = None
     if settings.config_path.exists():
-        environments = load_config(settings.config_path).environments
-        wanted = settings.env_name or ("dev" if "dev" in environments or len(environments) != 1 else None)
-        existing = environments.get(wanted) if wanted else next(iter(environments.values()))
+        known = load_config(settings.config_path)
+        try:  # the environment onboard updates; none yet means a new one
+            existing = select_environment(known, settings.env_name)
+        except ConfigError:
+            existing = None
     target = prepare(options, existing)
     if not yes and not sys.stdin.isatty():
         # Apply will want a confirmation nobody can give: stop before the config is written.
