@@ -189,8 +189,10 @@ class _Doctor:
         env = self.env
         if self.ws.get_status(env.notebook_path) is None:
             raise _Failed(f"notebook {env.notebook_path} does not exist", _APPLY_FIX)
+        from provision.plan import same_notebook
+
         uploaded = self.ws.export_source(env.notebook_path) or ""
-        if _normalized(uploaded) != _normalized(self._notebook_source(env)):
+        if not same_notebook(uploaded, self._notebook_source(env)):
             raise _Failed(
                 f"notebook {env.notebook_path} differs from what this dbtwf version renders",
                 f"{_APPLY_FIX} to upload the current one",
@@ -198,7 +200,7 @@ class _Doctor:
         return f"{env.notebook_path} is current"
 
     def workflow(self) -> str:
-        from provision.plan import Action, plan_environment
+        from provision.plan import Action, is_owned, plan_environment
 
         env = self.env
         record = self.state_record()
@@ -209,8 +211,7 @@ class _Doctor:
             raise _Failed(
                 f"workflow {record.workflow_job_id} was deleted", f"{_APPLY_FIX} to create it again"
             )
-        tags = (job.get("settings") or {}).get("tags") or {}
-        if tags.get(MANAGED_BY_TAG) != MANAGED_BY_VALUE or tags.get(ENVIRONMENT_TAG) != env.name:
+        if not is_owned(job, env):
             raise _Failed(
                 f"workflow {record.workflow_job_id} lacks the tags {MANAGED_BY_TAG}={MANAGED_BY_VALUE}, "
                 f"{ENVIRONMENT_TAG}={env.name}",
@@ -264,11 +265,6 @@ class _Doctor:
         if state not in _USABLE_CLUSTER_STATES:
             raise _Failed(f"cluster {cluster_id} is {state}", "fix or restart the cluster in the workspace")
         return f"cluster {cluster_id} ({cluster.get('cluster_name') or 'unnamed'}) is {state}"
-
-
-def _normalized(source: str) -> str:
-    """Line endings and trailing blank lines do not make a notebook different."""
-    return source.replace("\r\n", "\n").rstrip("\n")
 
 
 def diagnose(

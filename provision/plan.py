@@ -252,9 +252,14 @@ def observe(ws: Workspace, env: Environment, *, include_workflow: bool = True) -
 # -- the pure plan ---------------------------------------------------------------------------
 
 
-def _normalize_notebook(source: str) -> str:
-    # An export may differ from the upload only in trailing whitespace.
-    return source.replace("\r\n", "\n").rstrip()
+def same_notebook(uploaded: str, rendered: str) -> bool:
+    """Whether the workspace's notebook is the rendered one: an export may differ from the
+    upload only in line endings and trailing whitespace."""
+
+    def normalized(source: str) -> str:
+        return source.replace("\r\n", "\n").rstrip()
+
+    return normalized(uploaded) == normalized(rendered)
 
 
 def _subset_differences(desired: Any, observed: Any, path: str) -> list[str]:
@@ -349,7 +354,7 @@ def plan(
 
     if observed.notebook_source is None:
         changes.append(Change("notebook", env.notebook_path, Action.CREATE, "missing"))
-    elif _normalize_notebook(observed.notebook_source) != _normalize_notebook(desired.notebook_source):
+    elif not same_notebook(observed.notebook_source, desired.notebook_source):
         changes.append(
             Change("notebook", env.notebook_path, Action.UPDATE, "differs from the runner version")
         )
