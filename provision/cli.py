@@ -443,13 +443,13 @@ def _plan_confirm_apply(
 ) -> None:
     """The apply flow shared by `apply` and `onboard`: plan, show, ask, apply, report."""
     from provision.apply import apply_changes
-    from provision.output import console, print_json, render_changes
+    from provision.output import console, render_changes
     from provision.plan import has_changes, plan_environment
 
     changes = plan_environment(ws, environment, token, adopt=adopt)
     if not has_changes(changes):
         if as_json:
-            print_json([change.to_dict() for change in changes])
+            render_changes(changes, as_json=True)
         else:
             console.print(f"environment {environment.name!r} is up to date; nothing to do", markup=False)
         return
@@ -458,7 +458,7 @@ def _plan_confirm_apply(
     _confirm(f"apply these changes to environment {environment.name!r}?", yes)
     done = apply_changes(ws, environment, changes, token, break_lock=break_lock, adopt=adopt)
     if as_json:
-        print_json([change.to_dict() for change in done])
+        render_changes(done, as_json=True)
     else:
         console.print(f"applied environment {environment.name!r}", markup=False)
 
@@ -534,7 +534,7 @@ def destroy_command(
     _confirm(f"delete these from environment {environment.name!r}?", yes)
     done = destroy_changes(ws, environment, changes, break_lock=break_lock)
     if as_json:
-        print_json([change.to_dict() for change in done])
+        render_changes(done, as_json=True)
     else:
         console.print(f"destroyed what dbtwf owned in environment {environment.name!r}", markup=False)
 
