@@ -728,7 +728,9 @@ class _Follower:
                 return self.client.trigger_run(self.settings.job_id, cause, self.settings.overrides)
             except DbtCloudTransientError as error:
                 self.say(f"trigger not confirmed ({error}); checking whether the run was created")
-                landed = self._await_marked(marker, first_wait=retry_delay(error, attempt, self.rng))
+                landed = self._await_landed(
+                    lambda: self._marked_run(marker), first_wait=retry_delay(error, attempt, self.rng)
+                )
                 if landed is not None:
                     self.say(f"the trigger did land: run {landed['id']}")
                     return landed
@@ -743,15 +745,17 @@ class _Follower:
                 return run
         return None
 
-    def _await_marked(self, marker: str, *, first_wait: float) -> dict[str, Any] | None:
-        """Look for the marked run several times over LOST_TRIGGER_WINDOW_SECONDS before giving
-        up on it: a trigger whose answer was lost may be committed by dbt Cloud a little later,
-        and triggering again too soon would start the job twice."""
+    def _await_landed(
+        self, find: Callable[[], dict[str, Any] | None], *, first_wait: float
+    ) -> dict[str, Any] | None:
+        """Look for the run an unconfirmed POST may have started, several times over
+        LOST_TRIGGER_WINDOW_SECONDS before giving up on it: dbt Cloud may commit it a little
+        later, and sending the POST again too soon would start the job twice."""
         waited, wait = 0.0, first_wait
         while True:
             self.sleep(wait)
             waited += wait
-            run = self._marked_run(marker)
+            run = find()
             if run is not None or waited >= LOST_TRIGGER_WINDOW_SECONDS:
                 return run
             wait = min(wait * 2, LOST_TRIGGER_WINDOW_SECONDS - waited)
@@ -762,17 +766,20 @@ class _Follower:
         self.say(
             f"the last run {failed_id} of dbt job {self.settings.job_id} failed: rerunning from the failure"
         )
+
+        def retry_of_failed() -> dict[str, Any] | None:
+            newer = self.client.list_runs(self.settings.job_id, limit=5, newer_than=failed_id)
+            return next((run for run in newer if run.get("retrying_run_id") == failed_id), None)
+
         for attempt in range(TRIGGER_ATTEMPTS):
             try:
                 return self.client.rerun(self.settings.job_id)
             except DbtCloudTransientError as error:
                 self.say(f"rerun not confirmed ({error}); checking whether it started")
-                self.sleep(retry_delay(error, attempt, self.rng))
-                newer = self.client.list_runs(self.settings.job_id, limit=5, newer_than=failed_id)
-                retries = [run for run in newer if run.get("retrying_run_id") == failed_id]
-                if retries:
-                    self.say(f"the rerun did land: run {retries[0]['id']}")
-                    return retries[0]
+                landed = self._await_landed(retry_of_failed, first_wait=retry_delay(error, attempt, self.rng))
+                if landed is not None:
+                    self.say(f"the rerun did land: run {landed['id']}")
+                    return landed
         raise DbtCloudError(f"could not rerun dbt job {self.settings.job_id} in {TRIGGER_ATTEMPTS} attempts")
 
     # -- waiting --------------------------------------------------------------------
