@@ -1,0 +1,271 @@
+"""`make acceptance-local` inside `make test`: scripts/acceptance.py's suite, unchanged, against
+the session emulators.
+
+The suite sees only the variables a user exports and talks to the services only through
+`dbtwf` and databricks-sdk. Here `dbtwf` runs in-process (typer's CliRunner, with the
+environment the suite hands it) to spare six SDK imports of ~1.5 s each; `make
+acceptance-local` runs the same suite with `dbtwf` as a subprocess. The tests inspect the
+emulators only to check what the suite must not do: touch anything but its own objects.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from tests.conftest import DATABRICKS_TOKEN, DBT_ACCOUNT_ID, DBT_CLOUD_TOKEN
+from tests.emulators.databricks import DatabricksEmulator
+from tests.emulators.dbtcloud import DbtCloudEmulator, Scenario
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "acceptance.py"
+JOB, JOB_2 = 3001, 3002
+STEPS = (
+    "dbtwf onboard",
+    "dbtwf run",
+    "dbtwf add-task",
+    "dbtwf plan --json is a no-op",
+    "dbtwf doctor",
+    "dbtwf destroy --yes",
+    "verify: destroy removed",
+    "clean-up",
+)
+
+
+def load_acceptance() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("acceptance", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["acceptance"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+acceptance = load_acceptance()
+
+
+class InProcessDbtwf:
+    """The suite's Invoker: `dbtwf ARGS` through CliRunner, with exactly the environment given."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.environments: list[dict[str, str]] = []
+
+    def __call__(
+        self, args: Sequence[str], env: Mapping[str, str], timeout: float, echo: Callable[[str], None]
+    ) -> Any:
+        from typer.testing import CliRunner
+
+        from provision.cli import app
+
+        self.calls.append(list(args))
+        self.environments.append(dict(env))
+        unset: dict[str, str | None] = {name: None for name in os.environ if name not in env}
+        result = CliRunner().invoke(app, list(args), env={**unset, **env})
+        for line in (result.stdout + result.stderr).splitlines():
+            echo(line)
+        return acceptance.Completed(result.exit_code, result.stdout, result.stderr)
+
+
+@pytest.fixture
+def user_shell(
+    databricks: DatabricksEmulator,
+    dbt_cloud: DbtCloudEmulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[dict[str, str]]:
+    """What the user exports, pointing at the session emulators (no other DATABRICKS_/DBT_ variable)."""
+    for name in list(os.environ):
+        if name.startswith(("DATABRICKS_", "DBT_CLOUD_", "DBTWF_")):
+            monkeypatch.delenv(name)
+    variables = {
+        "DBTWF_ACCEPTANCE": "1",
+        "DATABRICKS_HOST": databricks.url,
+        "DATABRICKS_TOKEN": DATABRICKS_TOKEN,
+        "DATABRICKS_CONFIG_FILE": str(tmp_path / "no-databrickscfg"),
+        "DBT_CLOUD_HOST": dbt_cloud.url,
+        "DBT_CLOUD_ACCOUNT_ID": str(DBT_ACCOUNT_ID),
+        "DBT_CLOUD_API_TOKEN": DBT_CLOUD_TOKEN,
+        "DBTWF_ACCEPTANCE_JOB_ID": str(JOB),
+        "DBTWF_ACCEPTANCE_JOB_ID_2": str(JOB_2),
+    }
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    yield variables
+
+
+def workspace_client(databricks: DatabricksEmulator) -> Any:
+    from databricks.sdk import WorkspaceClient
+
+    return WorkspaceClient(host=databricks.url, token=DATABRICKS_TOKEN)
+
+
+def add_user_objects(databricks: DatabricksEmulator) -> None:
+    """What a sandbox workspace already holds: the suite must leave all of it as it is."""
+    from databricks.sdk.service import jobs, workspace
+
+    w = workspace_client(databricks)
+    w.secrets.create_scope("team-secrets")
+    w.secrets.put_secret("team-secrets", "warehouse", string_value="keep-me")
+    # Same stem as the suite's prefix, yet not its own: only its exact names may be touched.
+    w.secrets.create_scope("dbtwf-acc-someone-else")
+    home = f"/Users/{databricks.user_name}"
+    w.workspace.mkdirs(f"{home}/etl")
+    w.workspace.import_(
+        f"{home}/etl/ingest",
+        content="cHJpbnQoMSk=",  # print(1)
+        format=workspace.ImportFormat.SOURCE,
+        language=workspace.Language.PYTHON,
+    )
+    w.workspace.mkdirs(f"{home}/dbtwf-acc-someone-else")
+    w.jobs.create(
+        name="Nightly ETL",
+        tasks=[
+            jobs.Task(task_key="ingest", notebook_task=jobs.NotebookTask(notebook_path=f"{home}/etl/ingest"))
+        ],
+    )
+    w.jobs.create(
+        name="dbtwf-acc-someone-else-foreign-workflow",
+        tasks=[
+            jobs.Task(
+                task_key="x",
+                condition_task=jobs.ConditionTask(op=jobs.ConditionTaskOp.EQUAL_TO, left="1", right="1"),
+            )
+        ],
+    )
+
+
+def snapshot(databricks: DatabricksEmulator) -> dict[str, Any]:
+    """Jobs, scopes with their secrets and ACLs, and every workspace object with its content."""
+    w = workspace_client(databricks)
+    scopes = {
+        s.name: (
+            sorted(x.key for x in w.secrets.list_secrets(s.name)),
+            sorted((a.principal, a.permission) for a in w.secrets.list_acls(s.name)),
+        )
+        for s in w.secrets.list_scopes()
+    }
+    objects = {
+        str(o.path): (o.object_type, o.modified_at, databricks.workspace_file(str(o.path)))
+        for o in w.workspace.list("/", recursive=True)
+    }
+    return {"jobs": databricks.jobs, "scopes": scopes, "objects": objects}
+
+
+def run_suite(capsys: pytest.CaptureFixture[str], invoke: InProcessDbtwf) -> tuple[int, str]:
+    code = acceptance.run_from_environment(invoke)
+    return code, capsys.readouterr().out
+
+
+def seed(dbt_cloud: DbtCloudEmulator, first: Scenario) -> None:
+    dbt_cloud.add_job(JOB, name="Acceptance build", scenario=first)
+    dbt_cloud.add_job(JOB_2, name="Acceptance marts", scenario=Scenario("success", polls=1))
+
+
+def test_the_suite_passes_against_the_emulators_and_leaves_the_workspace_as_found(
+    databricks: DatabricksEmulator,
+    dbt_cloud: DbtCloudEmulator,
+    user_shell: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    seed(dbt_cloud, Scenario("success", polls=1))
+    add_user_objects(databricks)
+    before = snapshot(databricks)
+    invoke = InProcessDbtwf()
+
+    code, output = run_suite(capsys, invoke)
+
+    assert code == 0, output
+    assert "acceptance PASSED" in output
+    for step in STEPS:
+        assert f"] {step}" in output or f"[{step}]" in output, step
+    assert [call[2] for call in invoke.calls] == ["onboard", "run", "add-task", "plan", "doctor", "destroy"]
+    # The dbt job really ran, triggered by the uploaded notebook.
+    triggers = [r for r in dbt_cloud.requests if r.method == "POST" and r.path.endswith(f"/jobs/{JOB}/run/")]
+    assert len(triggers) == 1
+    assert snapshot(databricks) == before
+    assert all(DBT_CLOUD_TOKEN not in " ".join(call) for call in invoke.calls)
+    assert DBT_CLOUD_TOKEN not in output
+    # Every dbtwf process: the suite's own config (gone afterwards), no keyring, no DBTWF_ENV.
+    configs = {env["DBTWF_CONFIG"] for env in invoke.environments}
+    assert len(configs) == 1 and not Path(configs.pop()).exists()
+    assert all(
+        env["PYTHON_KEYRING_BACKEND"] == "keyring.backends.fail.Keyring" for env in invoke.environments
+    )
+
+
+def test_a_failing_step_still_cleans_up_and_exits_1(
+    databricks: DatabricksEmulator,
+    dbt_cloud: DbtCloudEmulator,
+    user_shell: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    seed(dbt_cloud, Scenario("error", polls=1))  # `dbtwf run` fails: the dbt run errors
+    add_user_objects(databricks)
+    before = snapshot(databricks)
+    invoke = InProcessDbtwf()
+
+    code, output = run_suite(capsys, invoke)
+
+    assert code == 1, output
+    assert "acceptance FAILED" in output and "dbtwf run exited with 1" in output
+    # destroy ran in the clean-up, then the sweep removed the suite's own workflow and folder.
+    assert [call[2] for call in invoke.calls] == ["onboard", "run", "destroy"]
+    assert "deleted workflow 'dbtwf-acc-" in output and "deleted folder /Users/" in output
+    assert snapshot(databricks) == before
+
+
+def test_without_dbtwf_acceptance_it_says_what_to_set_and_exits_0(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("DBTWF_ACCEPTANCE", raising=False)
+    assert acceptance.main([]) == 0
+    output = capsys.readouterr().out
+    for name in ("DBTWF_ACCEPTANCE=1", "DATABRICKS_HOST", "DBT_CLOUD_API_TOKEN", "DBTWF_ACCEPTANCE_JOB_ID"):
+        assert name in output
+
+
+def test_with_dbtwf_acceptance_but_a_variable_missing_it_names_it_and_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in list(os.environ):
+        if name.startswith(("DATABRICKS_", "DBT_CLOUD_", "DBTWF_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("DBTWF_ACCEPTANCE", "1")
+    monkeypatch.setenv("DATABRICKS_CONFIG_PROFILE", "sandbox")
+    monkeypatch.setenv("DBT_CLOUD_HOST", "acme.us1.dbt.com")
+    assert acceptance.main([]) == 2
+    output = capsys.readouterr().out
+    assert "DBT_CLOUD_ACCOUNT_ID" in output and "DBTWF_ACCEPTANCE_JOB_ID" in output
+    assert "DATABRICKS_HOST" not in output.split("missing:")[1].splitlines()[0]
+
+
+@pytest.mark.parametrize(
+    "stdout",
+    [
+        '[{"resource": "workflow", "name": "w", "action": "no-op", "reason": "in sync"}]\n',
+        '{"environment": "e", "host": "h", "changes": [{"resource": "workflow", "action": "no-op"}]}\n',
+    ],
+)
+def test_plan_json_is_read_as_a_list_or_an_object_with_changes(stdout: str) -> None:
+    assert [c["action"] for c in acceptance.plan_changes(stdout)] == ["no-op"]
+
+
+def test_plan_json_without_changes_is_refused() -> None:
+    with pytest.raises(acceptance.StepFailed):
+        acceptance.plan_changes('{"environment": "e"}')
+
+
+def test_the_subprocess_invoker_keeps_stdout_apart_from_stderr_and_echoes_both() -> None:
+    """What `make acceptance` uses: stdout (plan's JSON) must not mix with stderr (its header)."""
+    echoed: list[str] = []
+    code = "import sys; print('[1]'); print('env e, host h', file=sys.stderr); sys.exit(3)"
+    result = acceptance.SubprocessInvoker(sys.executable)(["-c", code], dict(os.environ), 60, echoed.append)
+    assert (result.code, result.stdout, result.stderr) == (3, "[1]\n", "env e, host h\n")
+    assert sorted(echoed) == ["[1]", "env e, host h"]
