@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint typecheck unit demo bench emulators clean
+.PHONY: install test lint typecheck unit demo bench emulators acceptance acceptance-local clean
 
 install: $(STAMP)
 
@@ -35,6 +35,17 @@ bench: install
 
 emulators: install
 	$(BIN)/python scripts/serve_emulators.py
+
+# End to end against the real workspace and dbt Cloud account named by DATABRICKS_* and
+# DBT_CLOUD_* (README: "Trying it on a sandbox workspace first"); without DBTWF_ACCEPTANCE=1
+# it lists what to set and exits 0.
+acceptance: install
+	$(BIN)/python scripts/acceptance.py
+
+# The same suite, unchanged, against the local emulators (`make test` runs it too, through
+# tests/test_acceptance_local.py).
+acceptance-local: install
+	$(BIN)/python scripts/acceptance.py --local
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info
