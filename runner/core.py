@@ -68,7 +68,7 @@ class DbtCloudTransientError(DbtCloudError):
 
 
 class DbtCloudRateLimitError(DbtCloudTransientError):
-    """429: the account is over 5,000 requests a minute and cooling down."""
+    """429: the account is over its request limit (5,000 a minute, dbt's rate-limits page)."""
 
 
 class DbtRunError(RuntimeError):
@@ -371,22 +371,28 @@ class DbtRunStatus(enum.IntEnum):
 
 RETRY_BASE_SECONDS = 1.0
 RETRY_CAP_SECONDS = 60.0
-# dbt Cloud cools an account down for five minutes past 5,000 requests/min: retrying
-# sooner only prolongs it, so a 429 waits at least 30 s, doubling up to the full cooldown.
-RATE_LIMIT_MIN_SECONDS = 30.0
-RATE_LIMIT_COOLDOWN_SECONDS = 300.0
+# dbt Cloud documents its limit (5,000 requests/min per account) but neither how long a 429
+# lasts nor a Retry-After header. Without one, a 429 backs off exponentially from a few
+# seconds; with one, the runner waits what it says (never less) plus a little jitter.
+RATE_LIMIT_BASE_SECONDS = 4.0
+RETRY_AFTER_JITTER_SECONDS = 1.0
+RETRY_AFTER_CAP_SECONDS = 600.0  # a longer Retry-After is read as ten minutes, not hours
 
 
 def retry_delay(error: DbtCloudError, attempt: int, rng: random.Random) -> float:
-    """How long to wait before try number ``attempt + 2``: jittered, exponential, Retry-After honoured."""
-    ceiling = min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2.0**attempt)
-    delay = ceiling / 2 + rng.random() * ceiling / 2  # "equal jitter": spread out, never near zero
-    if isinstance(error, DbtCloudRateLimitError):
-        hard = min(RATE_LIMIT_COOLDOWN_SECONDS, RATE_LIMIT_MIN_SECONDS * 2.0**attempt)
-        delay = hard * (1 + rng.random() * 0.1)
+    """How long to wait before try number ``attempt + 2``.
+
+    A Retry-After the server sent is honoured as given, plus up to a second (or a tenth of it)
+    of jitter so many runners told the same thing do not come back in step. Otherwise the wait
+    is exponential with "equal jitter" (never near zero): from 0.5-1 s for a 5xx or a dropped
+    connection, from 2-4 s for a 429, doubling to at most 60 s.
+    """
     if error.retry_after is not None:
-        delay = max(delay, error.retry_after)
-    return delay
+        told = min(error.retry_after, RETRY_AFTER_CAP_SECONDS)
+        return told + rng.random() * max(RETRY_AFTER_JITTER_SECONDS, told * 0.1)
+    base = RATE_LIMIT_BASE_SECONDS if isinstance(error, DbtCloudRateLimitError) else RETRY_BASE_SECONDS
+    ceiling = min(RETRY_CAP_SECONDS, base * 2.0**attempt)
+    return ceiling / 2 + rng.random() * ceiling / 2
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -596,7 +602,7 @@ class RunResult:
 
     run_id: int
     job_id: int
-    status: int
+    status: int  # a documented code; an undocumented final one is replaced by the run's outcome
     status_humanized: str
     url: str
     elapsed_seconds: float
@@ -718,7 +724,9 @@ class _Follower:
                     return running[0], "reused"
             finished = [run for run in latest if run_outcome(run) is not None]
             if settings.rerun_failed and finished and run_outcome(finished[0]) == DbtRunStatus.ERROR:
-                return self._rerun(finished[0]), "rerun"
+                rerun = self._rerun(finished[0], newest=max(_run_id(run) for run in latest))
+                if rerun is not None:
+                    return rerun, "rerun"
         return self._trigger(cause, marker), "triggered"
 
     def _trigger(self, cause: str, marker: str) -> dict[str, Any]:
@@ -760,27 +768,48 @@ class _Follower:
                 return run
             wait = min(wait * 2, LOST_TRIGGER_WINDOW_SECONDS - waited)
 
-    def _rerun(self, failed: Mapping[str, Any]) -> dict[str, Any]:
-        """Rerun from failure; a rerun has no cause of ours: find it by `retrying_run_id` instead."""
-        failed_id = _run_id(failed)
-        self.say(
-            f"the last run {failed_id} of dbt job {self.settings.job_id} failed: rerunning from the failure"
-        )
+    def _rerun(self, failed: Mapping[str, Any], *, newest: int) -> dict[str, Any] | None:
+        """Rerun the job from its failed step; None when dbt Cloud refuses (the caller then
+        triggers the job from the start).
 
-        def retry_of_failed() -> dict[str, Any] | None:
-            newer = self.client.list_runs(self.settings.job_id, limit=5, newer_than=failed_id)
-            return next((run for run in newer if run.get("retrying_run_id") == failed_id), None)
+        dbt refuses a failed run it cannot resume (the spec's RetryNotSupportedReasonEnum: a
+        command `dbt retry` does not support, dbt older than 1.6, no run results, ...). A rerun
+        carries no cause of ours, so one whose answer was lost is found as the job's first run
+        newer than ``newest`` (the newest id seen before the POST), preferring one whose trigger
+        says `cause_category` "rerun" (an enum value of the spec). `retrying_run_id` is not used:
+        the spec names it but does not say which run it points to.
+        """
+        failed_id = _run_id(failed)
+        job_id = self.settings.job_id
+        self.say(f"the last run {failed_id} of dbt job {job_id} failed: rerunning from the failure")
+
+        def landed_rerun() -> dict[str, Any] | None:
+            newer = self.client.list_runs(job_id, limit=20, newer_than=newest)
+            reruns = [run for run in newer if (run.get("trigger") or {}).get("cause_category") == "rerun"]
+            return min(reruns or newer, key=_run_id, default=None)
 
         for attempt in range(TRIGGER_ATTEMPTS):
             try:
-                return self.client.rerun(self.settings.job_id)
+                return self.client.rerun(job_id)
             except DbtCloudTransientError as error:
                 self.say(f"rerun not confirmed ({error}); checking whether it started")
-                landed = self._await_landed(retry_of_failed, first_wait=retry_delay(error, attempt, self.rng))
+                landed = self._await_landed(landed_rerun, first_wait=retry_delay(error, attempt, self.rng))
                 if landed is not None:
                     self.say(f"the rerun did land: run {landed['id']}")
                     return landed
-        raise DbtCloudError(f"could not rerun dbt job {self.settings.job_id} in {TRIGGER_ATTEMPTS} attempts")
+            except (DbtCloudAuthError, DbtCloudNotFoundError):
+                raise
+            except DbtCloudError as error:
+                if error.status is None or not 400 <= error.status < 500:
+                    raise
+                reason = failed.get("retry_not_supported_reason")
+                self.say(
+                    f"dbt Cloud will not rerun run {failed_id} from the failure ({error}"
+                    + (f"; reason {reason}" if reason and str(reason) not in str(error) else "")
+                    + "): triggering the job from the start instead"
+                )
+                return None
+        raise DbtCloudError(f"could not rerun dbt job {job_id} in {TRIGGER_ATTEMPTS} attempts")
 
     # -- waiting --------------------------------------------------------------------
 
@@ -788,7 +817,6 @@ class _Follower:
         """Poll until the run is over or the deadline passes; one line per status change."""
         run_id = _run_id(run)
         last_seen: str | None = None
-        throttled_until = float("-inf")
         failures = 0
         interval = self.policy.interval(0.0, self.rng)
         while True:
@@ -807,8 +835,6 @@ class _Follower:
             except DbtCloudTransientError as error:
                 if failures == 0:
                     self.say(f"dbt Cloud did not answer ({error}); still waiting")
-                if isinstance(error, DbtCloudRateLimitError):
-                    throttled_until = self.clock() + RATE_LIMIT_COOLDOWN_SECONDS
                 interval = retry_delay(error, failures, self.rng)
                 failures += 1
                 continue
@@ -817,8 +843,6 @@ class _Follower:
                 failures = 0
             elapsed = self.clock() - self.started
             interval = self.policy.interval(elapsed, self.rng)
-            if self.clock() < throttled_until:
-                interval = max(interval, self.policy.cap)
 
     def cancel_marked(self, marker: str) -> None:
         """Interrupted while triggering: cancel the run if the trigger landed after all."""
@@ -832,13 +856,24 @@ class _Follower:
             self.cancel(_run_id(run), wait_seconds=0.0)
 
     def cancel(self, run_id: int, *, wait_seconds: float) -> dict[str, Any] | None:
-        """Ask dbt Cloud to cancel, then wait up to ``wait_seconds`` to see it stop."""
+        """Ask dbt Cloud to cancel, then wait up to ``wait_seconds`` to see the run over.
+
+        The answer may already be final: a queued run is cancelled on the spot (status 30 and
+        `finished_at` in the answer), and a run that ended meanwhile answers its final state,
+        which is returned as it is (success included): the caller decides what it means.
+        """
         try:
             run = self.client.cancel_run(run_id, retries=2, timeout=10.0)
         except DbtCloudError as error:
             self.say(f"could not cancel dbt run {run_id}: {error}")
             return None
-        self.say(f"asked dbt Cloud to cancel run {run_id}")
+        outcome = run_outcome(run)
+        if outcome == DbtRunStatus.CANCELLED:
+            self.say(f"dbt run {run_id} is cancelled")
+        elif outcome is not None:
+            self.say(f"dbt run {run_id} had already ended: {describe_status(run)}")
+        else:
+            self.say(f"asked dbt Cloud to cancel run {run_id}")
         give_up = self.clock() + wait_seconds
         while run_outcome(run) is None and self.clock() < give_up:
             self.sleep(min(2.0, max(0.0, give_up - self.clock())))
@@ -964,21 +999,26 @@ def run_dbt_job(
             final = follower.follow(run)
         except KeyboardInterrupt:
             follower.say(f"interrupted: cancelling dbt run {run_id}")
-            follower.cancel(run_id, wait_seconds=0.0)
-            publish(run_id, url, "Cancelled")
+            answer = follower.cancel(run_id, wait_seconds=0.0)
+            ended = answer is not None and run_outcome(answer) is not None
+            publish(run_id, url, describe_status(answer) if answer is not None and ended else "Cancelled")
             raise
         except _DeadlinePassed as passed:
             limit = format_elapsed(settings.timeout_seconds)
             follower.say(f"timed out after {limit}: cancelling dbt run {run_id}")
-            cancelled = follower.cancel(run_id, wait_seconds=CANCEL_WAIT_SECONDS)
-            publish(run_id, url, describe_status(cancelled or passed.run))
-            raise DbtRunTimeoutError(
-                f"dbt run {run_id} did not finish within {format_elapsed(settings.timeout_seconds)}"
-                f" (timeout_seconds); it was cancelled. See {url}",
-                run_id=run_id,
-                run_url=url,
-                status=(cancelled or passed.run).get("status"),
-            ) from None
+            seen = follower.cancel(run_id, wait_seconds=CANCEL_WAIT_SECONDS) or passed.run
+            if run_outcome(seen) not in (DbtRunStatus.SUCCESS, DbtRunStatus.ERROR):
+                publish(run_id, url, describe_status(seen))
+                raise DbtRunTimeoutError(
+                    f"dbt run {run_id} did not finish within {limit} (timeout_seconds); "
+                    f"it was cancelled. See {url}",
+                    run_id=run_id,
+                    run_url=url,
+                    status=seen.get("status"),
+                ) from None
+            # It ended on its own while the cancel was on its way: report what really happened.
+            follower.say(f"dbt run {run_id} ended before the cancel could stop it")
+            final = seen
 
     outcome = run_outcome(final)
     publish(run_id, url, describe_status(final))
@@ -1014,6 +1054,10 @@ def _result(
     run: Mapping[str, Any], settings: RunSettings, url: str, follower: _Follower, how: str
 ) -> RunResult:
     code = run.get("status")
+    known = DbtRunStatus.of(code)
+    outcome = run_outcome(run)
+    if known is None and outcome is not None:
+        code = int(outcome)  # an undocumented code, judged by the run's flags
     return RunResult(
         run_id=_run_id(run),
         job_id=settings.job_id,

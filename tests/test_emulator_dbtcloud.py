@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import DBT_ACCOUNT_ID, DBT_CLOUD_TOKEN
 from tests.emulators.dbtcloud import DbtCloudEmulator, Scenario
-from tests.emulators.openapi import validate_error_body, validate_response
+from tests.emulators.openapi import load_spec, validate_error_body, validate_response
 
 ACCOUNT = f"/api/v2/accounts/{DBT_ACCOUNT_ID}"
 NOT_FOUND = "The requested resource was not found. Please check that you have the proper permissions."
@@ -567,22 +567,56 @@ def test_cancel_is_asynchronous(dbt_cloud: DbtCloudEmulator) -> None:
     assert after["run_steps"][-1]["status"] == 30
 
 
-def test_cancel_of_a_queued_run_never_starts_it(dbt_cloud: DbtCloudEmulator) -> None:
+def test_cancel_of_a_queued_run_cancels_it_at_once_and_says_so(dbt_cloud: DbtCloudEmulator) -> None:
+    """As the answer captured from the real service (dbt-cloud-cli tests/data/run_cancel_response.json):
+    status 30, finished_at set, never dequeued nor started, "Cancelled by user."."""
     dbt_cloud.add_job(1)
     run = trigger(dbt_cloud, 1)
-    assert call(dbt_cloud, "POST", f"{ACCOUNT}/runs/{run['id']}/cancel/").data["status"] == 1
+    reply = call(dbt_cloud, "POST", f"{ACCOUNT}/runs/{run['id']}/cancel/")
+    answer = reply.data
+    assert (answer["status"], answer["status_humanized"], answer["status_message"]) == (
+        30,
+        "Cancelled",
+        "Cancelled by user.",
+    )
+    assert answer["finished_at"] is not None
+    assert (answer["dequeued_at"], answer["started_at"], answer["git_sha"]) == (None, None, None)
+    assert (answer["in_progress"], answer["is_complete"], answer["is_cancelled"]) == (False, True, True)
+    assert answer["notifications_sent"] is False
     after = get_run(dbt_cloud, run["id"], ["run_steps"])
-    assert after["status"] == 30
-    assert (after["started_at"], after["dequeued_at"], after["run_steps"]) == (None, None, [])
+    assert (after["status"], after["finished_at"], after["run_steps"]) == (30, answer["finished_at"], [])
+    assert call(dbt_cloud, "POST", f"{ACCOUNT}/runs/{run['id']}/cancel/").data["status"] == 30
 
 
-def test_cancel_of_a_finished_run_changes_nothing(dbt_cloud: DbtCloudEmulator) -> None:
-    dbt_cloud.add_job(1, scenario=Scenario(polls=1))
+@pytest.mark.parametrize(("outcome", "status"), [("success", 10), ("error", 20)])
+def test_cancel_of_a_finished_run_answers_its_final_state(
+    dbt_cloud: DbtCloudEmulator, outcome: Any, status: int
+) -> None:
+    dbt_cloud.add_job(1, scenario=Scenario(outcome, polls=1))
     run = trigger(dbt_cloud, 1)
-    assert get_run(dbt_cloud, run["id"])["status"] == 10
-    assert call(dbt_cloud, "POST", f"{ACCOUNT}/runs/{run['id']}/cancel/").data["status"] == 10
-    assert get_run(dbt_cloud, run["id"])["status"] == 10
+    done = get_run(dbt_cloud, run["id"])
+    assert done["status"] == status
+    answer = call(dbt_cloud, "POST", f"{ACCOUNT}/runs/{run['id']}/cancel/").data
+    assert (answer["status"], answer["finished_at"], answer["status_message"]) == (
+        status,
+        done["finished_at"],
+        None,
+    )
+    assert get_run(dbt_cloud, run["id"])["status"] == status
     assert dbt_cloud.cancel_requests == [run["id"]]
+
+
+def test_a_run_that_ends_while_the_cancel_is_on_its_way_answers_its_end(
+    dbt_cloud: DbtCloudEmulator, clock: FakeClock
+) -> None:
+    dbt_cloud.add_job(1, scenario=Scenario("success", seconds=60))
+    run = trigger(dbt_cloud, 1)
+    clock.advance(59)
+    assert get_run(dbt_cloud, run["id"])["status"] == 3
+    clock.advance(2)  # the run ends before the cancel arrives
+    answer = call(dbt_cloud, "POST", f"{ACCOUNT}/runs/{run['id']}/cancel/").data
+    assert (answer["status"], answer["is_success"]) == (10, True)
+    assert get_run(dbt_cloud, run["id"])["status"] == 10
 
 
 def test_cancel_of_an_unknown_run_is_404(dbt_cloud: DbtCloudEmulator) -> None:
@@ -688,8 +722,12 @@ def test_rerun_restarts_the_last_failed_run_from_its_failed_step(dbt_cloud: DbtC
     assert reply.status == 200
     rerun = reply.data
     assert rerun["id"] > failed["id"]
-    assert rerun["retrying_run_id"] == failed["id"]
+    assert rerun["retrying_run_id"] is None  # in the spec, but what it points to is undocumented
     assert rerun["trigger"]["cause_category"] == "rerun"
+    assert (rerun["trigger"]["git_sha"], rerun["trigger"]["git_branch"]) == (
+        get_run(dbt_cloud, failed["id"])["git_sha"],
+        "main",
+    )
     done = get_run(dbt_cloud, rerun["id"], ["run_steps"])
     assert done["status"] == 10
     assert [step["name"] for step in done["run_steps"]][2:] == [
@@ -716,7 +754,7 @@ def test_retry_a_failed_run(dbt_cloud: DbtCloudEmulator) -> None:
     assert details.data == {"failed_step": "dbt build", "skipped_steps": ["dbt test"]}
     reply = call(dbt_cloud, "POST", f"{ACCOUNT}/runs/{failed['id']}/retry/")
     assert reply.status == 200
-    assert reply.data["retrying_run_id"] == failed["id"]
+    assert reply.data["id"] > failed["id"] and reply.data["trigger"]["cause_category"] == "rerun"
     # The failed run is no longer the latest one: retrying it again is refused.
     again = call(dbt_cloud, "POST", f"{ACCOUNT}/runs/{failed['id']}/retry/")
     assert again.status == 400
@@ -735,17 +773,78 @@ def test_retry_of_a_run_that_did_not_fail_is_refused(dbt_cloud: DbtCloudEmulator
     assert call(dbt_cloud, "POST", f"{ACCOUNT}/runs/999/retry/").status == 404
 
 
+# A failed run dbt cannot resume, for each remaining reason of the spec's enum.
+UNRETRYABLE = [
+    (Scenario("error", polls=1, failing_step="dbt deps"), {}, "RETRY_UNSUPPORTED_CMD"),
+    (
+        Scenario("error", polls=1, failing_step="dbt source freshness", steps=("dbt source freshness",)),
+        {},
+        "RETRY_UNSUPPORTED_CMD",
+    ),
+    (Scenario("error", polls=1), {"dbt_version_override": "1.5.0-latest"}, "RETRY_UNSUPPORTED_VERSION"),
+    (Scenario("error", polls=1, run_results=False), {}, "RETRY_NO_RUN_RESULTS"),
+]
+
+
+@pytest.mark.parametrize(("scenario", "trigger_body", "reason"), UNRETRYABLE)
+def test_a_failed_run_dbt_cannot_resume_is_refused_with_its_reason(
+    dbt_cloud: DbtCloudEmulator, scenario: Scenario, trigger_body: dict[str, Any], reason: str
+) -> None:
+    dbt_cloud.add_job(1, scenario=scenario)
+    failed = trigger(dbt_cloud, 1, **trigger_body)
+    done = get_run(dbt_cloud, failed["id"])
+    assert done["status"] == 20
+    assert (done["can_retry"], done["retry_not_supported_reason"]) == (False, reason)
+    for method, path in (
+        ("GET", f"{ACCOUNT}/runs/{failed['id']}/retry/"),
+        ("POST", f"{ACCOUNT}/runs/{failed['id']}/retry/"),
+        ("POST", f"{ACCOUNT}/jobs/1/rerun/"),
+    ):
+        reply = call(dbt_cloud, method, path)
+        assert reply.status == 400, (method, path)
+        assert reason in reply.body["status"]["user_message"]
+    assert len(dbt_cloud.runs_of(1)) == 1  # nothing was started
+
+
+@pytest.mark.parametrize(
+    "failing_step", ["dbt build --select orders+", "dbt docs generate", "dbt run-operation x"]
+)
+def test_every_command_dbt_retry_supports_can_be_resumed(
+    dbt_cloud: DbtCloudEmulator, failing_step: str
+) -> None:
+    dbt_cloud.add_job(
+        1, scenario=Scenario("error", polls=1, failing_step=failing_step, steps=(failing_step,))
+    )
+    failed = trigger(dbt_cloud, 1, dbt_version_override="1.6.0-latest")
+    assert get_run(dbt_cloud, failed["id"])["can_retry"] is True
+    assert call(dbt_cloud, "POST", f"{ACCOUNT}/jobs/1/rerun/").status == 200
+
+
+def test_every_reason_of_the_spec_is_modelled() -> None:
+    """The spec's RetryNotSupportedReasonEnum: the two reasons tested further up (a run that did
+    not fail, a run that is not the latest) and those of UNRETRYABLE."""
+    enum = set(load_spec()["components"]["schemas"]["RetryNotSupportedReasonEnum"]["enum"])
+    modelled = {reason for _, _, reason in UNRETRYABLE} | {"RETRY_NOT_FAILED_RUN", "RETRY_NOT_LATEST_RUN"}
+    assert modelled == enum
+
+
 # --- faults -------------------------------------------------------------------------------
 
 
-def test_rate_limit_answers_429_with_retry_after(dbt_cloud: DbtCloudEmulator) -> None:
+@pytest.mark.parametrize("header", [False, True])
+def test_rate_limit_answers_429_with_or_without_retry_after(
+    dbt_cloud: DbtCloudEmulator, header: bool
+) -> None:
+    """dbt documents no Retry-After: none by default; a test can switch it on."""
     dbt_cloud.add_job(1)
     run = trigger(dbt_cloud, 1)
+    if header:
+        dbt_cloud.retry_after_header = True
     dbt_cloud.faults.inject("429", path=r"/api/v2/accounts/\d+/runs/\d+/", retry_after=7, times=2)
     path = f"{ACCOUNT}/runs/{run['id']}/"
     first, second, third = (call(dbt_cloud, "GET", path) for _ in range(3))
     assert (first.status, second.status, third.status) == (429, 429, 200)
-    assert first.headers["Retry-After"] == "7"
+    assert first.headers.get("Retry-After") == ("7" if header else None)
     assert first.body["status"]["code"] == 429 and first.body["data"] is None
     # A rate-limited GET never reached the API, so it was not a poll either.
     assert third.data["status"] == 2
@@ -835,6 +934,75 @@ def test_every_timestamp_is_in_the_real_format(dbt_cloud: DbtCloudEmulator) -> N
         assert run[name] and re.match(pattern, run[name]), name
     job = call(dbt_cloud, "GET", f"{ACCOUNT}/jobs/1/").data
     assert "T" in job["created_at"] and job["created_at"].endswith("+00:00")
+
+
+def raw(emu: DbtCloudEmulator, method: str, path: str, body: bytes | None = None) -> http.client.HTTPResponse:
+    """One request, no redirect followed: the answer exactly as the emulator sent it."""
+    connection = http.client.HTTPConnection("127.0.0.1", emu.port, timeout=5)
+    headers = {"Authorization": f"Token {DBT_CLOUD_TOKEN}"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    connection.request(method, path, body=body, headers=headers)
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    return response
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "location"),
+    [
+        ("GET", f"{ACCOUNT}/jobs/1", f"{ACCOUNT}/jobs/1/"),
+        (
+            "GET",
+            f"{ACCOUNT}/jobs/1?include_related=environment",
+            f"{ACCOUNT}/jobs/1/?include_related=environment",
+        ),
+        (
+            "GET",
+            f"{ACCOUNT}/runs?job_definition_id=1&status=10",
+            f"{ACCOUNT}/runs/?job_definition_id=1&status=10",
+        ),
+        ("POST", f"{ACCOUNT}/jobs/1/run", f"{ACCOUNT}/jobs/1/run/"),
+    ],
+)
+def test_a_path_without_its_trailing_slash_is_redirected_308(
+    dbt_cloud: DbtCloudEmulator, method: str, path: str, location: str
+) -> None:
+    """The real API answers 308 (airbytehq/airbyte#18147), so clients that drop the slash work."""
+    dbt_cloud.add_job(1)
+    response = raw(dbt_cloud, method, path, b'{"cause": "x"}' if method == "POST" else None)
+    assert (response.status, response.getheader("Location")) == (308, location)
+    assert dbt_cloud.runs == {}  # the redirect itself did nothing
+    assert [r.status for r in dbt_cloud.requests] == [308]
+
+
+def test_a_redirected_get_lands_on_the_resource_and_a_bad_path_stays_404(dbt_cloud: DbtCloudEmulator) -> None:
+    dbt_cloud.add_job(1)
+    with urllib.request.urlopen(  # urllib follows a 308 for a GET, keeping the header
+        urllib.request.Request(
+            dbt_cloud.url + f"{ACCOUNT}/jobs/1", headers={"Authorization": f"Token {DBT_CLOUD_TOKEN}"}
+        ),
+        timeout=5,
+    ) as response:
+        assert json.loads(response.read())["data"]["id"] == 1
+    assert [r.status for r in dbt_cloud.requests] == [308, 200]
+    assert raw(dbt_cloud, "GET", f"{ACCOUNT}/nothing").status == 404
+    assert raw(dbt_cloud, "GET", f"{ACCOUNT}/jobs/x").status == 404  # the slashed path would not route either
+
+
+def test_an_undocumented_status_code_keeps_the_runs_flags_true(dbt_cloud: DbtCloudEmulator) -> None:
+    dbt_cloud.add_job(1, scenario=Scenario("error", polls=3, running_code=4, final_code=25))
+    run = trigger(dbt_cloud, 1)
+    running = [get_run(dbt_cloud, run["id"]) for _ in range(2)][-1]
+    assert (running["status"], running["in_progress"], running["is_complete"]) == (4, True, False)
+    done = get_run(dbt_cloud, run["id"])
+    assert (done["status"], done["is_complete"], done["is_error"], done["in_progress"]) == (
+        25,
+        True,
+        True,
+        False,
+    )
 
 
 def test_paths_with_a_quoted_id_are_not_routed(dbt_cloud: DbtCloudEmulator) -> None:

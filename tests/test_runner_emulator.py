@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ from tests.conftest import DBT_ACCOUNT_ID, DBT_CLOUD_TOKEN
 from tests.emulators.databricks_notebook import EntryPoint
 from tests.emulators.dbtcloud import DbtCloudEmulator, Scenario
 from tests.fake_dbutils import FakeDBUtils
+from tests.test_emulator_dbtcloud import UNRETRYABLE
 
 JOB = 555
 RUN_PATH = rf"/api/v2/accounts/{DBT_ACCOUNT_ID}/runs/\d+/"
@@ -110,6 +112,10 @@ def run(
 
 def run_requests(emu: DbtCloudEmulator) -> list[Any]:
     return [r for r in emu.requests if r.method == "GET" and "/runs/" in r.path and r.path.count("/") > 6]
+
+
+def _id(run: dict[str, Any]) -> int:
+    return int(run["id"])
 
 
 def triggers(emu: DbtCloudEmulator) -> list[Any]:
@@ -255,20 +261,200 @@ def test_sigterm_cancels_the_dbt_run_and_the_previous_handler_comes_back(
     assert signal.getsignal(signal.SIGTERM) == previous
 
 
+# --- cancel: queued, racing the end, unknown codes -----------------------------------------------
+
+
+def test_a_run_still_queued_at_the_timeout_is_cancelled_by_the_answer_itself(
+    dbt_cloud: DbtCloudEmulator, clock: FakeClock
+) -> None:
+    """dbt cancels a queued run on the spot and says so (status 30): no waiting for it to stop."""
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="never", seconds=10_000))  # queued for 1,000 s
+    out = Output()
+    with pytest.raises(DbtRunTimeoutError, match="did not finish within 1m00s") as caught:
+        run(dbt_cloud, clock, out, timeout_seconds=60)
+    (dbt_run,) = dbt_cloud.runs_of(JOB)
+    assert (dbt_run["status"], dbt_run["started_at"]) == (30, None)
+    assert caught.value.status == 30
+    cancel_at = next(i for i, r in enumerate(dbt_cloud.requests) if r.path.endswith("/cancel/"))
+    assert dbt_cloud.requests[cancel_at + 1 :] == []  # the cancel's answer said it all
+    assert f"dbt run {dbt_run['id']} is cancelled" in out.text
+    assert out.task_values["dbt_run_status"] == "Cancelled"
+
+
+def test_an_interrupt_while_queued_publishes_the_cancelled_run(
+    dbt_cloud: DbtCloudEmulator, clock: FakeClock
+) -> None:
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="never", seconds=10_000))
+
+    def interrupted_sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        raise KeyboardInterrupt
+
+    settings = RunSettings.build(host=dbt_cloud.url, account_id=DBT_ACCOUNT_ID, job_id=JOB)
+    out = Output()
+    with pytest.raises(KeyboardInterrupt):
+        run_dbt_job(
+            settings,
+            DBT_CLOUD_TOKEN,
+            clock=clock.now,
+            sleep=interrupted_sleep,
+            out=out,
+            task_values=out.set_task_value,
+        )
+    (dbt_run,) = dbt_cloud.runs_of(JOB)
+    assert dbt_run["status"] == 30 and dbt_run["dequeued_at"] is None
+    assert out.task_values["dbt_run_status"] == "Cancelled"
+
+
+@pytest.fixture
+def slow_cancel(dbt_cloud: DbtCloudEmulator, clock: FakeClock) -> Iterator[None]:
+    """The cancel POST takes 5 simulated seconds to reach dbt Cloud (the emulator's latency
+    fault waits on the shared fake clock), so a run can end while it is on its way."""
+    dbt_cloud.faults.inject("latency", path=r".*/cancel/", method="POST", times=1, delay=5.0)
+    dbt_cloud.sleep = clock.sleep
+    yield
+    dbt_cloud.sleep = time.sleep
+
+
+def test_a_run_that_succeeds_while_the_timeout_cancel_is_on_its_way_succeeds(
+    dbt_cloud: DbtCloudEmulator, clock: FakeClock, slow_cancel: None
+) -> None:
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="success", seconds=62))
+    out = Output()
+    result = run(dbt_cloud, clock, out, timeout_seconds=60)
+    (dbt_run,) = dbt_cloud.runs_of(JOB)
+    assert dbt_cloud.cancel_requests == [dbt_run["id"]]
+    assert (result.run_id, result.status, dbt_run["status"]) == (dbt_run["id"], 10, 10)
+    assert "had already ended: Success" in out.text and "ended before the cancel could stop it" in out.text
+    assert out.task_values["dbt_run_status"] == "Success"
+
+
+def test_a_run_that_fails_while_the_timeout_cancel_is_on_its_way_reports_its_failure(
+    dbt_cloud: DbtCloudEmulator, clock: FakeClock, slow_cancel: None
+) -> None:
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="error", seconds=62))
+    with pytest.raises(DbtRunFailedError, match="UNRESOLVED_COLUMN") as caught:
+        run(dbt_cloud, clock, Output(), timeout_seconds=60)
+    assert caught.value.status == 20 and caught.value.step_name == "Invoke dbt with `dbt build`"
+
+
+def test_an_interrupt_racing_the_runs_end_publishes_the_end(
+    dbt_cloud: DbtCloudEmulator, clock: FakeClock, slow_cancel: None
+) -> None:
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="success", seconds=4))
+
+    def interrupted_sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if clock.now() - started >= 2:
+            raise KeyboardInterrupt
+
+    settings = RunSettings.build(host=dbt_cloud.url, account_id=DBT_ACCOUNT_ID, job_id=JOB)
+    out = Output()
+    started = clock.now()
+    with pytest.raises(KeyboardInterrupt):
+        run_dbt_job(
+            settings,
+            DBT_CLOUD_TOKEN,
+            clock=clock.now,
+            sleep=interrupted_sleep,
+            out=out,
+            task_values=out.set_task_value,
+        )
+    assert out.task_values["dbt_run_status"] == "Success"  # not "Cancelled": it was not
+
+
+def test_an_undocumented_running_code_is_followed_to_the_end(
+    dbt_cloud: DbtCloudEmulator, clock: FakeClock
+) -> None:
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="success", polls=4, running_code=4))
+    out = Output()
+    result = run(dbt_cloud, clock, out)
+    assert (result.status, result.succeeded) == (10, True)
+    assert "unknown status 4 (Running)" in out.text
+
+
+@pytest.mark.parametrize(
+    ("outcome", "raised"),
+    [("success", None), ("error", DbtRunFailedError), ("cancelled", DbtRunCancelledError)],
+)
+def test_an_undocumented_final_code_is_judged_by_the_runs_flags(
+    dbt_cloud: DbtCloudEmulator, clock: FakeClock, outcome: Any, raised: type[Exception] | None
+) -> None:
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome=outcome, polls=2, final_code=40))
+    out = Output()
+    if raised is None:
+        result = run(dbt_cloud, clock, out)
+        assert (result.status, result.succeeded) == (10, True)
+        assert result.status_humanized == "unknown status 40 (Success)"
+    else:
+        with pytest.raises(raised) as caught:
+            run(dbt_cloud, clock, out)
+        assert caught.value.status == 40  # type: ignore[attr-defined]
+    (dbt_run,) = dbt_cloud.runs_of(JOB)
+    assert dbt_run["status"] == 40 and len(run_requests(dbt_cloud)) <= 3  # seen as over at once
+
+
+def test_every_request_the_runner_sends_has_its_trailing_slash(
+    dbt_cloud: DbtCloudEmulator, clock: FakeClock
+) -> None:
+    """dbt Cloud redirects a path without it (308); the runner never depends on that redirect."""
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="error", polls=1))
+    with pytest.raises(DbtRunFailedError):
+        run(dbt_cloud, clock, Output())
+    dbt_cloud.set_scenario(JOB, Scenario(outcome="never", polls=1))
+    dbt_cloud.faults.inject("drop_after_write", path=r".*/rerun/", method="POST", times=1)
+    run(dbt_cloud, clock, Output(), rerun_failed=True, wait=False)
+    with pytest.raises(DbtRunTimeoutError):
+        run(dbt_cloud, clock, Output(), reuse_running=True, timeout_seconds=5)
+    account = f"/api/v2/accounts/{DBT_ACCOUNT_ID}"
+    endpoints = {
+        (r.method, re.sub(r"/\d+/", "/{id}/", r.path.removeprefix(account))) for r in dbt_cloud.requests
+    }
+    assert endpoints == {  # every endpoint of DbtCloudClient, each with its slash
+        ("GET", "/jobs/{id}/"),
+        ("POST", "/jobs/{id}/run/"),
+        ("POST", "/jobs/{id}/rerun/"),
+        ("GET", "/runs/"),
+        ("GET", "/runs/{id}/"),
+        ("POST", "/runs/{id}/cancel/"),
+    }
+    assert 308 not in {r.status for r in dbt_cloud.requests}
+
+
 # --- transient failures -----------------------------------------------------------------------
 
 
-def test_a_429_burst_is_ridden_out_with_a_hard_backoff(dbt_cloud: DbtCloudEmulator, clock: FakeClock) -> None:
-    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="success", seconds=120))
+def test_a_429_with_retry_after_waits_what_it_says_then_polls_as_usual(
+    dbt_cloud: DbtCloudEmulator, clock: FakeClock
+) -> None:
+    dbt_cloud.retry_after_header = True
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="success", seconds=20))
     dbt_cloud.faults.inject("429", path=RUN_PATH, method="GET", times=3, retry_after=1.0)
     out = Output()
     result = run(dbt_cloud, clock, out)
     assert result.status == 10
     limited = [r for r in dbt_cloud.requests if r.status == 429]
     assert len(limited) == 3
-    assert min(s for s in clock.sleeps if s > 29) >= 30.0  # not the 1 s the header allowed
+    # Each 429 is followed by a wait of what Retry-After said plus at most a second of jitter:
+    # no 30 s floor, no doubling, and no five minutes of slow polling afterwards.
+    assert all(1.0 <= seconds <= 2.0 for seconds in clock.sleeps[1:4])
+    assert result.elapsed_seconds <= 20 + 2.2 + 0.1
     assert sum(1 for line in out.lines if "did not answer" in line) == 1  # reported once, not per retry
     assert "answers again after 3 failed poll(s)" in out.text
+
+
+def test_a_429_without_retry_after_backs_off_exponentially_from_a_few_seconds(
+    dbt_cloud: DbtCloudEmulator, clock: FakeClock
+) -> None:
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="success", seconds=60))
+    dbt_cloud.faults.inject("429", path=RUN_PATH, method="GET", times=3)
+    result = run(dbt_cloud, clock, Output())
+    assert result.status == 10
+    assert [r.status for r in dbt_cloud.requests if r.method == "GET" and r.status == 429] == [429] * 3
+    low_high = [(2.0, 4.0), (4.0, 8.0), (8.0, 16.0)]  # doubling from 2-4 s, jittered
+    backoff = clock.sleeps[1:4]  # the first sleep is the first poll's
+    assert all(low <= seconds <= high for seconds, (low, high) in zip(backoff, low_high, strict=True))
+    assert result.elapsed_seconds <= 60 + 6.6 + 0.1  # then seen within a tenth of the run, as usual
 
 
 def test_flaky_5xx_and_dropped_connections_on_reads_are_retried(
@@ -423,19 +609,44 @@ def test_rerun_failed_retries_from_the_failing_step_only_when_the_last_run_faile
     )
     with pytest.raises(DbtRunFailedError):
         run(dbt_cloud, clock, Output())
-    failed_id = dbt_cloud.runs_of(JOB)[0]["id"]
     dbt_cloud.set_scenario(JOB, Scenario(outcome="success", polls=2))
     out = Output()
     result = run(dbt_cloud, clock, out, rerun_failed=True)
     assert (result.how, result.status) == ("rerun", 10)
     rerun = dbt_cloud.runs[result.run_id]
-    assert rerun["retrying_run_id"] == failed_id
-    assert any(r.path.endswith("/rerun/") for r in dbt_cloud.requests)
+    assert [step["name"] for step in rerun["run_steps"]][2:] == [
+        "Invoke dbt with `dbt build`",
+        "Invoke dbt with `dbt test`",
+    ]
+    assert [r.path.rsplit("/", 2)[-2] for r in dbt_cloud.requests if r.method == "POST"] == ["run", "rerun"]
     # The last run succeeded now: rerun_failed triggers a fresh run.
     assert run(dbt_cloud, clock, Output(), rerun_failed=True).how == "triggered"
 
 
-def test_a_lost_rerun_response_is_found_by_the_run_it_retries(
+@pytest.mark.parametrize(("scenario", "trigger_body", "reason"), UNRETRYABLE)
+def test_when_dbt_refuses_a_rerun_the_job_is_triggered_from_the_start_saying_why(
+    dbt_cloud: DbtCloudEmulator,
+    clock: FakeClock,
+    scenario: Scenario,
+    trigger_body: dict[str, Any],
+    reason: str,
+) -> None:
+    dbt_cloud.add_job(JOB, scenario=scenario)
+    someone = DbtCloudClient(dbt_cloud.url, DBT_ACCOUNT_ID, DBT_CLOUD_TOKEN)
+    failed = someone.trigger_run(JOB, "the nightly run", trigger_body)
+    assert someone.get_run(_id(failed))["status"] == 20
+    dbt_cloud.set_scenario(JOB, Scenario(outcome="success", polls=1))
+    out = Output()
+    result = run(dbt_cloud, clock, out, rerun_failed=True)
+    assert (result.how, result.status) == ("triggered", 10)
+    assert f"will not rerun run {_id(failed)} from the failure" in out.text and reason in out.text
+    assert "triggering the job from the start instead" in out.text
+    posts = [(r.path.rsplit("/", 2)[-2], r.status) for r in dbt_cloud.requests if r.method == "POST"]
+    assert posts == [("run", 200), ("rerun", 400), ("run", 200)]
+    assert "[dbtwf:" in dbt_cloud.runs[result.run_id]["trigger"]["cause"]  # our own, findable trigger
+
+
+def test_a_lost_rerun_response_is_found_without_retrying_run_id(
     dbt_cloud: DbtCloudEmulator, clock: FakeClock
 ) -> None:
     dbt_cloud.add_job(JOB, scenario=Scenario(outcome="error", polls=1))
@@ -443,9 +654,37 @@ def test_a_lost_rerun_response_is_found_by_the_run_it_retries(
         run(dbt_cloud, clock, Output())
     dbt_cloud.set_scenario(JOB, Scenario(outcome="success", polls=1))
     dbt_cloud.faults.inject("drop_after_write", path=r".*/rerun/", method="POST", times=1)
-    result = run(dbt_cloud, clock, Output(), rerun_failed=True)
-    assert result.how == "rerun"
-    assert len(dbt_cloud.runs_of(JOB)) == 2
+    out = Output()
+    result = run(dbt_cloud, clock, out, rerun_failed=True)
+    assert result.how == "rerun" and "the rerun did land" in out.text
+    assert len(dbt_cloud.runs_of(JOB)) == 2  # the lost rerun was found, not sent again
+    assert all(r["retrying_run_id"] is None for r in dbt_cloud.runs_of(JOB))
+
+
+def test_a_lost_rerun_is_told_from_a_run_someone_started_just_before_it(
+    dbt_cloud: DbtCloudEmulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A colleague's run lands between the runner's look at the job and its rerun POST, whose
+    answer is lost: the runner follows the run its POST made (cause_category "rerun")."""
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="error", polls=1))
+    with pytest.raises(DbtRunFailedError):
+        run(dbt_cloud, clock, Output())
+    dbt_cloud.set_scenario(JOB, Scenario(outcome="never", polls=1))
+    dbt_cloud.faults.inject("drop_after_write", path=r".*/rerun/", method="POST", times=1)
+    colleague = DbtCloudClient(dbt_cloud.url, DBT_ACCOUNT_ID, DBT_CLOUD_TOKEN)
+    theirs: list[dict[str, Any]] = []
+    record = dbt_cloud.record
+
+    def record_then_race(entry: Any) -> None:
+        record(entry)
+        if entry.method == "GET" and entry.path.endswith("/runs/") and not theirs:
+            theirs.append(colleague.trigger_run(JOB, "Triggered by a colleague"))  # before our POST
+
+    monkeypatch.setattr(dbt_cloud, "record", record_then_race)
+    result = run(dbt_cloud, clock, Output(), rerun_failed=True, wait=False)
+    ours = [r for r in dbt_cloud.runs_of(JOB) if r["trigger"]["cause_category"] == "rerun"]
+    assert len(ours) == 1 and result.run_id == ours[0]["id"] != _id(theirs[0]) < result.run_id
+    assert len(dbt_cloud.runs_of(JOB)) == 3  # failed, theirs, ours: nothing sent twice
 
 
 def test_overrides_and_a_cause_within_255_characters_are_sent(

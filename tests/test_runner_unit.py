@@ -160,7 +160,7 @@ def test_polling_starts_every_second_and_backs_off_to_fifteen_seconds() -> None:
     assert 9.0 <= min(jittered) < max(jittered) <= 11.0
 
 
-def test_retry_delays_grow_with_jitter_and_honour_retry_after() -> None:
+def test_retry_delays_grow_with_jitter_up_to_a_minute() -> None:
     rng = random.Random(1)
     transient = DbtCloudTransientError("503")
     first = [retry_delay(transient, 0, rng) for _ in range(50)]
@@ -168,17 +168,37 @@ def test_retry_delays_grow_with_jitter_and_honour_retry_after() -> None:
     assert min(first) >= 0.5 and max(first) <= 1.0
     assert min(fourth) >= 4.0 and max(fourth) <= 8.0
     assert len(set(first)) > 40  # jittered, so many runners do not retry in step
-    assert retry_delay(DbtCloudTransientError("503", 503, retry_after=7.0), 0, rng) == 7.0
     assert min(retry_delay(transient, 20, rng) for _ in range(20)) >= 30.0  # capped at 60 s
     assert max(retry_delay(transient, 20, rng) for _ in range(20)) <= 60.0
 
 
-def test_a_429_backs_off_hard_up_to_the_five_minute_cooldown() -> None:
+@pytest.mark.parametrize("told", [0.0, 1.0, 7.0, 45.0])
+@pytest.mark.parametrize("error_type", [DbtCloudRateLimitError, DbtCloudTransientError])
+def test_a_retry_after_is_honoured_as_given_plus_a_little_jitter(
+    told: float, error_type: type[DbtCloudTransientError]
+) -> None:
     rng = random.Random(2)
-    limited = DbtCloudRateLimitError("429", 429, retry_after=1.0)
-    assert 30.0 <= retry_delay(limited, 0, rng) <= 33.0
-    assert 300.0 <= retry_delay(limited, 5, rng) <= 330.0
-    assert retry_delay(DbtCloudRateLimitError("429", 429, retry_after=400.0), 0, rng) == 400.0
+    error = error_type("429", 429, retry_after=told)
+    for attempt in (0, 3, 9):  # the attempt number does not stretch what the server asked for
+        delays = [retry_delay(error, attempt, rng) for _ in range(50)]
+        assert told <= min(delays) and max(delays) <= told + max(1.0, told * 0.1)
+        assert len(set(delays)) > 40
+
+
+def test_a_retry_after_of_hours_is_read_as_ten_minutes() -> None:
+    delay = retry_delay(DbtCloudRateLimitError("429", 429, retry_after=86_400.0), 0, random.Random(3))
+    assert 600.0 <= delay <= 660.0
+
+
+def test_a_429_without_retry_after_backs_off_exponentially_from_a_few_seconds() -> None:
+    rng = random.Random(4)
+    limited = DbtCloudRateLimitError("429", 429)
+    ranges = [(2.0, 4.0), (4.0, 8.0), (8.0, 16.0), (16.0, 32.0), (30.0, 60.0), (30.0, 60.0)]
+    for attempt, (low, high) in enumerate(ranges):
+        delays = [retry_delay(limited, attempt, rng) for _ in range(50)]
+        assert low <= min(delays) and max(delays) <= high, attempt
+    # No hidden five-minute cooldown: never more than the 60 s cap.
+    assert max(retry_delay(limited, 30, rng) for _ in range(50)) <= 60.0
 
 
 def test_retry_after_may_be_seconds_or_a_date() -> None:
@@ -214,6 +234,7 @@ def test_status_enum_knows_which_statuses_are_final() -> None:
         ({"status": 42, "is_complete": True, "is_cancelled": True}, DbtRunStatus.CANCELLED),
         ({"status": 42, "is_complete": True}, DbtRunStatus.ERROR),
         ({"status": None}, None),
+        ({"status": 4, "in_progress": True, "is_complete": False}, None),
     ],
 )
 def test_an_unknown_status_is_judged_by_the_runs_flags(run: dict[str, Any], outcome: Any) -> None:

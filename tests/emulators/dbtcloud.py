@@ -12,6 +12,24 @@ Each job has a :class:`Scenario` that scripts how its runs progress (1 queued, 2
 3 running, then 10 success / 20 error / 30 cancelled), either per GET of the run or by the
 injected clock, so tests never sleep. Faults (429, 5xx, a trigger whose response is lost)
 come from the base class's seeded FaultInjector.
+
+Behaviours modelled on evidence (and where it is missing, said so):
+- A path without its trailing slash is answered 308 to the slashed path (the real API does:
+  airbytehq/airbyte#18147 "Without a trailing `/` the dbt Cloud API returns a 308"). The
+  Location is relative, as Django's APPEND_SLASH builds it (unverified for dbt Cloud).
+- Cancel of a queued run answers it cancelled at once: status 30, `finished_at` set, never
+  started (the real answer captured in data-mie/dbt-cloud-cli tests/data/run_cancel_response.json);
+  cancel of a finished run changes nothing and answers its final state (dbt-cloud-cli README:
+  "has no effect if the run has already completed"). A starting or running run answers its
+  current status and is cancelled on the next look (asynchronous: unverified).
+- 429/503 carry no `Retry-After` unless a test sets ``retry_after_header`` (dbt's rate-limit
+  page documents none).
+- Rerun/retry refuse a failed run for each reason of the spec's RetryNotSupportedReasonEnum:
+  not failed, not the job's latest run, dbt older than 1.6 and a failing command `dbt retry`
+  does not support (docs.getdbt.com/docs/deploy/retry-jobs, /reference/commands/retry), and a
+  step that failed before writing run results (``Scenario(run_results=False)``). The refusal
+  is a 400 whose message names the reason (its wording is unverified). `retrying_run_id` is
+  in the spec but its meaning is not documented: the emulator leaves it null.
 """
 
 from __future__ import annotations
@@ -23,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlencode
 
 from tests.emulators.base import Emulator, HttpError, Request, Response
 
@@ -55,6 +74,13 @@ _Item = TypeVar("_Item")  # a job (dict) or a run, in a list answer
 DBT_VERSION = "latest"
 # Steps dbt Cloud runs before the job's own commands (their names, as the real runs show them).
 SYSTEM_STEPS = ("Clone git repository", "Create profile from connection Databricks")
+# The commands `dbt retry` can resume (docs.getdbt.com/reference/commands/retry); a job whose
+# failing step is another one (`dbt deps`, `dbt source freshness`, ...) cannot be rerun from it.
+RETRY_COMMANDS = frozenset(
+    {"build", "compile", "clone", "docs generate", "seed", "snapshot", "test", "run", "run-operation"}
+)
+# "You must be using dbt version 1.6 or newer" (docs.getdbt.com/docs/deploy/retry-jobs).
+RETRY_MIN_VERSION = (1, 6)
 
 DEFAULT_ERROR_LOGS = """\
 09:14:02  Running with dbt=1.9.4
@@ -117,6 +143,11 @@ class Scenario:
     ``polls`` becomes None. ``never`` walks the same way and then stays running.
     For ``error``, ``failing_step`` (a command such as ``"dbt build"``) is the step that fails
     with ``logs``; the ones after it never run. ``steps`` are the job's commands.
+    ``run_results=False``: the failing step fails before any node ran (a connection error), so
+    it writes no run_results.json and dbt cannot retry it.
+    ``running_code`` / ``final_code``: a status code this API version does not document, shown
+    instead of 3 while the run is running / instead of 10, 20 or 30 once it is over (the
+    `is_*` flags and `in_progress` still tell the truth), as a status dbt adds later would be.
     """
 
     outcome: Outcome = "success"
@@ -125,6 +156,9 @@ class Scenario:
     failing_step: str = "dbt build"
     logs: str = DEFAULT_ERROR_LOGS
     steps: tuple[str, ...] = ("dbt deps", "dbt build")
+    run_results: bool = True
+    running_code: int | None = None
+    final_code: int | None = None
 
     def __post_init__(self) -> None:
         if self.outcome not in ("success", "error", "cancelled", "never"):
@@ -164,7 +198,6 @@ class _Run:
     git_sha: str
     git_branch: str
     dbt_version: str
-    retrying_run_id: int | None = None
     gets: int = 0
     status: int = QUEUED
     status_clock: dict[int, float] = field(default_factory=dict)  # status -> clock() when reached
@@ -221,6 +254,23 @@ def _parse_include(request: Request) -> set[str]:
     return {name for name in names if name}
 
 
+def _version(text: str) -> tuple[int, int]:
+    """(major, minor) of a dbt version such as `1.5.0-latest`; a release track (`latest`,
+    `versionless`, `compatible`, ...) counts as current."""
+    parts = text.split("-")[0].split(".")
+    if len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit():
+        return int(parts[0]), int(parts[1])
+    return (99, 0)
+
+
+def _verb(command: str) -> str:
+    """`dbt build --select x` -> `build`; `dbt docs generate` -> `docs generate`."""
+    words = [word for word in command.split() if not word.startswith("-")][1:]
+    if words[:1] == ["docs"] or words[:1] == ["source"]:
+        return " ".join(words[:2])
+    return words[0] if words else ""
+
+
 def _by_field_then_id(name: str) -> Callable[[dict[str, Any]], Any]:
     return lambda job: (job[name], job["id"])
 
@@ -263,6 +313,8 @@ class DbtCloudEmulator(Emulator):
         self._next_run_id = 40_000_000 + random.Random(seed).randrange(1_000_000)
         self._created_at = datetime(2025, 3, 3, 9, 0, tzinfo=timezone.utc)
         self.cancel_requests: list[int] = []
+        #: dbt documents no Retry-After: 429/503 carry one (the fault's `retry_after`) only when set.
+        self.retry_after_header = False
         self._register_routes()
 
     # -- test API --------------------------------------------------------------------
@@ -289,6 +341,7 @@ class DbtCloudEmulator(Emulator):
             self._scenarios.clear()
             self._runs.clear()
             self.cancel_requests.clear()
+            self.retry_after_header = False
             self._random = random.Random(self.seed)
             self.clock = self._default_clock
         self.faults.clear()
@@ -422,7 +475,21 @@ class DbtCloudEmulator(Emulator):
             },
             "data": data,
         }
-        return Response(error.status, body, error.headers)
+        headers = dict(error.headers)
+        if not self.retry_after_header:
+            headers.pop("Retry-After", None)
+        return Response(error.status, body, headers)
+
+    def dispatch(self, request: Request) -> Response:
+        """A known path without its trailing slash is redirected (308, method and body kept) to
+        the slashed one, before authentication, as the real API does; anything else routes."""
+        if not request.path.endswith("/"):
+            slashed = request.path + "/"
+            if any(pattern.fullmatch(slashed) for _, pattern, _ in self._routes):
+                query = urlencode(request.query, doseq=True)
+                location = slashed + (f"?{query}" if query else "")
+                return Response(308, b"", {"Location": location, "Content-Type": "text/html; charset=utf-8"})
+        return super().dispatch(request)
 
     @staticmethod
     def _ok(data: Any, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -683,7 +750,6 @@ class DbtCloudEmulator(Emulator):
         *,
         cause_category: str = "api",
         steps: list[str] | None = None,
-        retrying_run_id: int | None = None,
     ) -> _Run:
         run_id = self._next_run_id
         self._next_run_id += 1
@@ -721,38 +787,52 @@ class DbtCloudEmulator(Emulator):
             git_sha=given.get("git_sha") or f"{self._random.getrandbits(160):040x}",
             git_branch=given.get("git_branch") or "main",
             dbt_version=given.get("dbt_version_override") or DBT_VERSION,
-            retrying_run_id=retrying_run_id,
         )
         run.status_clock[QUEUED] = now
         self._runs[run_id] = run
         return run
 
     def _rerun_job(self, request: Request) -> dict[str, Any]:
+        """Retry the job's latest run from its failure if it failed, else trigger a new run (the
+        spec's words); a failed run that cannot be retried is refused with its reason."""
         job = self._job(request)
         runs = sorted((r for r in self._runs.values() if r.job_id == job["id"]), key=lambda r: r.id)
         last = runs[-1] if runs else None
         if last is not None:
             self._advance_by_clock(last)
         if last is None or last.status != ERROR:
-            # Nothing failed: the real endpoint simply triggers a new run.
             run = self._create_run(job, {"cause": "Triggered via API"}, cause_category="rerun")
         else:
+            problem = self._retry_problem(last)
+            if problem is not None:
+                raise ApiError(400, f"This run cannot be retried: {problem}.")
             run = self._retry_run(job, last)
         return self._ok(self._render_run(run, {"trigger", "job"}))
 
     def _retry_run(self, job: dict[str, Any], failed: _Run) -> _Run:
+        # Same commit, branch and dbt version; only the failed step and those after it run.
         remaining = failed.steps[self._failing_index(failed) :]
-        given = {"cause": f"Rerun from failed step of run #{failed.id}", "git_sha": failed.git_sha}
-        return self._create_run(
-            job, given, cause_category="rerun", steps=remaining, retrying_run_id=failed.id
-        )
+        given = {
+            "cause": f"Rerun from failed step of run #{failed.id}",
+            "git_sha": failed.git_sha,
+            "git_branch": failed.git_branch,
+            "dbt_version_override": failed.dbt_version if failed.dbt_version != DBT_VERSION else None,
+        }
+        return self._create_run(job, given, cause_category="rerun", steps=remaining)
 
     def _retry_problem(self, run: _Run) -> str | None:
+        """Why `dbt retry` cannot resume this run (RetryNotSupportedReasonEnum), or None."""
         if run.status != ERROR:
             return "RETRY_NOT_FAILED_RUN"
         latest = max(r.id for r in self._runs.values() if r.job_id == run.job_id)
         if latest != run.id:
             return "RETRY_NOT_LATEST_RUN"
+        if _version(run.dbt_version) < RETRY_MIN_VERSION:
+            return "RETRY_UNSUPPORTED_VERSION"
+        if _verb(run.steps[self._failing_index(run)]) not in RETRY_COMMANDS:
+            return "RETRY_UNSUPPORTED_CMD"
+        if not run.scenario.run_results:
+            return "RETRY_NO_RUN_RESULTS"
         return None
 
     def _retryable_run(self, request: Request) -> _Run:
@@ -823,8 +903,12 @@ class DbtCloudEmulator(Emulator):
         run = self._run(request)
         self.cancel_requests.append(run.id)
         self._advance_by_clock(run)
-        if run.status not in TERMINAL:
-            # Asynchronous, as on the real service: the run stops a moment later.
+        if run.status == QUEUED:
+            # Never started: cancelled on the spot, and the answer says so (status 30, finished_at).
+            run.status_message = CANCELLED_MESSAGE
+            self._set_status(run, CANCELLED, self.clock())
+        elif run.status not in TERMINAL:
+            # Starting or running: it stops a moment later, seen on the next look.
             run.cancel_requested = True
         return self._ok(self._render_run(run, set()))
 
@@ -978,7 +1062,7 @@ class DbtCloudEmulator(Emulator):
             "environment_id": run.environment_id,
             "project_id": run.project_id,
             "job_definition_id": run.job_id,
-            "status": status,
+            "status": self._code(run),
             "dbt_version": run.dbt_version,
             "git_branch": run.git_branch if started is not None else None,
             "git_sha": run.git_sha if started is not None else None,
@@ -992,7 +1076,7 @@ class DbtCloudEmulator(Emulator):
             else None,
             "has_docs_generated": False,
             "has_sources_generated": False,
-            "notifications_sent": status in TERMINAL,
+            "notifications_sent": status in TERMINAL and started is not None,
             "blocked_by": [],
             "scribe_enabled": True,
             "created_at": _run_time(self._wall(created)),
@@ -1025,7 +1109,7 @@ class DbtCloudEmulator(Emulator):
             "run_duration_humanized": _humanized(until - run_start),
             "created_at_humanized": f"{_humanized(now - created)} ago",
             "finished_at_humanized": f"{_humanized(now - finished)} ago" if finished is not None else None,
-            "retrying_run_id": run.retrying_run_id,
+            "retrying_run_id": None,  # in the spec, meaning undocumented: never filled in
             "can_retry": problem is None,
             "retry_not_supported_reason": problem,
             "job_id": run.job_id,
@@ -1033,6 +1117,15 @@ class DbtCloudEmulator(Emulator):
             "audit": None,
         }
         return data
+
+    @staticmethod
+    def _code(run: _Run) -> int:
+        """The status code on the wire: the scenario may put an undocumented one in its place."""
+        if run.status == RUNNING and run.scenario.running_code is not None:
+            return run.scenario.running_code
+        if run.status in TERMINAL and run.scenario.final_code is not None:
+            return run.scenario.final_code
+        return run.status
 
     @staticmethod
     def _internal_job(job: dict[str, Any]) -> dict[str, Any]:
