@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import http.client
+import ipaddress
 import json
 import random
 import re
@@ -143,6 +144,7 @@ def parse_job_url(url: str) -> JobRef:
             "expected a path like /deploy/<account>/projects/<project>/jobs/<job>"
         )
     host = parts.netloc if parts.scheme == "https" else f"{parts.scheme}://{parts.netloc}"
+    base_url(host)  # the same host rules as everywhere: no plain http to another machine
     return JobRef(
         host=host,
         account_id=parse_int(match["account"], "the account id in the dbt job URL"),
@@ -151,15 +153,38 @@ def parse_job_url(url: str) -> JobRef:
     )
 
 
+def is_loopback_host(hostname: str) -> bool:
+    """True for `localhost` and the loopback addresses 127.0.0.0/8 and ::1, nothing else."""
+    name = hostname.strip().strip("[]").rstrip(".").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 def base_url(host: str) -> str:
-    """The API root for a host: a bare host means https; a URL with a scheme is used as is."""
+    """The API root for a host: a bare host means https; a URL with a scheme is used as is.
+
+    The one rule for where the token may go, used by the runner and by `dbtwf` alike: https,
+    or plain http only to a loopback host (the local emulators), never credentials in the URL.
+    """
     text = host.strip().rstrip("/")
     if not text:
         raise RunnerInputError("the dbt Cloud host is empty; give it as ACCOUNT_PREFIX.us1.dbt.com or a URL")
     if "://" in text:
         parts = urlsplit(text)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise RunnerInputError(f"the dbt Cloud host {host!r} is not an http(s) URL")
+        if "@" in parts.netloc:
+            raise RunnerInputError(f"the dbt Cloud host {host!r} holds user info before '@': give a host")
+        if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+            raise RunnerInputError(
+                f"the dbt Cloud host {host!r} uses plain http, which would send the API token "
+                "unencrypted: use https:// (plain http is accepted only for a loopback host: "
+                "127.0.0.1, ::1 or localhost)"
+            )
         return f"{parts.scheme}://{parts.netloc}{parts.path}"
     if not re.fullmatch(r"[A-Za-z0-9.-]+(:\d+)?", text):
         raise RunnerInputError(f"the dbt Cloud host {host!r} is not a host name")
@@ -409,6 +434,57 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
+class DbtCloudRedirectError(DbtCloudError):
+    """dbt Cloud answered with a redirect the runner will not follow with the token."""
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(scheme)
+
+
+def _origin_text(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to the same scheme, host and port, carrying the same headers
+    (dbt Cloud's 308 to a slashed URL); refuses any other, so the `Authorization` header never
+    reaches another host. urllib's own handler would carry it anywhere."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        target = urllib.parse.urljoin(req.full_url, newurl)
+        method = req.get_method()
+        refusal = None
+        if _origin(target) != _origin(req.full_url):
+            refusal = (
+                f"dbt Cloud at {_origin_text(req.full_url)} answered {code} with a redirect to "
+                f"{_origin_text(target)}; the API token is never sent to another host, so the request "
+                "was not repeated there: set the dbt Cloud host to the one that serves the API "
+                "(the host of your dbt job URL)"
+            )
+        elif method not in ("GET", "HEAD") and code not in (307, 308):
+            path = urlsplit(req.full_url).path
+            refusal = f"dbt Cloud answered {code} to {method} {path}: a redirect that would drop its body"
+        if refusal is not None:
+            fp.close()
+            raise DbtCloudRedirectError(refusal, code)
+        return urllib.request.Request(target, data=req.data, headers=dict(req.headers), method=method)
+
+
+_OPENER = urllib.request.build_opener(_SameOriginRedirects())
+
+
 class DbtCloudClient:
     """A small client for the Administrative API v2. Every request has a timeout.
 
@@ -462,7 +538,7 @@ class DbtCloudClient:
         if data is not None:
             request.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
+            with _OPENER.open(request, timeout=timeout or self.timeout) as response:
                 payload = response.read()
         except urllib.error.HTTPError as error:
             raise self._api_error(error, method, path) from None
@@ -1090,17 +1166,18 @@ def _publisher(task_values: TaskValueSetter | None, out: Output) -> Callable[[in
 # The notebook's widgets, in the order they are shown; job_id comes first.
 NOTEBOOK_WIDGETS = (
     "job_id",
-    "dbt_cloud_host",
-    "dbt_cloud_account_id",
-    "secret_scope",
-    "secret_key",
-    "cause",
     "timeout_seconds",
+    "cause",
     "wait",
     "reuse_running",
     "rerun_failed",
     *OVERRIDE_NAMES,
 )
+#: Where the token goes and which secret is read: constants of the notebook, written into it at
+#: upload and never widgets. A run passing a parameter of one of these names is refused before
+#: anything is read or sent: whoever may run the job with other parameters must not be able to
+#: send the token (or any secret the job can read) to another host.
+PINNED_PARAMETERS = ("dbt_cloud_host", "dbt_cloud_account_id", "secret_scope", "secret_key")
 
 
 def databricks_context(dbutils: Any) -> dict[str, str]:
@@ -1139,14 +1216,53 @@ def _widget(dbutils: Any, name: str) -> str:
         return ""
 
 
-def settings_from_widgets(get: Callable[[str], str]) -> tuple[RunSettings, str, str]:
-    """RunSettings plus the secret scope and key, from the notebook's widgets."""
-    scope = get("secret_scope").strip()
-    key = get("secret_key").strip()
-    settings = RunSettings.build(
-        host=get("dbt_cloud_host"),
-        account_id=get("dbt_cloud_account_id"),
-        job_id=get("job_id"),
+def _passed(dbutils: Any, name: str) -> bool:
+    """Whether the run has a widget or parameter of that name. On Databricks, a job's or task's
+    parameters are readable with `dbutils.widgets.get` even when the notebook declares no such
+    widget; only a name that is neither raises."""
+    try:
+        dbutils.widgets.get(name)
+    except Exception:  # noqa: BLE001 - py4j's InputWidgetNotDefined and friends: not passed
+        return False
+    return True
+
+
+def refuse_pinned_parameters(dbutils: Any) -> None:
+    """RunnerInputError when the run passes a parameter naming the host, account or secret."""
+    passed = [name for name in PINNED_PARAMETERS if _passed(dbutils, name)]
+    if passed:
+        raise RunnerInputError(
+            f"this run passes the parameter(s) {', '.join(passed)}, which the runner refuses: the dbt "
+            "Cloud host, account id, secret scope and key are fixed in this notebook when `dbtwf apply` "
+            "uploads it, so no run parameter can send the token elsewhere. Nothing was read or sent. "
+            "Remove these parameters from the job, the task or the run; to change them, edit the "
+            "environment in dbtwf.toml and run `dbtwf apply`"
+        )
+
+
+def settings_from_widgets(
+    get: Callable[[str], str], *, dbt_cloud_host: str, dbt_cloud_account_id: object
+) -> RunSettings:
+    """RunSettings from the notebook's widgets, for the host and account fixed in the notebook.
+
+    A dbt job URL in `job_id` is accepted only when it names that host and account.
+    """
+    account_id = parse_int(dbt_cloud_account_id, "the dbt Cloud account id")
+    job_id: object = get("job_id")
+    job_text = str(job_id).strip()
+    if job_text.startswith(("http://", "https://")):
+        ref = parse_job_url(job_text)
+        if base_url(ref.host) != base_url(dbt_cloud_host) or ref.account_id != account_id:
+            raise RunnerInputError(
+                f"job_id is the URL of a job of account {ref.account_id} on {ref.host}, but this notebook "
+                f"runs jobs of account {account_id} on {dbt_cloud_host} only; set job_id to the job's "
+                "number (after /jobs/ in its URL)"
+            )
+        job_id = ref.job_id
+    return RunSettings.build(
+        host=dbt_cloud_host,
+        account_id=account_id,
+        job_id=job_id,
         timeout_seconds=get("timeout_seconds"),
         cause=get("cause"),
         overrides={name: get(name) for name in OVERRIDE_NAMES},
@@ -1154,24 +1270,36 @@ def settings_from_widgets(get: Callable[[str], str]) -> tuple[RunSettings, str, 
         reuse_running=get("reuse_running") or False,
         rerun_failed=get("rerun_failed") or False,
     )
-    if not scope or not key:
-        raise RunnerInputError(
-            "the secret_scope and secret_key widgets must name where the dbt Cloud token is stored"
-        )
-    return settings, scope, key
 
 
 def run_from_notebook(
     dbutils: Any,
     *,
+    dbt_cloud_host: str,
+    dbt_cloud_account_id: int,
+    secret_scope: str,
+    secret_key: str,
     clock: Clock = time.monotonic,
     sleep: Sleep = time.sleep,
     out: Output = _print,
 ) -> RunResult:
     """The notebook's entry point: widgets in, dbt run followed, task values out, and the dbt
     run as the notebook's exit value when `dbutils.notebook.exit` exists (the Jobs API
-    shows a notebook's result only through it)."""
-    settings, scope, key = settings_from_widgets(lambda name: _widget(dbutils, name))
+    shows a notebook's result only through it).
+
+    The host, account, scope and key are the notebook's constants (its last cell passes them as
+    literals). Refused before the secret is read or any request is sent: a run parameter named
+    like one of them, and an input that is not valid.
+    """
+    refuse_pinned_parameters(dbutils)
+    scope, key = str(secret_scope).strip(), str(secret_key).strip()
+    if not scope or not key:
+        raise RunnerInputError("the notebook names no secret scope and key for the token; run `dbtwf apply`")
+    settings = settings_from_widgets(
+        lambda name: _widget(dbutils, name),
+        dbt_cloud_host=dbt_cloud_host,
+        dbt_cloud_account_id=dbt_cloud_account_id,
+    )
     try:
         token = dbutils.secrets.get(scope=scope, key=key)
     except Exception as error:  # noqa: BLE001 - dbutils raises its own types; name the scope/key, not the value

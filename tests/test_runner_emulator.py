@@ -751,33 +751,41 @@ def dbutils_for(widgets: dict[str, str]) -> FakeDBUtils:
     return FakeDBUtils(widgets, {("dbt-cloud", "api-key"): DBT_CLOUD_TOKEN})
 
 
-def notebook_widgets(emu: DbtCloudEmulator, **changes: str) -> dict[str, str]:
-    widgets = {
-        "job_id": str(JOB),
+def notebook_widgets(**changes: str) -> dict[str, str]:
+    widgets = {"job_id": str(JOB)}
+    widgets.update(changes)
+    return widgets
+
+
+def run_notebook(
+    emu: DbtCloudEmulator, dbutils: FakeDBUtils, clock: FakeClock, out: Output, **pinned: Any
+) -> Any:
+    """The entry point as the notebook's last cell calls it, with the environment's constants."""
+    constants: dict[str, Any] = {
         "dbt_cloud_host": emu.url,
-        "dbt_cloud_account_id": str(DBT_ACCOUNT_ID),
+        "dbt_cloud_account_id": DBT_ACCOUNT_ID,
         "secret_scope": "dbt-cloud",
         "secret_key": "api-key",
     }
-    widgets.update(changes)
-    return widgets
+    constants.update(pinned)
+    return run_from_notebook(dbutils, clock=clock.now, sleep=clock.sleep, out=out, **constants)
 
 
 def test_the_guides_placeholder_stops_the_notebook_before_any_request(
     dbt_cloud: DbtCloudEmulator, clock: FakeClock
 ) -> None:
     dbt_cloud.add_job(JOB)
-    dbutils = dbutils_for(notebook_widgets(dbt_cloud, job_id="Enter the Job ID"))
+    dbutils = dbutils_for(notebook_widgets(job_id="Enter the Job ID"))
     with pytest.raises(RunnerInputError, match="placeholder 'Enter the Job ID'"):
-        run_from_notebook(dbutils, clock=clock.now, sleep=clock.sleep, out=Output())
+        run_notebook(dbt_cloud, dbutils, clock, Output())
     assert dbt_cloud.requests == []
     assert dbutils.secrets.asked == []  # not even the secret was read
 
 
 def test_a_missing_secret_names_the_scope_and_key(dbt_cloud: DbtCloudEmulator, clock: FakeClock) -> None:
-    dbutils = dbutils_for(notebook_widgets(dbt_cloud, secret_key="nope"))
+    dbutils = dbutils_for(notebook_widgets())
     with pytest.raises(RunnerInputError, match="secret scope 'dbt-cloud', key 'nope'"):
-        run_from_notebook(dbutils, clock=clock.now, sleep=clock.sleep, out=Output())
+        run_notebook(dbt_cloud, dbutils, clock, Output(), secret_key="nope")
     assert dbt_cloud.requests == []
 
 
@@ -785,10 +793,10 @@ def test_the_notebook_entry_point_tells_dbt_where_the_run_came_from(
     dbt_cloud: DbtCloudEmulator, clock: FakeClock
 ) -> None:
     dbt_cloud.add_job(JOB, scenario=Scenario(outcome="success", polls=2))
-    dbutils = dbutils_for(notebook_widgets(dbt_cloud, wait="true", git_branch="main", timeout_seconds="900"))
+    dbutils = dbutils_for(notebook_widgets(wait="true", git_branch="main", timeout_seconds="900"))
     dbutils.notebook = _Notebook()  # type: ignore[attr-defined] - only on a real cluster
     out = Output()
-    result = run_from_notebook(dbutils, clock=clock.now, sleep=clock.sleep, out=out)
+    result = run_notebook(dbt_cloud, dbutils, clock, out)
     (dbt_run,) = dbt_cloud.runs_of(JOB)
     cause = dbt_run["trigger"]["cause"]
     assert cause.startswith(

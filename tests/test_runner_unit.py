@@ -71,6 +71,49 @@ def test_bad_settings_are_refused_before_any_request(changes: dict[str, Any], me
         settings(**changes)
 
 
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("acme.us1.dbt.com", "https://acme.us1.dbt.com"),
+        ("https://acme.us1.dbt.com/", "https://acme.us1.dbt.com"),
+        ("http://127.0.0.1:8000", "http://127.0.0.1:8000"),
+        ("http://127.8.9.10:1", "http://127.8.9.10:1"),
+        ("http://[::1]:8000", "http://[::1]:8000"),
+        ("http://localhost:8000", "http://localhost:8000"),
+        ("http://LocalHost.", "http://LocalHost."),
+    ],
+)
+def test_https_anywhere_and_plain_http_only_to_a_loopback_host(host: str, expected: str) -> None:
+    assert core.base_url(host) == expected
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "http://dbt.example.invalid",
+        "http://acme.us1.dbt.com",
+        "http://10.0.0.5:8000",
+        "http://[::ffff:7f00:1]",  # an IPv4-mapped address is not treated as loopback
+        "http://localhost.example.invalid",
+        "http://127.0.0.1.example.invalid",
+    ],
+)
+def test_plain_http_to_another_host_is_refused_before_any_request(host: str) -> None:
+    with pytest.raises(RunnerInputError, match=r"plain http.*https://"):
+        core.base_url(host)
+    with pytest.raises(RunnerInputError, match="plain http"):
+        core.parse_job_url(f"{host}/deploy/1/projects/2/jobs/3")
+    with pytest.raises(RunnerInputError, match="plain http"):
+        settings(host=host)
+    with pytest.raises(RunnerInputError, match="plain http"):
+        core.DbtCloudClient(host, 1, "dbtc_not_sent_anywhere")
+
+
+def test_credentials_in_the_host_url_are_refused() -> None:
+    with pytest.raises(RunnerInputError, match="user info"):
+        core.base_url("https://user:pass@acme.us1.dbt.com")
+
+
 def test_defaults_are_a_generous_timeout_and_waiting() -> None:
     built = settings()
     assert built.timeout_seconds == 4 * 3600
@@ -287,35 +330,52 @@ def test_the_notebook_is_core_py_verbatim_between_a_markdown_and_a_widgets_cell(
         on_disk = handle.read()
     assert cells[1] == on_disk.rstrip("\n")
     assert core_source() == on_disk
-    assert cells[2].rstrip().endswith("dbt_run = run_from_notebook(dbutils)")
+    assert "dbt_run = run_from_notebook(\n    dbutils," in cells[2]
 
 
-def test_rendering_is_deterministic_and_bakes_in_the_defaults() -> None:
+def _last_cell_calls(text: str) -> list[ast.Call]:
+    cell = text.split(CELL_SEPARATOR)[-1]
+    return [node for node in ast.walk(ast.parse(cell)) if isinstance(node, ast.Call)]
+
+
+def _constants(text: str) -> dict[str, object]:
+    (entry,) = [call for call in _last_cell_calls(text) if ast.unparse(call.func) == "run_from_notebook"]
+    assert [ast.unparse(arg) for arg in entry.args] == ["dbutils"]
+    return {kw.arg or "": ast.literal_eval(kw.value) for kw in entry.keywords}
+
+
+def _widget_defaults(text: str) -> dict[str, str]:
+    return {
+        call.args[0].value: call.args[1].value  # type: ignore[attr-defined]
+        for call in _last_cell_calls(text)
+        if ast.unparse(call.func) == "dbutils.widgets.text"
+    }
+
+
+def test_rendering_is_deterministic_and_fixes_host_account_and_secret_as_constants() -> None:
     text = render_notebook(DEFAULTS)
     assert text == render_notebook(NotebookDefaults("acme.us1.dbt.com", 70403, "dbt-cloud", "api-key", 7200))
     assert text != render_notebook(NotebookDefaults("acme.us1.dbt.com", 70403, "dbt-cloud", "api-key", 3600))
-    widgets = text.split(CELL_SEPARATOR)[-1]
-    assert "dbutils.widgets.text('dbt_cloud_host', 'acme.us1.dbt.com'" in widgets
-    assert "dbutils.widgets.text('dbt_cloud_account_id', '70403'" in widgets
-    assert "dbutils.widgets.text('secret_scope', 'dbt-cloud'" in widgets
-    assert "dbutils.widgets.text('timeout_seconds', '7200'" in widgets
-    assert "dbutils.widgets.text('job_id', ''" in widgets
-    for name in core.NOTEBOOK_WIDGETS:
-        assert f"dbutils.widgets.text({name!r}," in widgets
+    assert _constants(text) == {
+        "dbt_cloud_host": "acme.us1.dbt.com",
+        "dbt_cloud_account_id": 70403,
+        "secret_scope": "dbt-cloud",
+        "secret_key": "api-key",
+    }
+    widgets = _widget_defaults(text)
+    assert list(widgets) == list(core.NOTEBOOK_WIDGETS)
+    assert widgets["timeout_seconds"] == "7200" and widgets["job_id"] == ""
+    # Where the token goes is no widget: a run's parameters cannot re-point it.
+    assert not set(widgets) & set(core.PINNED_PARAMETERS)
 
 
 def test_a_hostile_default_cannot_inject_code_into_the_notebook() -> None:
     hostile = NotebookDefaults("h\"');import os#\n# COMMAND ----------\nx", 1, "s'); os.system('x", "k\\", 60)
-    widgets = render_notebook(hostile).split(CELL_SEPARATOR)
-    assert len(widgets) == 3  # the newline did not open a new cell
-    calls = [node for node in ast.walk(ast.parse(widgets[-1])) if isinstance(node, ast.Call)]
-    names = {ast.unparse(call.func) for call in calls}
+    text = render_notebook(hostile)
+    assert len(text.split(CELL_SEPARATOR)) == 3  # the newline did not open a new cell
+    names = {ast.unparse(call.func) for call in _last_cell_calls(text)}
     assert names == {"dbutils.widgets.text", "run_from_notebook"}
-    values = {
-        call.args[0].value: call.args[1].value  # type: ignore[attr-defined]
-        for call in calls
-        if ast.unparse(call.func) == "dbutils.widgets.text"
-    }
-    assert values["dbt_cloud_host"] == hostile.dbt_cloud_host
-    assert values["secret_scope"] == hostile.secret_scope
-    assert values["secret_key"] == "k\\"
+    constants = _constants(text)
+    assert constants["dbt_cloud_host"] == hostile.dbt_cloud_host
+    assert constants["secret_scope"] == hostile.secret_scope
+    assert constants["secret_key"] == "k\\"

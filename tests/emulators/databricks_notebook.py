@@ -71,7 +71,15 @@ class _Channel:
 
 
 class Widgets:
-    """Declared widgets with their defaults; the task's parameters override them, as on Databricks."""
+    """Declared widgets with their defaults; the task's parameters override them, as on Databricks.
+
+    A parameter is readable with :meth:`get` whether or not the notebook declares a widget of that
+    name: the Jobs API passes the task's parameters (base_parameters, pushed-down job parameters,
+    run-now notebook_params) to the notebook as a map "accessible through the dbutils.widgets.get
+    function" (databricks-sdk `jobs.NotebookTask.base_parameters` and `jobs.RunNow.notebook_params`
+    docstrings; docs.databricks.com/jobs/job-parameters.html#job-parameter-pushdown). Only a name
+    that is neither declared nor passed raises InputWidgetNotDefined.
+    """
 
     def __init__(self, parameters: dict[str, str]) -> None:
         self._parameters = dict(parameters)
