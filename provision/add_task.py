@@ -25,6 +25,8 @@ from provision.errors import (
 )
 from provision.model import MANAGED_BY_TAG, MANAGED_BY_VALUE, Environment
 from runner.core import (
+    NOTEBOOK_WIDGETS,
+    PINNED_PARAMETERS,
     RunnerInputError,
     base_url,
     parse_int,
@@ -51,6 +53,9 @@ class AddTaskRequest:
     replace: bool = False
     cluster_id: str | None = None
     job_cluster_key: str | None = None
+    #: Job parameters of the workflow named like a runner widget that the user accepts
+    #: (--allow-job-parameter): they set that widget on every run of the new task.
+    allowed_job_parameters: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -243,6 +248,56 @@ def job_parameter_note(settings: dict[str, Any], dbt_job_id: int) -> str | None:
     return None
 
 
+#: Runner widgets a job parameter may be accepted for (job_id has its own rule above).
+ALLOWABLE_JOB_PARAMETERS = tuple(name for name in NOTEBOOK_WIDGETS if name != "job_id")
+
+
+def validate_allowed_job_parameters(names: tuple[str, ...]) -> None:
+    """--allow-job-parameter takes only the runner's run options (UsageError otherwise)."""
+    for name in names:
+        if name not in ALLOWABLE_JOB_PARAMETERS:
+            raise UsageError(
+                f"--allow-job-parameter {name!r} is not a run option of the runner notebook",
+                f"pass one of {', '.join(ALLOWABLE_JOB_PARAMETERS)} (job_id follows its own rule; "
+                f"{', '.join(PINNED_PARAMETERS)} can never be set by a parameter)",
+            )
+
+
+def job_parameter_collisions(settings: dict[str, Any], allowed: tuple[str, ...] = ()) -> list[str]:
+    """Refuse a workflow whose job parameters would silently steer the new task; notes for the
+    ones the user accepted.
+
+    Databricks pushes job parameters down to every notebook task, over the task's
+    `base_parameters` of the same name, so a foreign workflow's `git_branch` or `wait` would
+    change what the dbt run builds or whether the task waits for it. A parameter named like
+    one of the notebook's constants (host, account, secret) makes the runner refuse every run.
+    """
+    parameters = [p for p in settings.get("parameters") or [] if isinstance(p, dict)]
+    defaults = {str(p.get("name")): str(p.get("default", "")) for p in parameters}
+    pinned = [name for name in PINNED_PARAMETERS if name in defaults]
+    if pinned:
+        raise UsageError(
+            f"the workflow has job parameter(s) {', '.join(pinned)}: the runner refuses every run "
+            "passing them (the dbt host, account and token's secret are fixed in its notebook)",
+            "rename or remove them in the workflow's job parameters before adding the task",
+        )
+    colliding = [name for name in ALLOWABLE_JOB_PARAMETERS if name in defaults]
+    refused = [name for name in colliding if name not in allowed]
+    if refused:
+        listing = ", ".join(f"{name}={defaults[name]!r}" for name in refused)
+        raise UsageError(
+            f"the workflow's job parameter(s) {listing} would set the new task's runner option(s) "
+            "of the same name on every run (job parameters override task parameters)",
+            "rename or remove them in the workflow, or accept each one with "
+            + " ".join(f"--allow-job-parameter {name}" for name in refused),
+        )
+    return [
+        f"job parameter {name}={defaults[name]!r} sets the runner's {name} on every run of this task "
+        "(accepted with --allow-job-parameter)"
+        for name in colliding
+    ]
+
+
 def is_bundle_managed(settings: dict[str, Any]) -> bool:
     return str((settings.get("deployment") or {}).get("kind", "")).upper() == "BUNDLE"
 
@@ -295,6 +350,7 @@ def check_request(request: AddTaskRequest, env: Environment) -> tuple[int, int |
             raise UsageError(f"task {task_key!r} cannot depend on itself", "drop it from --depends-on")
     if request.cluster_id and request.job_cluster_key:
         raise UsageError("--cluster-id and --job-cluster-key exclude each other", "pass at most one of them")
+    validate_allowed_job_parameters(request.allowed_job_parameters)
     return dbt_job_id, workflow_ref, task_key
 
 
@@ -342,6 +398,7 @@ def add_task(
     )
     if compute_note:
         notes.append(compute_note)
+    notes.extend(job_parameter_collisions(settings, request.allowed_job_parameters))
     parameter_note = job_parameter_note(settings, dbt_job_id)
     if parameter_note:
         notes.append(parameter_note)

@@ -140,24 +140,34 @@ class _DbtwfGroup(TyperGroup):
             raise
         except DbtwfError as error:
             if _settings(ctx).debug:
-                traceback.print_exc(file=sys.stderr)
+                _print_traceback(error)
             _report_error(error)
             raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt:
             sys.stderr.write("interrupted\n")
             raise typer.Exit(1) from None
-        except Exception as error:
-            if _settings(ctx).debug:
-                raise
+        except Exception as error:  # noqa: BLE001 - the last resort: one line (or a redacted traceback)
             from provision.output import err_console, redact
 
+            if _settings(ctx).debug:
+                _print_traceback(error)
             err_console.print(
                 f"error: unexpected {type(error).__name__}: {redact(str(error))}",
                 markup=False,
                 highlight=False,
             )
-            err_console.print("hint: re-run with --debug to see the traceback", markup=False)
+            if not _settings(ctx).debug:
+                err_console.print("hint: re-run with --debug to see the traceback", markup=False)
             raise typer.Exit(1) from None
+
+
+def _print_traceback(error: BaseException) -> None:
+    """The traceback --debug shows, through the same redaction as every other message: an
+    exception's text (a remote answer, a URL) may carry the token."""
+    from provision.output import redact
+
+    sys.stderr.write(redact("".join(traceback.format_exception(error))))
+    sys.stderr.flush()
 
 
 app = typer.Typer(
@@ -262,8 +272,8 @@ def token_set(
 ) -> None:
     """Store the dbt Cloud token in the OS keyring, read from a hidden prompt or stdin."""
     cli_context(ctx, config, env, debug)
-    from provision.output import console, err_console
-    from provision.token import TOKEN_ENV, keyring_backend_name, mask, store_token
+    from provision.output import console, err_console, register_secret
+    from provision.token import TOKEN_ENV, mask, store_token, usable_keyring
 
     if ctx.args:
         raise UsageError(
@@ -271,20 +281,34 @@ def token_set(
             "(it would stay in your shell history)",
             hint="run it alone and paste at the hidden prompt, or pipe the token to its stdin",
         )
-    backend = keyring_backend_name()  # fail before the user pastes anything
-    if sys.stdin.isatty():
-        import getpass
-
-        raw = getpass.getpass("dbt Cloud API token (input hidden): ")
-    else:
-        raw = sys.stdin.read()
-    store_token(raw)
-    stored = raw.strip()
-    console.print(f"stored the dbt Cloud token {mask(stored)} in the OS keyring ({backend})", markup=False)
+    usable_keyring()  # fail before the user pastes anything
+    raw = _read_token_input()
+    register_secret(raw.strip())  # from here on, no message can show it
+    where = store_token(raw)
+    console.print(f"stored the dbt Cloud token {mask(raw.strip())} in {where.description}", markup=False)
+    if where.warning:
+        err_console.print(f"warning: {where.warning}", markup=False)
     if os.environ.get(TOKEN_ENV, "").strip():
         err_console.print(
             f"warning: {TOKEN_ENV} is set in this environment and takes precedence", markup=False
         )
+
+
+def _read_token_input() -> str:
+    """The token from the hidden prompt (a terminal) or stdin; bytes that are not UTF-8 are bad
+    input, not a traceback."""
+    try:
+        if sys.stdin.isatty():
+            import getpass
+
+            return getpass.getpass("dbt Cloud API token (input hidden): ")
+        buffer = getattr(sys.stdin, "buffer", None)
+        return buffer.read().decode("utf-8") if buffer is not None else sys.stdin.read()
+    except UnicodeDecodeError:
+        raise UsageError(
+            "the token read from stdin is not valid UTF-8 text",
+            hint="pipe only the token, as dbt Cloud shows it, or paste it at the hidden prompt",
+        ) from None
 
 
 @token_app.command("show", epilog="Examples:\n\n  dbtwf token show")
@@ -302,7 +326,7 @@ def token_show(
     found = token_source()
     if found is None:
         raise UsageError(
-            f"no dbt Cloud token: {TOKEN_ENV} is not set and the OS keyring holds none",
+            f"no dbt Cloud token: {TOKEN_ENV} is not set and the keyring holds none",
             hint="run `dbtwf token set`",
         )
     token, source = found
@@ -319,12 +343,13 @@ def token_delete(
     """Remove the dbt Cloud token from the OS keyring."""
     cli_context(ctx, config, env, debug)
     from provision.output import console, err_console
-    from provision.token import TOKEN_ENV, delete_token
+    from provision.token import TOKEN_ENV, delete_token, usable_keyring
 
+    where = usable_keyring().description
     if delete_token():
-        console.print("deleted the dbt Cloud token from the OS keyring", markup=False)
+        console.print(f"deleted the dbt Cloud token from {where}", markup=False)
     else:
-        console.print("no dbt Cloud token was stored in the OS keyring", markup=False)
+        console.print(f"no dbt Cloud token was stored in {where}", markup=False)
     if os.environ.get(TOKEN_ENV, "").strip():
         err_console.print(f"note: {TOKEN_ENV} is still set in this environment", markup=False)
 
@@ -634,9 +659,12 @@ def _onboard_token(yes: bool) -> str:
     token = resolve_token(interactive=not yes)
     if not configured:
         try:
-            store_token(token)
+            where = store_token(token)
         except DbtwfError as error:
-            err_console.print(f"note: the token is not kept in the OS keyring: {error.message}", markup=False)
+            err_console.print(f"note: the token is not kept in a keyring: {error.message}", markup=False)
+        else:
+            if where.warning:
+                err_console.print(f"warning: {where.warning}", markup=False)
     return token
 
 
@@ -653,7 +681,9 @@ _ADD_TASK_EPILOG = (
     "  dbtwf --env prod add-task --workflow 123 --dbt-job 456 --task-key dbt_marts --replace --yes\n\n"
     "The workflow gets exactly one jobs/update holding only the new task; every other task, "
     "cluster and setting stays as it is. A bundle-deployed workflow needs --yes (or a yes at "
-    "the prompt): its next `bundle deploy` drops the task."
+    "the prompt): its next `bundle deploy` drops the task. A workflow whose job parameters are "
+    "named like a runner option (git_branch, wait, ...) is refused: they would override the "
+    "task's on every run; rename them, or accept each with --allow-job-parameter NAME."
 )
 
 
@@ -680,6 +710,14 @@ def add_task_command(
     break_lock: Annotated[
         bool, typer.Option("--break-lock", help="Remove a stale lock left by a crashed dbtwf first.")
     ] = False,
+    allow_job_parameter: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-job-parameter",
+            help="Accept the workflow's job parameter of this name (git_branch, wait, ...) setting "
+            "the runner option of the same name on every run (repeatable).",
+        ),
+    ] = None,
     yes: YesOption = False,
     config: ConfigOption = None,
     env: EnvOption = None,
@@ -700,6 +738,7 @@ def add_task_command(
         replace=replace,
         cluster_id=cluster_id,
         job_cluster_key=job_cluster_key,
+        allowed_job_parameters=tuple(allow_job_parameter or ()),
     )
     check_request(request, environment)  # bad input: exit 2 before the SDK is even imported
     token = resolve_token(interactive=not yes)
@@ -855,7 +894,8 @@ _DOCTOR_EPILOG = (
     "Examples:\n\n"
     "  dbtwf doctor\n\n"
     "  dbtwf --env prod doctor --json | jq '.checks[] | select(.status != \"ok\")'\n\n"
-    "Exit code 0 when every link is OK, 1 otherwise. Doctor only reads; it never shows a secret."
+    "Exit code 0 when every link is OK, 2 when the config cannot be used (nothing else is asked), "
+    "1 otherwise. Doctor only reads; it never shows a secret."
 )
 
 
@@ -895,4 +935,7 @@ def doctor_command(
         failed = sum(check.status is Status.FAIL for check in checks)
         console.print("all checks passed" if passed else f"{failed} check(s) failed", markup=False)
     if not passed:
-        raise typer.Exit(1)
+        # A config that cannot be used (missing, invalid, a plain-http dbt host) is bad input:
+        # every link that needs it was skipped, so nothing was sent anywhere.
+        config_failed = any(check.name == "config" and check.status is Status.FAIL for check in checks)
+        raise typer.Exit(2 if config_failed else 1)

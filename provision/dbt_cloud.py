@@ -8,15 +8,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from provision.errors import AuthError, NotFoundError, RemoteError
-from runner.core import DbtCloudAuthError, DbtCloudClient, DbtCloudError, DbtCloudNotFoundError
+from provision.errors import AuthError, NotFoundError, RemoteError, UsageError
+from runner.core import (
+    DbtCloudAuthError,
+    DbtCloudClient,
+    DbtCloudError,
+    DbtCloudNotFoundError,
+    RunnerInputError,
+)
 
 
 def fetch_dbt_job(
     host: str, account_id: int, job_id: int, token: str, *, timeout: float = 30.0
 ) -> dict[str, Any]:
     """The job's definition; proves the token works and the job exists in the account."""
-    client = DbtCloudClient(host, account_id, token, timeout=timeout)
+    try:
+        client = DbtCloudClient(host, account_id, token, timeout=timeout)
+    except RunnerInputError as error:  # the host rule (https, or http to loopback): nothing sent
+        raise UsageError(str(error), "fix dbt_cloud_host in dbtwf.toml (or DBT_CLOUD_HOST)") from None
     try:
         return client.get_job(job_id)
     except DbtCloudAuthError as error:

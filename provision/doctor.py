@@ -128,11 +128,11 @@ class _Doctor:
         return f"{user} on {self.ws.host}"
 
     def dbt_token(self) -> str:
-        from provision.token import TOKEN_ENV, mask
+        from provision.token import NO_TOKEN_HINT, mask
 
         found = self._find_token()
         if found is None:
-            raise _Failed("no dbt Cloud token found", f"export {TOKEN_ENV}=... or run `dbtwf token set`")
+            raise _Failed("no dbt Cloud token found", NO_TOKEN_HINT)
         self._token, source = found
         return f"{mask(self._token)} from {source}"
 

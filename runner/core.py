@@ -482,7 +482,10 @@ class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
         return urllib.request.Request(target, data=req.data, headers=dict(req.headers), method=method)
 
 
-_OPENER = urllib.request.build_opener(_SameOriginRedirects())
+def _open(request: urllib.request.Request, timeout: float) -> Any:
+    """urlopen, but redirects only to the same origin. A fresh opener each time, so the proxy
+    settings of the environment are read when the request is sent (as urlopen does at first use)."""
+    return urllib.request.build_opener(_SameOriginRedirects()).open(request, timeout=timeout)
 
 
 class DbtCloudClient:
@@ -538,7 +541,7 @@ class DbtCloudClient:
         if data is not None:
             request.add_header("Content-Type", "application/json")
         try:
-            with _OPENER.open(request, timeout=timeout or self.timeout) as response:
+            with _open(request, timeout or self.timeout) as response:
                 payload = response.read()
         except urllib.error.HTTPError as error:
             raise self._api_error(error, method, path) from None

@@ -24,6 +24,7 @@ from provision.output import redact
 from tests.conftest import DBT_CLOUD_TOKEN
 
 PLAINTEXT = "keyrings.alt.file.PlaintextKeyring"
+PLAINTEXT_CHOSEN = f"the keyring backend {PLAINTEXT} (a plaintext file, chosen by PYTHON_KEYRING_BACKEND)"
 FAIL = "keyring.backends.fail.Keyring"
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,13 +62,16 @@ def invoke(*args: str, stdin: str | None = None, env: dict[str, str] | None = No
 def test_set_show_delete_round_trip(file_keyring: Path) -> None:
     stored = invoke("token", "set", stdin=f"  {DBT_CLOUD_TOKEN}\n")
     assert stored.exit_code == 0, stored.output
-    assert "stored the dbt Cloud token dbtc_…(37 chars)" in stored.output
+    assert "stored the dbt Cloud token dbtc_…(37 chars) in " + PLAINTEXT_CHOSEN in stored.stdout
+    # Chosen explicitly, so usable, but never called an OS keyring and always warned about.
+    assert "OS keyring" not in stored.stdout
+    assert stored.stderr.startswith(f"warning: {PLAINTEXT}, chosen by PYTHON_KEYRING_BACKEND, is not an OS")
     assert keyring.get_password("dbtwf", "dbt-cloud-api-token") == DBT_CLOUD_TOKEN  # stripped
     assert file_keyring.exists()  # the confined file, not the developer's keyring
 
     shown = invoke("token", "show")
     assert shown.exit_code == 0
-    assert shown.output.strip() == "dbtc_…(37 chars) from the OS keyring"
+    assert shown.output.strip() == f"dbtc_…(37 chars) from {PLAINTEXT_CHOSEN}"
 
     deleted = invoke("token", "delete")
     assert deleted.exit_code == 0
@@ -97,6 +101,14 @@ def test_set_refuses_empty_input_and_any_argument(file_keyring: Path) -> None:
         assert refused.exit_code == 2
         assert "never read from the command line" in refused.output
         assert DBT_CLOUD_TOKEN not in refused.output
+    assert keyring.get_password("dbtwf", "dbt-cloud-api-token") is None
+
+
+def test_invalid_utf8_on_stdin_is_bad_input_not_a_traceback(file_keyring: Path) -> None:
+    result = CliRunner().invoke(app, ["token", "set"], input=b"dbtc_\xff\xfe_not_text\n")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: the token read from stdin is not valid UTF-8 text\nhint: ")
+    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
     assert keyring.get_password("dbtwf", "dbt-cloud-api-token") is None
 
 
@@ -202,6 +214,6 @@ def test_token_persists_across_processes(tmp_path: Path) -> None:
     assert stored.returncode == 0, stored.stderr
     shown = subprocess.run([*script, "token", "show"], env=env, cwd=ROOT, capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr
-    assert shown.stdout.strip() == "dbtc_…(37 chars) from the OS keyring"
+    assert shown.stdout.strip() == f"dbtc_…(37 chars) from {PLAINTEXT_CHOSEN}"
     assert (tmp_path / "data" / "python_keyring" / "keyring_pass.cfg").exists()
     assert DBT_CLOUD_TOKEN not in stored.stdout + stored.stderr + shown.stdout + shown.stderr
