@@ -782,6 +782,43 @@ def test_the_guides_placeholder_stops_the_notebook_before_any_request(
     assert dbutils.secrets.asked == []  # not even the secret was read
 
 
+@pytest.mark.parametrize(
+    "parameters",
+    [
+        {"dbt_cloud_host": "https://dbt.example.invalid"},
+        {"dbt_cloud_account_id": "1"},
+        {"secret_scope": "prod-db"},
+        {"secret_key": "password"},
+        {"secret_key": ""},  # present but empty is still a parameter of that name
+    ],
+)
+def test_a_run_parameter_naming_a_notebook_constant_stops_before_anything_is_read_or_sent(
+    dbt_cloud: DbtCloudEmulator, clock: FakeClock, parameters: dict[str, str]
+) -> None:
+    dbt_cloud.add_job(JOB)
+    dbutils = dbutils_for(notebook_widgets(**parameters))
+    (name,) = parameters
+    with pytest.raises(RunnerInputError, match=rf"passes the parameter\(s\) {name}, which the runner"):
+        run_notebook(dbt_cloud, dbutils, clock, Output())
+    assert dbutils.secrets.asked == [] and dbt_cloud.requests == []
+
+
+def test_a_job_id_url_must_name_the_notebooks_host_and_account(
+    dbt_cloud: DbtCloudEmulator, clock: FakeClock
+) -> None:
+    dbt_cloud.add_job(JOB, scenario=Scenario(outcome="success", polls=1))
+    for other in (
+        f"http://127.0.0.1:9/deploy/{DBT_ACCOUNT_ID}/projects/1/jobs/{JOB}",
+        f"{dbt_cloud.url}/deploy/{DBT_ACCOUNT_ID + 1}/projects/1/jobs/{JOB}",
+    ):
+        dbutils = dbutils_for(notebook_widgets(job_id=other))
+        with pytest.raises(RunnerInputError, match="this notebook runs jobs of account"):
+            run_notebook(dbt_cloud, dbutils, clock, Output())
+        assert dbutils.secrets.asked == [] and dbt_cloud.requests == []
+    dbutils = dbutils_for(notebook_widgets(job_id=dbt_cloud.job_url(JOB)))  # its own: fine
+    assert run_notebook(dbt_cloud, dbutils, clock, Output()).succeeded
+
+
 def test_a_missing_secret_names_the_scope_and_key(dbt_cloud: DbtCloudEmulator, clock: FakeClock) -> None:
     dbutils = dbutils_for(notebook_widgets())
     with pytest.raises(RunnerInputError, match="secret scope 'dbt-cloud', key 'nope'"):
