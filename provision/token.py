@@ -28,8 +28,8 @@ READ_TOKEN_HINT = f"read -rs {TOKEN_ENV} && export {TOKEN_ENV}"
 #: What to do when no token is found: never `export VAR=value`, which leaves it in shell history.
 NO_TOKEN_HINT = f"run `dbtwf token set`, or `{READ_TOKEN_HINT}` and paste it"
 _KEYRING_HINT = (
-    "choose an OS keyring backend with PYTHON_KEYRING_BACKEND (or keyringrc.cfg), or on a headless "
-    f"machine keep the token in {TOKEN_ENV} (`{READ_TOKEN_HINT}`)"
+    "choose an OS keyring backend with PYTHON_KEYRING_BACKEND (or keyringrc.cfg) and run `dbtwf token "
+    f"set`, or on a headless machine keep the token in {TOKEN_ENV} (`{READ_TOKEN_HINT}`)"
 )
 
 
