@@ -71,9 +71,10 @@ Point it at a sandbox workspace. Set:
   export DBTWF_ACCEPTANCE=1
   export DATABRICKS_HOST=https://<workspace>   and DATABRICKS_TOKEN=dapi...
       (or DATABRICKS_CONFIG_PROFILE=<profile of ~/.databrickscfg>)
-  export DBT_CLOUD_HOST=<ACCOUNT_PREFIX>.us1.dbt.com   (or cloud.getdbt.com)
+  export DBT_CLOUD_HOST=<ACCOUNT_PREFIX>.us1.dbt.com   (or your single-tenant host)
   export DBT_CLOUD_ACCOUNT_ID=<account id>
-  export DBT_CLOUD_API_TOKEN=<token that can read and trigger the job>
+  read -rs DBT_CLOUD_API_TOKEN && export DBT_CLOUD_API_TOKEN
+      (paste a token that can read and trigger the job; typed after export ...= it stays in shell history)
   export DBTWF_ACCEPTANCE_JOB_ID=<a dbt job that succeeds; it is run once>
 optional:
   export DBTWF_ACCEPTANCE_JOB_ID_2=<another dbt job, for the added task; never run>
