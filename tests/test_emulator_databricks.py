@@ -150,12 +150,43 @@ def test_secret_scope_life_cycle(databricks: DatabricksEmulator, w: WorkspaceCli
 @pytest.mark.parametrize("name", ["has space", "slash/y", "x" * 129, "ünï"])
 def test_invalid_scope_and_key_names(w: WorkspaceClient, name: str) -> None:
     with pytest.raises(
-        InvalidParameterValue, match="alphanumeric characters, dashes, underscores, and periods"
+        InvalidParameterValue, match="alphanumeric characters, dashes, underscores, @, and periods"
     ):
         w.secrets.create_scope(name)
     w.secrets.create_scope("ok.scope_1-a")
-    with pytest.raises(InvalidParameterValue):
+    with pytest.raises(InvalidParameterValue, match="dashes, underscores, and periods"):
         w.secrets.put_secret("ok.scope_1-a", name, string_value="v")
+
+
+def test_scope_names_take_at_signs_and_ignore_case(
+    databricks: DatabricksEmulator, w: WorkspaceClient
+) -> None:
+    # docs.databricks.com/aws/en/security/secrets/workspace-secret-scopes: scope names "consist of
+    # alphanumeric characters, dashes, underscores, @, and periods" and "are case insensitive";
+    # secret keys keep the narrower rule (secrets/put reference: no @).
+    w.secrets.create_scope("Team@Example.com")
+    with pytest.raises(ResourceAlreadyExists):
+        w.secrets.create_scope("team@example.COM")
+    w.secrets.put_secret("TEAM@example.com", "k", string_value="v")
+    assert [s.name for s in w.secrets.list_scopes()] == ["Team@Example.com"]  # as created
+    assert [s.key for s in w.secrets.list_secrets("team@example.com")] == ["k"]
+    assert databricks.secret_value("team@EXAMPLE.com", "k") == "v"
+    assert [a.principal for a in w.secrets.list_acls("TEAM@EXAMPLE.COM")] == [databricks.user_name]
+    with pytest.raises(InvalidParameterValue):
+        w.secrets.put_secret("Team@Example.com", "key@x", string_value="v")
+    w.secrets.delete_scope("team@example.com")
+    assert list(w.secrets.list_scopes()) == []
+
+
+def test_well_known_can_answer_404_and_reset_restores_it(databricks: DatabricksEmulator) -> None:
+    databricks.host_metadata = False
+    status, body = raw(databricks, "GET", "/.well-known/databricks-config", token=None)
+    assert status == 404 and body["error_code"] == "ENDPOINT_NOT_FOUND"
+    databricks.reset()
+    assert raw(databricks, "GET", "/.well-known/databricks-config", token=None)[0] == 200
+    with DatabricksEmulator(token=DATABRICKS_TOKEN, host_metadata=False) as quiet:
+        quiet.reset()  # the constructor's mode survives a reset
+        assert raw(quiet, "GET", "/.well-known/databricks-config", token=None)[0] == 404
 
 
 def test_secret_put_overwrites_list_hides_values_get_is_base64(

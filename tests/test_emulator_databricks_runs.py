@@ -393,14 +393,72 @@ def test_reset_clears_state_faults_log_and_kills_notebooks(
     assert databricks.workspace_file(path) is None
 
 
-def test_a_run_over_max_concurrent_runs_is_skipped(
+def test_a_run_over_max_concurrent_runs_is_skipped_without_the_queue(
     databricks: DatabricksEmulator, w: WorkspaceClient
 ) -> None:
     path = upload(w, "/Shared/c", "import time\ntime.sleep(0.5)")
-    job_id = create(w, task("t", path))
+    job_id = create(w, task("t", path), queue={"enabled": False})
     first = w.jobs.run_now(job_id).run_id
     second = w.jobs.run_now(job_id).run_id
     skipped = w.jobs.get_run(second).state
     assert skipped is not None and skipped.life_cycle_state == jobs.RunLifeCycleState.SKIPPED
     assert "maximum concurrent runs" in (skipped.state_message or "")
     assert databricks.wait_for_run(first)["state"]["result_state"] == "SUCCESS"
+
+
+def test_jobs_created_through_api_22_queue_by_default(w: WorkspaceClient) -> None:
+    # docs.databricks.com/jobs/jobs-api-updates ("Jobs are queued by default"): API 2.2 creates
+    # jobs with queueing on, 2.0/2.1 without; `queue: {enabled: false}` turns it off.
+    queued = create(w, task("t", "/Shared/x"))
+    off = create(w, task("t", "/Shared/x"), queue={"enabled": False})
+    legacy = int(
+        w.api_client.do(
+            "POST", "/api/2.1/jobs/create", body={"name": "old", "tasks": [task("t", "/Shared/x")]}
+        )[  # type: ignore[index]
+            "job_id"
+        ]
+    )
+    settings = {job_id: w.jobs.get(job_id).settings for job_id in (queued, off, legacy)}
+    assert [(s.queue.enabled if s and s.queue else None) for s in settings.values()] == [True, False, None]
+
+
+def test_a_run_over_the_limit_waits_in_the_queue_then_runs(
+    databricks: DatabricksEmulator, w: WorkspaceClient
+) -> None:
+    path = upload(
+        w,
+        "/Shared/q",
+        'dbutils.widgets.text("hold", "0")\nimport time\nprint("up", flush=True)\n'
+        'time.sleep(float(dbutils.widgets.get("hold")))',
+    )
+    job_id = create(w, task("t", path), parameters=[{"name": "hold", "default": "0"}])
+    first = w.jobs.run_now(job_id, job_parameters={"hold": "60"}).run_id
+    databricks.wait_for_output(first, "t", "up")
+    second = w.jobs.run_now(job_id).run_id
+    third = w.jobs.run_now(job_id).run_id
+
+    waiting = w.jobs.get_run(second)
+    assert waiting.state is not None and waiting.state.life_cycle_state == jobs.RunLifeCycleState.QUEUED
+    assert waiting.state.queue_reason and "maximum concurrent runs" in waiting.state.queue_reason
+    assert waiting.status is not None and waiting.status.state == jobs.RunLifecycleStateV2State.QUEUED
+    assert waiting.status.queue_details is not None
+    assert waiting.status.queue_details.code == jobs.QueueDetailsCodeCode.MAX_CONCURRENT_RUNS_REACHED
+    assert [t.state.life_cycle_state for t in waiting.tasks or [] if t.state] == [
+        jobs.RunLifeCycleState.QUEUED
+    ]
+    active = [r.run_id for r in w.jobs.list_runs(job_id=job_id, active_only=True)]
+    assert active == [third, second, first]
+
+    # A queued run cancelled ends at once without running; the others stay in line.
+    w.jobs.cancel_run(third)
+    cancelled = w.jobs.get_run(third)
+    assert cancelled.state is not None and cancelled.state.result_state == jobs.RunResultState.CANCELED
+    assert databricks.task_output(third, "t") == ""
+
+    # The earlier run ends (cancelled here): the queued one starts and succeeds.
+    w.jobs.cancel_run(first)
+    done = databricks.wait_for_run(second, timeout=30)
+    assert done["state"]["result_state"] == "SUCCESS"
+    assert "up" in databricks.task_output(second, "t")
+    assert done["tasks"][0]["start_time"] >= databricks.wait_for_run(first)["end_time"]
+    assert done["queue_duration"] > 0

@@ -33,13 +33,20 @@ from tests.emulators.base import Emulator, HttpError, Request, Response
 
 NOTEBOOK_SCRIPT = Path(__file__).with_name("databricks_notebook.py")
 WORKSPACE_ID = "6051921418418893"
-NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,128}")  # secret keys
+# Scope names may also hold "@", and are compared case-insensitively (docs.databricks.com,
+# security/secrets/workspace-secret-scopes: "consist of alphanumeric characters, dashes,
+# underscores, @, and periods ... Secret scope names are case insensitive").
+SCOPE_NAME_PATTERN = re.compile(r"[A-Za-z0-9_.@\-]{1,128}")
 TASK_KEY_PATTERN = re.compile(r"[\w\-]{1,100}")
 SECRET_VALUE_MAX_BYTES = 128 * 1024
 ARRAY_PAGE_SIZE = 100  # jobs/get and runs/get (API 2.2) page their arrays at 100 elements
 PAGED_JOB_ARRAYS = ("tasks", "job_clusters", "parameters", "environments")
 PERMISSION_RANK = {"READ": 1, "WRITE": 2, "MANAGE": 3}
 TASK_FAILED_MESSAGE = "Workload failed, see run output for details"  # measured on a real workspace
+# A queued run's state_message; the wording is the emulator's own (unverified), the code
+# MAX_CONCURRENT_RUNS_REACHED in status.queue_details is the SDK's QueueDetailsCodeCode.
+QUEUED_MESSAGE = "Queued: the job already has {limit} active run(s), its limit of maximum concurrent runs."
 NOTEBOOK_HEADER = "# Databricks notebook source"
 FILE_EXTENSIONS = {".py": "PYTHON", ".sql": "SQL", ".scala": "SCALA", ".r": "R"}
 SOURCE_EXTENSIONS = {"PYTHON": "py", "SQL": "sql", "SCALA": "scala", "R": "r"}
@@ -171,6 +178,9 @@ class JobRun:
     end_time: int = 0
     cancel_requested: bool = False
     done: threading.Event = field(default_factory=threading.Event)
+    #: When the run entered and left the queue (ms); 0 when it never queued / is still queued.
+    queued_at: int = 0
+    dequeued_at: int = 0
 
     @property
     def is_terminal(self) -> bool:
@@ -200,9 +210,13 @@ class DatabricksEmulator(Emulator):
         seed: int = 0,
         python_executable: str | None = None,
         user_name: str = "emulator-user@example.com",
+        host_metadata: bool = True,
     ) -> None:
         super().__init__(port=port, seed=seed)
         self.seed = seed
+        #: Whether `/.well-known/databricks-config` answers (some real hosts answer 404);
+        #: reset() restores this constructor's choice.
+        self.host_metadata_default = host_metadata
         self.token = token
         self.user_name = user_name
         self.python_executable = python_executable or sys.executable
@@ -246,7 +260,7 @@ class DatabricksEmulator(Emulator):
 
     def secret_value(self, scope: str, key: str) -> str | None:
         with self.state_lock:
-            stored = self._secrets.get(scope, {}).get(key)
+            stored = self._secrets.get(scope.casefold(), {}).get(key)
             return None if stored is None else stored[0].decode("utf-8", errors="replace")
 
     def workspace_file(self, path: str) -> bytes | None:
@@ -308,6 +322,7 @@ class DatabricksEmulator(Emulator):
     # -- state ----------------------------------------------------------------------------
     def _clear_state(self) -> None:
         self.serverless_enabled = True
+        self.host_metadata = self.host_metadata_default
         self.premium_tier = True
         self._users: dict[str, str] = {self.token: self.user_name}
         self._admins: set[str] = set()
@@ -333,6 +348,8 @@ class DatabricksEmulator(Emulator):
         with self.state_lock:
             runs = list(self._runs.values())
             for run in runs:
+                if run.life_cycle_state == "QUEUED":
+                    self._cancel_queued(run)
                 run.cancel_requested = True
             processes = [t.process for run in runs for t in run.tasks if t.process is not None]
         for process in processes:
@@ -406,6 +423,9 @@ class DatabricksEmulator(Emulator):
     # -- identity, clusters -----------------------------------------------------------------
     def _host_metadata(self, request: Request) -> dict[str, Any]:
         # What a workspace host answers (the SDK reads it at start-up); PAT auth ignores the OIDC part.
+        if not self.host_metadata:
+            # Some hosts have no such endpoint; the SDK then warns and falls back (unverified body).
+            raise HttpError(404, "ENDPOINT_NOT_FOUND", f"No API found for '{request.path}'")
         return {"oidc_endpoint": f"{self.url}/oidc", "workspace_id": WORKSPACE_ID}
 
     def _oidc_metadata(self, request: Request) -> dict[str, Any]:
@@ -453,10 +473,20 @@ class DatabricksEmulator(Emulator):
             )
         return name
 
+    @staticmethod
+    def _check_scope_name(name: Any) -> str:
+        if not isinstance(name, str) or not SCOPE_NAME_PATTERN.fullmatch(name):
+            raise _invalid(
+                "Scope name can only contain alphanumeric characters, dashes, underscores, @, and periods, "
+                "and may not exceed 128 characters."
+            )
+        return name
+
     def _scope(self, scope: Any) -> str:
-        if not isinstance(scope, str) or scope not in self._scopes:
+        """The stored key of an existing scope (its name case-folded: names are case-insensitive)."""
+        if not isinstance(scope, str) or scope.casefold() not in self._scopes:
             raise _not_found(f"Scope {scope} does not exist!")
-        return scope
+        return scope.casefold()
 
     def _permission(self, scope: str, principal: str) -> int:
         if principal in self._admins:
@@ -471,12 +501,13 @@ class DatabricksEmulator(Emulator):
             raise HttpError(
                 403,
                 "PERMISSION_DENIED",
-                f"User {principal} does not have {permission} permission on scope {scope}",
+                f"User {principal} does not have {permission} permission on scope "
+                f"{self._scopes.get(scope, {}).get('name', scope)}",
             )
 
     def _scope_create(self, request: Request) -> None:
         body = request.json()
-        name = self._check_name("Scope", _required(body, "scope"))
+        name = self._check_scope_name(_required(body, "scope"))
         principal = body.get("initial_manage_principal")
         if principal not in (None, "", "users") and not isinstance(principal, str):
             raise _invalid("initial_manage_principal must be a string")
@@ -488,12 +519,13 @@ class DatabricksEmulator(Emulator):
         backend = body.get("scope_backend_type") or "DATABRICKS"
         if backend != "DATABRICKS":
             raise _invalid("Only DATABRICKS-backed scopes can be created in this workspace emulator.")
-        if name in self._scopes:
+        stored = name.casefold()  # "Dev" and "dev" are one scope; it keeps the name it was created with
+        if stored in self._scopes:
             raise HttpError(400, "RESOURCE_ALREADY_EXISTS", f"Scope {name} already exists!")
-        self._scopes[name] = {"name": name, "backend_type": backend}
-        self._secrets[name] = {}
+        self._scopes[stored] = {"name": name, "backend_type": backend}
+        self._secrets[stored] = {}
         owner = principal or self._caller(request)
-        self._acls[name] = {owner: "MANAGE"}
+        self._acls[stored] = {owner: "MANAGE"}
 
     def _scope_list(self, request: Request) -> dict[str, Any]:
         scopes = [dict(s) for s in sorted(self._scopes.values(), key=lambda s: s["name"])]
@@ -801,6 +833,10 @@ class DatabricksEmulator(Emulator):
         job_id = self._next_job_id * 1000 + 7  # real ids are large and not consecutive
         creator = self._caller(request)
         run_as = settings.get("run_as") or {}
+        if request.params["version"] == "2.2" and settings.get("queue") is None:
+            # "For jobs created with the Jobs API 2.2, queueing is enabled by default"
+            # (docs.databricks.com/jobs/jobs-api-updates, "Jobs are queued by default").
+            settings["queue"] = {"enabled": True}
         self._jobs[job_id] = {
             "job_id": job_id,
             "creator_user_name": creator,
@@ -960,10 +996,14 @@ class DatabricksEmulator(Emulator):
             return {"run_id": run_id, "number_in_job": self._runs[run_id].number_in_job}
         settings = copy.deepcopy(job["settings"])
         active = [r for r in self._runs.values() if r.job_id == job["job_id"] and not r.is_terminal]
-        limit = int(settings.get("max_concurrent_runs") or 1)
-        # Without queueing, a run over the limit is created and skipped at once (queued runs start
-        # at once here: the emulator does not model the queue).
-        skipped = len(active) >= limit and not (settings.get("queue") or {}).get("enabled")
+        limit = int(settings.get("max_concurrent_runs", 1))
+        waiting = any(r.life_cycle_state == "QUEUED" for r in active)
+        over = waiting or sum(r.life_cycle_state != "QUEUED" for r in active) >= limit
+        # Over the limit a run is queued when the job's queue is enabled (it starts when an earlier
+        # run ends, first in first out), else created and skipped at once; a limit of 0 skips every
+        # run (JobSettings.max_concurrent_runs, QueueSettings in the SDK; docs "Jobs are queued").
+        queued = over and limit > 0 and bool((settings.get("queue") or {}).get("enabled"))
+        skipped = over and not queued
         job_parameters = {p["name"]: str(p.get("default", "")) for p in settings.get("parameters") or []}
         for name, value in (body.get("job_parameters") or {}).items():
             job_parameters[name] = str(value)
@@ -992,6 +1032,12 @@ class DatabricksEmulator(Emulator):
         self._runs[run_id] = run
         if token:
             self._idempotency[token] = run_id
+        if queued:
+            run.life_cycle_state, run.queued_at = "QUEUED", run.start_time
+            run.state_message = QUEUED_MESSAGE.format(limit=limit)
+            for task in tasks:
+                task.life_cycle_state = "QUEUED"
+            return {"run_id": run_id, "number_in_job": number}
         if skipped:
             run.life_cycle_state = "SKIPPED"
             run.state_message = (
@@ -1002,10 +1048,41 @@ class DatabricksEmulator(Emulator):
             run.end_time = run.start_time
             run.done.set()
             return {"run_id": run_id, "number_in_job": number}
-        threading.Thread(
-            target=self._execute, args=(run,), name=f"databricks-run-{run_id}", daemon=True
-        ).start()
+        self._start(run)
         return {"run_id": run_id, "number_in_job": number}
+
+    def _start(self, run: JobRun) -> None:
+        threading.Thread(
+            target=self._execute, args=(run,), name=f"databricks-run-{run.run_id}", daemon=True
+        ).start()
+
+    def _start_queued(self, job_id: int) -> None:
+        """Start the job's queued runs, oldest first, while the job is under its limit (state_lock held)."""
+        runs = sorted((r for r in self._runs.values() if r.job_id == job_id), key=lambda r: r.run_id)
+        running = sum(not r.is_terminal and r.life_cycle_state != "QUEUED" for r in runs)
+        for run in runs:
+            if run.life_cycle_state != "QUEUED":
+                continue
+            if run.cancel_requested:
+                self._cancel_queued(run)
+                continue
+            settings = (self._jobs.get(job_id) or {}).get("settings") or run.settings
+            if running >= int(settings.get("max_concurrent_runs", 1)):
+                break
+            run.life_cycle_state, run.state_message, run.dequeued_at = "PENDING", "", _now_ms()
+            for task in run.tasks:
+                task.life_cycle_state = "PENDING"
+            running += 1
+            self._start(run)
+
+    def _cancel_queued(self, run: JobRun) -> None:
+        """A queued run cancelled before it started: it ends at once, its tasks never run."""
+        run.cancel_requested = True
+        run.life_cycle_state, run.result_state, run.state_message = "TERMINATED", "CANCELED", "Run cancelled."
+        for task in run.tasks:
+            task.life_cycle_state, task.result_state = "TERMINATED", "CANCELED"
+        run.end_time = run.dequeued_at = _now_ms()
+        run.done.set()
 
     def _run_page_url(self, job_id: int, run_id: int) -> str:
         return f"{self.url}/?o={WORKSPACE_ID}#job/{job_id}/run/{run_id}"
@@ -1013,6 +1090,8 @@ class DatabricksEmulator(Emulator):
     @staticmethod
     def _state(life_cycle: str, result: str | None, message: str, cancelled: bool) -> dict[str, Any]:
         state: dict[str, Any] = {"life_cycle_state": life_cycle, "state_message": message}
+        if life_cycle == "QUEUED":
+            state["queue_reason"] = message  # RunState.queue_reason
         if result is not None:
             state["result_state"] = result
         state["user_cancelled_or_timedout"] = cancelled
@@ -1021,6 +1100,11 @@ class DatabricksEmulator(Emulator):
     @staticmethod
     def _status(life_cycle: str, result: str | None, message: str) -> dict[str, Any]:
         """The newer `status` block (RunStatus) next to the legacy `state`."""
+        if life_cycle == "QUEUED":
+            return {
+                "state": "QUEUED",
+                "queue_details": {"code": "MAX_CONCURRENT_RUNS_REACHED", "message": message},
+            }
         if life_cycle in ("TERMINATED", "INTERNAL_ERROR", "SKIPPED"):
             code = {
                 "SUCCESS": "SUCCESS",
@@ -1078,6 +1162,7 @@ class DatabricksEmulator(Emulator):
             "cleanup_duration": 0,
             "execution_duration": 0,
             "run_duration": max(0, (run.end_time or _now_ms()) - run.start_time),
+            "queue_duration": max(0, (run.dequeued_at or _now_ms()) - run.queued_at) if run.queued_at else 0,
             "tasks": [self._task_json(run, t) for t in run.tasks],
             "job_clusters": copy.deepcopy(run.settings.get("job_clusters") or []),
             "job_parameters": [
@@ -1134,6 +1219,9 @@ class DatabricksEmulator(Emulator):
         body = request.json()
         run = self._run(_required(body, "run_id"))
         if run.is_terminal or run.cancel_requested:
+            return
+        if run.life_cycle_state == "QUEUED":
+            self._cancel_queued(run)
             return
         run.cancel_requested = True
         if run.life_cycle_state == "RUNNING":
@@ -1197,6 +1285,7 @@ class DatabricksEmulator(Emulator):
         finally:
             with self.state_lock:
                 run.end_time = _now_ms()
+                self._start_queued(run.job_id)  # the next queued run starts as this one ends
             run.done.set()
 
     def _execute_tasks(self, run: JobRun) -> None:
@@ -1425,7 +1514,7 @@ class DatabricksEmulator(Emulator):
         with self.state_lock:
             if op == "secrets.get":
                 scope, key = str(message.get("scope")), str(message.get("key"))
-                if scope not in self._scopes or key not in self._secrets[scope]:
+                if scope.casefold() not in self._scopes or key not in self._secrets[scope.casefold()]:
                     raise _not_found(f"Secret does not exist with scope: {scope} and key: {key}")
                 value = self._read_secret(scope, key, run.run_as).decode("utf-8", errors="replace")
                 if value:
@@ -1436,7 +1525,7 @@ class DatabricksEmulator(Emulator):
                 self._require(scope, run.run_as, "READ")
                 return sorted(self._secrets[scope])
             if op == "secrets.listScopes":
-                return sorted(self._scopes)
+                return sorted(s["name"] for s in self._scopes.values())
             if op == "taskValues.set":
                 task.values[str(message["key"])] = str(message["value"])
                 return None
