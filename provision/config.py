@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from provision.errors import ConfigError, UsageError
-from provision.model import Compute, DbtJobTask, Environment, Schedule
+from provision.model import Compute, DbtJobTask, Environment, Schedule, normalize_host
 
 HOST_ENVVAR = "DBT_CLOUD_HOST"
 ACCOUNT_ENVVAR = "DBT_CLOUD_ACCOUNT_ID"
@@ -46,6 +46,7 @@ ACCOUNT_ENVVAR = "DBT_CLOUD_ACCOUNT_ID"
 #: Every key an environment (or `[defaults]`) may hold.
 ENVIRONMENT_KEYS = (
     "databricks_profile",
+    "databricks_host",
     "dbt_cloud_host",
     "dbt_cloud_account_id",
     "secret_scope",
@@ -68,6 +69,8 @@ _MERGED_TABLES = ("schedule", "job_cluster")
 _COMPUTE_KEYS = ("cluster_id", "job_cluster")
 
 _SECRET_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+# Scope names may also hold "@" (docs.databricks.com, security/secrets/workspace-secret-scopes).
+_SCOPE_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,128}")
 _ENV_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _TASK_KEY = re.compile(r"[A-Za-z0-9_-]{1,100}")  # the Jobs API's task_key rule
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -107,9 +110,41 @@ def _q(value: object) -> str:
 
 
 def validate_secret_name(value: str, what: str) -> None:
-    """A Databricks secret scope or key name: letters, digits, -, _, . up to 128."""
+    """A Databricks secret key name: letters, digits, -, _, . up to 128."""
     if not isinstance(value, str) or not _SECRET_NAME.fullmatch(value):
         raise UsageError(f"{_q(value)} is not a valid {what} (letters, digits, -, _, . up to 128)")
+
+
+def validate_scope_name(value: str, what: str) -> None:
+    """A Databricks secret scope name: letters, digits, -, _, ., @ up to 128 (compared
+    case-insensitively by Databricks)."""
+    if not isinstance(value, str) or not _SCOPE_NAME.fullmatch(value):
+        raise UsageError(f"{_q(value)} is not a valid {what} (letters, digits, -, _, ., @ up to 128)")
+
+
+def validate_databricks_host(value: str) -> None:
+    """A workspace URL: https://HOST (a bare host means https), plain http only for loopback."""
+    from urllib.parse import urlsplit
+
+    text = value.strip() if isinstance(value, str) else ""
+    parts = urlsplit(text if "://" in text else f"https://{text}")
+    example = "like https://adb-1234567890123456.7.azuredatabricks.net"
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        raise UsageError(f"{_q(value)} is not a workspace URL ({example})") from None
+    if (
+        not parts.hostname
+        or any(char.isspace() for char in text)
+        or parts.query
+        or parts.fragment
+        or parts.path.strip("/")
+    ):
+        raise UsageError(f"{_q(value)} is not a workspace URL ({example})")
+    if parts.scheme == "http" and parts.hostname not in ("localhost", "127.0.0.1", "::1"):
+        raise UsageError(f"{_q(value)} uses plain http; use https (http only for a loopback host)")
+    if parts.scheme not in ("http", "https"):
+        raise UsageError(f"{_q(value)} is not a workspace URL ({example})")
 
 
 def validate_notebook_path(path: str) -> None:
@@ -308,6 +343,7 @@ def parse_config(text: str, path: Path) -> Config:
         table = _table(values, where)
         _reject_unknown(table, ENVIRONMENT_KEYS, where, "key")
         resolved[name] = _resolve_environment(path, name, defaults, table)
+    check_collisions(path, resolved)
     return Config(path=path, environments=resolved)
 
 
@@ -436,7 +472,7 @@ def _resolve_environment(
     account_id = read.positive_int("dbt_cloud_account_id", account)
 
     secret_scope = read.string("secret_scope", fallback["secret_scope"]) or ""
-    read.check("secret_scope", secret_scope, lambda v: validate_secret_name(v, "scope name"))
+    read.check("secret_scope", secret_scope, lambda v: validate_scope_name(v, "scope name"))
     secret_key = read.string("secret_key", fallback["secret_key"]) or ""
     read.check("secret_key", secret_key, lambda v: validate_secret_name(v, "secret key name"))
     notebook_path = read.string("notebook_path", fallback["notebook_path"]) or ""
@@ -444,6 +480,11 @@ def _resolve_environment(
     workflow_name = read.string("workflow_name", fallback["workflow_name"]) or ""
     if len(workflow_name) > _MAX_WORKFLOW_NAME:
         raise read.fail("workflow_name", f"is longer than {_MAX_WORKFLOW_NAME} characters")
+
+    databricks_host = read.string("databricks_host")
+    if databricks_host is not None:
+        read.check("databricks_host", databricks_host, validate_databricks_host)
+        databricks_host = normalize_host(databricks_host)
 
     timeout = read.positive_int(
         "run_timeout_seconds", merged.get("run_timeout_seconds", fallback["run_timeout_seconds"])
@@ -459,6 +500,7 @@ def _resolve_environment(
         dbt_cloud_account_id=account_id,
         dbt_jobs=_read_dbt_jobs(read),
         databricks_profile=read.string("databricks_profile"),
+        databricks_host=databricks_host,
         secret_scope=secret_scope,
         secret_key=secret_key,
         notebook_path=notebook_path,
@@ -591,6 +633,105 @@ def _read_compute(read: _Reader) -> Compute:
             )
         return Compute(kind="job_cluster", new_cluster=dict(job_cluster))
     return Compute()
+
+
+# --- which workspace ----------------------------------------------------------------------
+
+DATABRICKS_HOST_ENVVAR = "DATABRICKS_HOST"
+DATABRICKS_PROFILE_ENVVAR = "DATABRICKS_CONFIG_PROFILE"
+DATABRICKS_CONFIG_FILE_ENVVAR = "DATABRICKS_CONFIG_FILE"
+
+
+def databricks_config_file() -> Path:
+    """Where the Databricks profiles live: DATABRICKS_CONFIG_FILE, else ~/.databrickscfg (as the SDK)."""
+    return Path(os.environ.get(DATABRICKS_CONFIG_FILE_ENVVAR) or "~/.databrickscfg").expanduser()
+
+
+def read_databricks_profile(name: str) -> dict[str, str] | None:
+    """One profile's settings as the SDK reads them (its own keys, `[DEFAULT]` not merged in,
+    values raw), or None when the file or the profile is missing or unreadable."""
+    import configparser
+
+    # A default_section nobody names keeps [DEFAULT] an ordinary section, as the SDK treats it.
+    parser = configparser.ConfigParser(default_section="\x00none", interpolation=None)
+    try:
+        parser.read(databricks_config_file(), encoding="utf-8")
+    except (OSError, UnicodeDecodeError, configparser.Error):
+        return None
+    if not parser.has_section(name):
+        return None
+    return dict(parser.items(name))
+
+
+def _workspace_keys(env: Environment, profiles: dict[str, dict[str, str] | None]) -> dict[str, str]:
+    """What identifies the workspace an environment acts on, each key with how to say it: two
+    environments that share a key share a workspace (same profile, same host, or both on the
+    DATABRICKS_* variables). A pinned host is the workspace of an environment on the variables
+    (connect() refuses any other)."""
+    keys: dict[str, str] = {}
+
+    def add_host(host: str | None) -> None:
+        if host:
+            keys[f"host {normalize_host(host)}"] = f"workspace {normalize_host(host)}"
+
+    add_host(env.databricks_host)
+    profile = env.databricks_profile
+    if profile is None and env.databricks_host is None:
+        # On the variables and not pinned: wherever they point, now or in the next shell.
+        keys["env"] = "the DATABRICKS_* environment variables"
+        add_host(os.environ.get(DATABRICKS_HOST_ENVVAR, "").strip() or None)
+        profile = os.environ.get(DATABRICKS_PROFILE_ENVVAR, "").strip() or None
+    if profile is not None:
+        keys[f"profile {profile}"] = f"profile {profile!r}"
+        if profile not in profiles:
+            profiles[profile] = read_databricks_profile(profile)
+        add_host((profiles[profile] or {}).get("host"))
+    return keys
+
+
+def _workspace_path(path: str) -> str:
+    """`/Workspace/Shared/x` and `/Shared/x` name the same workspace object."""
+    return path.removeprefix("/Workspace") if path.startswith("/Workspace/") else path
+
+
+def _owned_names(env: Environment) -> list[tuple[str, object, str, str]]:
+    """What an environment writes and later deletes: (what, comparable key, as shown, the key to change)."""
+    return [
+        (
+            "secret",
+            (env.secret_scope.casefold(), env.secret_key),  # scope names are case-insensitive
+            f"{env.secret_scope}/{env.secret_key}",
+            "secret_scope or secret_key",
+        ),
+        ("notebook", _workspace_path(env.notebook_path), env.notebook_path, "notebook_path"),
+        ("state record", _workspace_path(env.state_path), env.state_path, "notebook_path"),
+        # jobs/list matches names case-insensitively
+        ("workflow name", env.workflow_name.casefold(), env.workflow_name, "workflow_name"),
+    ]
+
+
+def check_collisions(path: Path, environments: Mapping[str, Environment]) -> None:
+    """Refuse two environments in one workspace that would write (and destroy) the same secret,
+    notebook, state record or workflow: `destroy` of one would delete the other's."""
+    if len(environments) < 2:
+        return
+    profiles: dict[str, dict[str, str] | None] = {}
+    keys = {name: _workspace_keys(env, profiles) for name, env in environments.items()}
+    names = list(environments)
+    for index, first in enumerate(names):
+        for second in names[index + 1 :]:
+            shared = [keys[first][key] for key in keys[first] if key in keys[second]]
+            if not shared:
+                continue
+            theirs = {what: key for what, key, _, _ in _owned_names(environments[second])}
+            for what, key, shown, setting in _owned_names(environments[first]):
+                if theirs[what] == key:
+                    raise ConfigError(
+                        f"{path}: environments {_q(first)} and {_q(second)} both use the {what} "
+                        f"{_q(shown)} in the same workspace ({shared[0]})",
+                        hint=f"give one of them its own {setting} (destroying one would delete the "
+                        "other's), or point it at another workspace with databricks_profile",
+                    )
 
 
 # --- choosing an environment ------------------------------------------------------------

@@ -6,6 +6,7 @@ into these frozen dataclasses, already validated; everything below the CLI works
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -48,6 +49,9 @@ class Environment:
     dbt_cloud_account_id: int
     dbt_jobs: tuple[DbtJobTask, ...]
     databricks_profile: str | None = None  # None: the SDK's unified auth from the environment
+    #: The workspace this environment must act on (normalised, see ``normalize_host``); any
+    #: command refuses when the credentials resolve to another one. None: not pinned.
+    databricks_host: str | None = None
     secret_scope: str = "dbtwf"  # noqa: S105 - a scope name, not a secret
     secret_key: str = "dbt-cloud-api-token"  # noqa: S105 - a key name, not a secret
     notebook_path: str = "/Shared/dbtwf/run_dbt_cloud_job"
@@ -68,3 +72,29 @@ class Environment:
     def state_path(self) -> str:
         """The workspace file recording what dbtwf owns for this environment."""
         return f"{self.notebook_folder}/.dbtwf-state-{self.name}.json"
+
+
+def normalize_host(host: str) -> str:
+    """A workspace URL in one spelling, for comparing: scheme (https when none is given),
+    lower-case host, no default port, no trailing slash (`HTTPS://Adb-1.net:443/` ->
+    `https://adb-1.net`)."""
+    text = host.strip()
+    if "://" not in text:
+        text = "https://" + text
+    parts = urllib.parse.urlsplit(text)
+    scheme = parts.scheme.lower()
+    netloc = (parts.hostname or "").lower()
+    default_port = {"https": 443, "http": 80}.get(scheme)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is not None and port != default_port:
+        netloc = f"{netloc}:{port}"
+    return f"{scheme}://{netloc}{parts.path.rstrip('/')}"
+
+
+def same_scope(a: str, b: str) -> bool:
+    """Whether two secret scope names name the same scope: Databricks compares scope names
+    case-insensitively ("Secret scope names are case insensitive", docs: workspace secret scopes)."""
+    return a.casefold() == b.casefold()

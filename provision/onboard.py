@@ -44,7 +44,12 @@ class OnboardTarget:
 
 def prepare(options: OnboardOptions, existing: Environment | None) -> OnboardTarget:
     """Parse and validate every option (UsageError, exit 2) before anything is sent."""
-    from provision.config import validate_notebook_path, validate_quartz_cron, validate_secret_name
+    from provision.config import (
+        validate_notebook_path,
+        validate_quartz_cron,
+        validate_scope_name,
+        validate_secret_name,
+    )
     from runner.core import RunnerInputError, parse_job_url
 
     try:
@@ -52,7 +57,7 @@ def prepare(options: OnboardOptions, existing: Environment | None) -> OnboardTar
     except RunnerInputError as error:
         raise UsageError(str(error), "pass the URL of the job's page in dbt Cloud to --dbt-job-url") from None
     if options.secret_scope is not None:
-        validate_secret_name(options.secret_scope, "--secret-scope")
+        validate_scope_name(options.secret_scope, "--secret-scope")
     if options.secret_key is not None:
         validate_secret_name(options.secret_key, "--secret-key")
     if options.notebook_path is not None:

@@ -12,8 +12,10 @@ from provision.config import (
     parse_config,
     select_environment,
     upsert_environment,
+    validate_databricks_host,
     validate_notebook_path,
     validate_quartz_cron,
+    validate_scope_name,
     validate_secret_name,
     validate_timezone,
 )
@@ -59,10 +61,14 @@ paused = true
 
 
 @pytest.fixture(autouse=True)
-def _no_dbt_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def _no_dbt_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # The emulator scripts export these; the fallback tests set them explicitly.
     monkeypatch.delenv("DBT_CLOUD_HOST", raising=False)
     monkeypatch.delenv("DBT_CLOUD_ACCOUNT_ID", raising=False)
+    # Which workspace an environment acts on reads these (collisions); never the real ~/.databrickscfg.
+    monkeypatch.delenv("DATABRICKS_HOST", raising=False)
+    monkeypatch.delenv("DATABRICKS_CONFIG_PROFILE", raising=False)
+    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(tmp_path / "no-databrickscfg"))
 
 
 def parse(text: str) -> dict:
@@ -161,7 +167,7 @@ def test_the_exact_scope_name_message() -> None:
     )
     assert error_of(text) == (
         'dbtwf.toml: [environments.prod] secret_scope: "my scope" is not a valid scope name '
-        "(letters, digits, -, _, . up to 128)"
+        "(letters, digits, -, _, ., @ up to 128)"
     )
 
 
@@ -436,3 +442,138 @@ def test_upsert_depends_on_is_written_inline(tmp_path: Path) -> None:
     )
     assert 'b = {job_id = 2, depends_on = ["a"]}' in path.read_text()
     assert load_config(path).environments["dev"].dbt_jobs[1] == DbtJobTask("b", 2, ("a",))
+
+
+# --- which workspace: databricks_host and environments that collide --------------------------------
+
+TWO = """
+[defaults]
+dbt_cloud_host = "ab123.us1.dbt.com"
+dbt_cloud_account_id = 70403
+
+[environments.dev]
+{dev}
+
+[environments.dev.dbt_jobs]
+nightly = 1
+
+[environments.prod]
+{prod}
+
+[environments.prod.dbt_jobs]
+nightly = 2
+"""
+
+
+def two(dev: str = "", prod: str = "") -> str:
+    return TWO.format(dev=dev, prod=prod)
+
+
+def test_databricks_host_is_validated_and_normalised() -> None:
+    envs = parse(two(dev='databricks_host = "HTTPS://Adb-123.4.AzureDatabricks.net/"'))
+    assert envs["dev"].databricks_host == "https://adb-123.4.azuredatabricks.net"
+    assert envs["prod"].databricks_host is None
+    assert parse(two(dev='databricks_host = "dbc-1.cloud.databricks.com"'))["dev"].databricks_host == (
+        "https://dbc-1.cloud.databricks.com"
+    )
+    assert parse(two(dev='databricks_host = "http://127.0.0.1:8080"'))["dev"].databricks_host == (
+        "http://127.0.0.1:8080"
+    )
+    for bad, expected in [
+        ('"http://adb-1.net"', "plain http"),
+        ('"https://adb-1.net/some/path"', "not a workspace URL"),
+        ('"has space.net"', "not a workspace URL"),
+        ('""', "must be a non-empty string"),
+        ("42", "must be a non-empty string"),
+    ]:
+        message = error_of(two(dev=f"databricks_host = {bad}"))
+        assert message.startswith("dbtwf.toml: [environments.dev] databricks_host:"), message
+        assert expected in message
+    with pytest.raises(UsageError):
+        validate_databricks_host("ftp://adb-1.net")
+
+
+@pytest.mark.parametrize(
+    ("dev", "prod", "what", "value"),
+    [
+        # Both on the DATABRICKS_* variables; scope names compare case-insensitively.
+        ('secret_scope = "Shared"', 'secret_scope = "shared"', "secret", "Shared/dbt-cloud-api-token"),
+        # The same profile.
+        (
+            'databricks_profile = "ws"\nnotebook_path = "/Shared/dbt/runner"',
+            'databricks_profile = "ws"\nnotebook_path = "/Workspace/Shared/dbt/runner"',
+            "notebook",
+            "/Shared/dbt/runner",
+        ),
+        # The same pinned host, spelled differently; workflow names compare case-insensitively.
+        (
+            'databricks_host = "https://adb-1.net"\nworkflow_name = "dbt"',
+            'databricks_host = "ADB-1.net/"\ndatabricks_profile = "p"\nworkflow_name = "DBT"',
+            "workflow name",
+            "dbt",
+        ),
+    ],
+)
+def test_environments_sharing_a_workspace_may_not_share_what_dbtwf_owns(
+    dev: str, prod: str, what: str, value: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(two(dev=dev, prod=prod))
+    error = caught.value
+    assert error.exit_code == 2
+    assert error.message.startswith(
+        f'dbtwf.toml: environments "dev" and "prod" both use the {what} "{value}"'
+    )
+    assert "same workspace" in error.message and error.hint and "destroying one" in error.hint
+
+
+def test_the_state_record_is_compared_too() -> None:
+    from provision.config import check_collisions
+    from tests.provision_helpers import make_env
+
+    dev = make_env("dev", notebook_path="/Shared/x/run")
+    same_folder = make_env("dev", notebook_path="/Shared/x/other", secret_scope="s2", workflow_name="w2")
+    with pytest.raises(ConfigError, match=r'both use the state record "/Shared/x/\.dbtwf-state-dev\.json"'):
+        check_collisions(Path("dbtwf.toml"), {"dev": dev, "dev2": same_folder})
+
+
+def test_environments_in_other_workspaces_may_share_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared = 'secret_scope = "s"\nnotebook_path = "/Shared/dbt"\nworkflow_name = "dbt"'
+    profiles = tmp_path / "databrickscfg"
+    profiles.write_text("[dev]\nhost = https://dev.invalid\n\n[prod]\nhost = https://prod.invalid\n")
+    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(profiles))
+    parse(two(dev=f'databricks_profile = "dev"\n{shared}', prod=f'databricks_profile = "prod"\n{shared}'))
+    parse(two(dev=f'databricks_host = "dev.invalid"\n{shared}', prod=shared))  # prod: the variables
+    # A profile whose host is the one DATABRICKS_HOST names is the same workspace.
+    monkeypatch.setenv("DATABRICKS_HOST", "https://PROD.invalid/")
+    message = error_of(two(dev=shared, prod=f'databricks_profile = "prod"\n{shared}'))
+    assert "same workspace (workspace https://prod.invalid)" in message
+
+
+def test_a_colliding_config_stops_destroy_before_any_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, databricks: object
+) -> None:
+    """Today's failure: `destroy --env dev` deleted prod's secret. Now the config is refused first."""
+    from typer.testing import CliRunner
+
+    from provision.cli import app
+    from tests.provision_helpers import cli_env
+
+    for name, value in cli_env(tmp_path, databricks.url).items():  # type: ignore[attr-defined]
+        monkeypatch.setenv(name, value)
+    (tmp_path / "dbtwf.toml").write_text(two(dev='secret_scope = "s"', prod='secret_scope = "s"'))
+    result = CliRunner().invoke(app, ["--env", "dev", "destroy", "--yes"])
+    assert result.exit_code == 2, result.output
+    assert 'environments "dev" and "prod" both use the secret "s/dbt-cloud-api-token"' in result.stderr
+    assert databricks.requests == []  # type: ignore[attr-defined]
+
+
+def test_scope_names_may_hold_an_at_sign() -> None:
+    assert parse(two(dev='secret_scope = "team@example.com"'))["dev"].secret_scope == "team@example.com"
+    validate_scope_name("a@b.c", "--secret-scope")
+    with pytest.raises(UsageError, match=r"letters, digits, -, _, \., @ up to 128"):
+        validate_scope_name("a b", "--secret-scope")
+    with pytest.raises(UsageError):
+        validate_secret_name("key@x", "secret key name")  # keys keep the narrower rule
