@@ -838,6 +838,7 @@ class _RunStatus:
         self._printed_dbt_runs: set[str] = set()
         self._announced = False
         self._last: Any = None
+        self._queue_told: tuple[int | None, str] | None = None
 
     def __enter__(self) -> _RunStatus:
         return self
@@ -863,6 +864,7 @@ class _RunStatus:
         if not self._announced:
             self._announced = True
             self._console.print(f"run {snapshot.run_id}: {snapshot.run_page_url}", markup=False)
+        self._tell_queue(snapshot)
         if self._err.is_terminal:
             self._update_live(snapshot)
             return
@@ -873,6 +875,25 @@ class _RunStatus:
                     f"  {task.task_key}: {task.state} ({snapshot.elapsed_seconds:.0f}s)", markup=False
                 )
         self._print_dbt_runs(snapshot)
+
+    def _tell_queue(self, snapshot: Any) -> None:
+        """A queued run says so once, with the run it waits for."""
+        if not snapshot.queued:
+            self._queue_told = None
+            return
+        told = (snapshot.waiting_for, snapshot.state_message)
+        if self._queue_told == told:
+            return
+        self._queue_told = told
+        if snapshot.waiting_for is not None:
+            where = f" ({snapshot.waiting_for_url})" if snapshot.waiting_for_url else ""
+            line = (
+                f"run {snapshot.run_id} is queued: it starts when run {snapshot.waiting_for} "
+                f"of the same workflow ends{where}"
+            )
+        else:
+            line = f"run {snapshot.run_id} is queued: {snapshot.state_message or 'waiting for a free slot'}"
+        self._err.print(self._redact(line), markup=False, highlight=False)
 
     def _update_live(self, snapshot: Any) -> None:
         from rich.live import Live

@@ -72,7 +72,7 @@ def _refuse_to_orphan_dependents(job_id: int, job: dict[str, Any], removed: set[
 def _plan_secret_removal(ws: Workspace, env: Environment, *, scope_created: bool) -> list[Change]:
     """The scope when dbtwf created it and it holds nothing else; otherwise only dbtwf's secret.
     Others may have put their own secrets in a scope dbtwf made: deleting it would lose them."""
-    if not any(scope.get("name") == env.secret_scope for scope in ws.list_scopes()):
+    if not ws.has_scope(env.secret_scope):
         return []
     keys = {s.get("key") for s in ws.list_secrets(env.secret_scope)}
     others = keys - {env.secret_key}

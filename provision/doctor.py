@@ -151,8 +151,7 @@ class _Doctor:
         return "token accepted; job " + ", ".join(names)
 
     def secret_scope(self) -> str:
-        scopes = {s.get("name") for s in self.ws.list_scopes()}
-        if self.env.secret_scope not in scopes:
+        if not self.ws.has_scope(self.env.secret_scope):
             raise _Failed(f"secret scope {self.env.secret_scope!r} does not exist", _APPLY_FIX)
         return f"{self.env.secret_scope!r} exists"
 

@@ -28,6 +28,7 @@ MANAGED_JOB_FIELDS = (
     "name",
     "tags",
     "max_concurrent_runs",
+    "queue",
     "tasks",
     "parameters",
     "schedule",
@@ -135,6 +136,7 @@ def workflow_settings(env: Environment) -> dict[str, Any]:
         "name": env.workflow_name,
         "tags": workflow_tags(env),
         "max_concurrent_runs": 1,
+        "queue": {"enabled": True},  # a run over the limit waits instead of being skipped
         "tasks": [
             runner_task(env, job.task_key, None if single else job.job_id, job.depends_on)
             for job in env.dbt_jobs
@@ -222,7 +224,7 @@ def find_owned_workflow(
 
 def observe(ws: Workspace, env: Environment, *, include_workflow: bool = True) -> Observed:
     state = load_state(ws, env)
-    scope_exists = any(scope.get("name") == env.secret_scope for scope in ws.list_scopes())
+    scope_exists = ws.has_scope(env.secret_scope)
     acls: dict[str, str] = {}
     secret_exists = False
     if scope_exists:

@@ -99,6 +99,13 @@ class RunSnapshot:
     elapsed_seconds: float
     finished: bool
     state_message: str = ""
+    #: A QUEUED run waits for this run of the same workflow to end (None: not queued, or unknown).
+    waiting_for: int | None = None
+    waiting_for_url: str = ""
+
+    @property
+    def queued(self) -> bool:
+        return self.state == "QUEUED"
 
 
 @dataclass(frozen=True)
@@ -134,8 +141,17 @@ class RunOutcome:
 def snapshot(run: dict[str, Any], elapsed_seconds: float) -> RunSnapshot:
     """A `runs/get` response (SDK `Run.as_dict()` shape) as a RunSnapshot."""
     state = run.get("state") or {}
-    life_cycle = str(state.get("life_cycle_state") or (run.get("status") or {}).get("state") or "PENDING")
+    status = run.get("status") or {}
+    life_cycle = str(state.get("life_cycle_state") or status.get("state") or "PENDING")
+    if status.get("state") == "QUEUED":  # the newer status block says so even where `state` lags
+        life_cycle = "QUEUED"
     result = state.get("result_state")
+    message = str(
+        state.get("state_message")
+        or state.get("queue_reason")
+        or (status.get("queue_details") or {}).get("message")
+        or ""
+    )
     tasks = tuple(
         TaskSnapshot(
             task_key=str(task.get("task_key")),
@@ -153,7 +169,34 @@ def snapshot(run: dict[str, Any], elapsed_seconds: float) -> RunSnapshot:
         tasks=tasks,
         elapsed_seconds=elapsed_seconds,
         finished=life_cycle in TERMINAL_LIFE_CYCLE_STATES,
-        state_message=str(state.get("state_message") or ""),
+        state_message=message,
+    )
+
+
+def _with_blocker(ws: Workspace, job_id: int, shot: RunSnapshot, known: RunSnapshot | None) -> RunSnapshot:
+    """A queued snapshot with the run it waits for: the workflow's earliest other active run
+    that is not itself queued (Databricks queues a run while the job is at max_concurrent_runs,
+    and starts it when such a run ends). Asked once per stay in the queue."""
+    if not shot.queued:
+        return shot
+    if known is not None and known.queued and known.waiting_for is not None:
+        return replace(shot, waiting_for=known.waiting_for, waiting_for_url=known.waiting_for_url)
+    try:
+        active = ws.list_active_runs(job_id)
+    except DbtwfError:
+        return shot  # only a detail of the status line
+    others = sorted(
+        (run for run in active if int(run.get("run_id") or 0) != shot.run_id),
+        key=lambda run: (
+            ((run.get("state") or {}).get("life_cycle_state") == "QUEUED"),
+            int(run.get("run_id") or 0),
+        ),
+    )
+    if not others:
+        return shot
+    first = others[0]
+    return replace(
+        shot, waiting_for=int(first["run_id"]), waiting_for_url=str(first.get("run_page_url") or "")
     )
 
 
@@ -207,7 +250,7 @@ def run_workflow(
             f"workflow {job_id} of environment {env.name!r} no longer exists",
             "run `dbtwf apply` to create it again",
         ) from None
-    current = snapshot(ws.get_run(run_id), clock() - started)
+    current = _with_blocker(ws, job_id, snapshot(ws.get_run(run_id), clock() - started), None)
     on_update(current)
     if not wait:
         return RunOutcome(run_id=run_id, run_page_url=current.run_page_url, job_id=job_id, waited=False)
@@ -220,7 +263,16 @@ def run_workflow(
 
     try:
         run = _follow(
-            ws, run_id, current, on_update, outputs, clock=clock, sleep=sleep, started=started, poll=next_poll
+            ws,
+            job_id,
+            run_id,
+            current,
+            on_update,
+            outputs,
+            clock=clock,
+            sleep=sleep,
+            started=started,
+            poll=next_poll,
         )
     except KeyboardInterrupt:
         ws.cancel_run(run_id)
@@ -244,6 +296,7 @@ def run_workflow(
 
 def _follow(
     ws: Workspace,
+    job_id: int,
     run_id: int,
     current: RunSnapshot,
     on_update: Callable[[RunSnapshot], None],
@@ -259,7 +312,12 @@ def _follow(
         sleep(poll())
         run = ws.get_run(run_id)
         latest = outputs.with_dbt_runs(snapshot(run, clock() - started))
-        if (latest.state, latest.tasks) != (current.state, current.tasks):
+        latest = _with_blocker(ws, job_id, latest, current)
+        if (latest.state, latest.tasks, latest.waiting_for) != (
+            current.state,
+            current.tasks,
+            current.waiting_for,
+        ):
             on_update(latest)
         current = latest
     return run if run is not None else ws.get_run(run_id)

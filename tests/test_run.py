@@ -24,6 +24,7 @@ from provision.runs import (
     RunInterruptedError,
     RunSnapshot,
     dbt_run_from_output,
+    owned_workflow_id,
     run_workflow,
     snapshot,
 )
@@ -217,6 +218,70 @@ def test_interrupt_cancels_the_databricks_run(
     assert [r.path for r in requests if r.path.endswith("/runs/cancel")]
     run_id = int(caught.value.message.rsplit(" ", 1)[-1])
     assert databricks.wait_for_run(run_id, timeout=30)["state"]["result_state"] == "CANCELED"
+
+
+def test_a_queued_run_shows_as_queued_with_the_run_it_waits_for(
+    databricks: Any, dbt_cloud: Any, ws: Any, env: Environment
+) -> None:
+    """dbtwf's workflow queues (queue.enabled, max_concurrent_runs 1): a run started while another
+    is active waits for it instead of being skipped, and `dbtwf run` says which run that is."""
+    dbt_cloud.add_job(DBT_JOB, scenario=Scenario(outcome="never", polls=1))
+    provision(ws, env)
+    job_id = owned_workflow_id(ws, env)
+    assert databricks.jobs[job_id]["settings"]["queue"] == {"enabled": True}
+    earlier = ws.run_now(job_id)  # someone's run, still going (its dbt run never ends)
+
+    snapshots: list[RunSnapshot] = []
+    fake = FakeTime(databricks, snapshots)
+
+    def end_the_earlier_run_then_wait(seconds: float) -> None:
+        if not fake.sleeps:
+            dbt_cloud.set_scenario(DBT_JOB, Scenario(outcome="success", polls=1))
+            ws.cancel_run(earlier)
+        fake.sleep(seconds)  # returns when the queued run has run
+
+    outcome = run_workflow(
+        ws,
+        env,
+        wait=True,
+        on_update=snapshots.append,
+        clock=fake.clock,
+        sleep=end_the_earlier_run_then_wait,
+        poll_interval=5.0,
+    )
+
+    first = snapshots[0]
+    assert first.queued and not first.finished and first.waiting_for == earlier
+    assert f"run/{earlier}" in first.waiting_for_url
+    assert [task.state for task in first.tasks] == ["QUEUED"]
+    assert "maximum concurrent runs" in first.state_message
+    assert outcome.succeeded and not snapshots[-1].queued and snapshots[-1].waiting_for is None
+    assert databricks.wait_for_run(earlier)["state"]["result_state"] == "CANCELED"
+
+
+def test_the_status_lines_say_a_run_is_queued_and_behind_which_run() -> None:
+    from rich.console import Console
+
+    from provision.cli import _RunStatus
+
+    run = {
+        "run_id": 8,
+        "run_page_url": "https://x/#job/1/run/8",
+        "state": {"life_cycle_state": "QUEUED", "state_message": "Queued: limit reached."},
+        "status": {"state": "QUEUED", "queue_details": {"code": "MAX_CONCURRENT_RUNS_REACHED"}},
+        "tasks": [{"task_key": "nightly", "run_id": 9, "state": {"life_cycle_state": "QUEUED"}}],
+    }
+    shot = replace(snapshot(run, 0.0), waiting_for=7, waiting_for_url="https://x/#job/1/run/7")
+    err, out = io.StringIO(), io.StringIO()
+    with _RunStatus() as status:
+        status._err = Console(file=err, force_terminal=False, soft_wrap=True)
+        status._console = Console(file=out, force_terminal=False, soft_wrap=True)
+        status.update(shot)
+        status.update(replace(shot, elapsed_seconds=5.0))  # still queued: said once
+    assert err.getvalue().splitlines() == [
+        "run 8 is queued: it starts when run 7 of the same workflow ends (https://x/#job/1/run/7)",
+        "  nightly: QUEUED (0s)",
+    ]
 
 
 def test_without_a_workflow_points_to_apply(databricks: Any, ws: Any, env: Environment) -> None:
