@@ -213,8 +213,10 @@ def test_a_workspace_without_host_metadata_prints_no_sdk_warning(
     assert ("GET", "/.well-known/databricks-config", 404) in [
         (r.method, r.path, r.status) for r in databricks.requests
     ]
+    # What the SDK logs there: "Failed to automatically resolve config from host metadata: ...
+    # Falling back to explicit user provided configuration." (databricks-sdk config.py).
     assert "host metadata" not in result.stderr and "databricks-config" not in result.stderr
-    assert result.stderr.strip() == ""
+    assert "Falling back" not in result.stderr
 
 
 def test_normalize_host() -> None:
