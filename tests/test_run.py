@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -360,30 +359,39 @@ def test_cli_run_with_the_default_polling_names_the_dbt_run(
     assert f"nightly: dbt run {dbt_run['id']} Success: {dbt_run['href']}" in ok.stdout
 
 
-def test_the_live_table_on_a_terminal_shows_each_tasks_dbt_run() -> None:
-    from rich.console import Console
+class _Terminal(io.StringIO):
+    """What stderr is when `dbtwf run` is typed at a terminal."""
 
-    from provision.cli import _RunStatus
+    def isatty(self) -> bool:
+        return True
 
-    run = {
-        "run_id": 7,
-        "run_page_url": "https://x/#job/1/run/7",
-        "state": {"life_cycle_state": "TERMINATED", "result_state": "SUCCESS"},
-        "tasks": [
-            {"task_key": "nightly", "run_id": 8, "notebook_task": {}, "state": {"result_state": "SUCCESS"}}
-        ],
-    }
-    shot = snapshot(run, 4.0)
-    dbt_run = DbtRun(31, "Success", "https://ab123.us1.dbt.com/deploy/1/projects/2/runs/31/")
-    shot = replace(shot, tasks=(replace(shot.tasks[0], dbt_run=dbt_run),))
-    terminal, piped = io.StringIO(), io.StringIO()
-    with _RunStatus() as status:
-        status._err = Console(file=terminal, force_terminal=True, width=200)
-        status._console = Console(file=piped, force_terminal=False, soft_wrap=True)
-        status.update(shot)
-    assert "dbt run 31 Success: https://ab123.us1.dbt.com/deploy/1/projects/2/runs/31/" in terminal.getvalue()
-    # stdout is a pipe: the result is there too, once, after the table.
-    assert piped.getvalue().count("nightly: dbt run 31 Success:") == 1
+
+def test_the_live_table_on_a_terminal_shows_each_tasks_dbt_run(
+    invoke: Callable[..., Any], dbt_cloud: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from provision.cli import main
+
+    dbt_cloud.add_job(DBT_JOB, scenario=Scenario(outcome="success", polls=1))
+    assert invoke("apply", "--yes").exit_code == 0
+    # `dbtwf run > out.txt` at a terminal: stderr is the terminal, stdout a file.
+    terminal, piped = _Terminal(), io.StringIO()
+    for name in ("TTY_COMPATIBLE", "FORCE_COLOR", "NO_COLOR", "TERM"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setattr("sys.argv", ["dbtwf", "run", "--poll-interval", "0.05"])
+    monkeypatch.setattr("sys.stderr", terminal)
+    monkeypatch.setattr("sys.stdout", piped)
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 0, terminal.getvalue() + piped.getvalue()
+
+    (dbt_run,) = dbt_cloud.runs_of(DBT_JOB)
+    shown = f"dbt run {dbt_run['id']} Success: {dbt_run['href']}"
+    assert "\x1b[" in terminal.getvalue()  # drawn as a live table, not as plain lines
+    assert shown in terminal.getvalue()
+    # stdout is a file: the result is there too, once, after the table.
+    assert piped.getvalue().count(f"nightly: {shown}") == 1
+    assert "nightly: SUCCESS" not in piped.getvalue()
 
 
 def test_cli_run_no_wait(invoke: Callable[..., Any], dbt_cloud: Any, databricks: Any) -> None:
