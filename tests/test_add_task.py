@@ -294,37 +294,6 @@ def test_other_task_under_the_key_needs_replace(
     assert record is not None and record.added_tasks == [AddedTask(job_id, "dbt", DBT_JOB + 1)]
 
 
-def test_destroy_puts_back_the_users_task_that_replace_overwrote(
-    databricks: DatabricksEmulator, ws: Workspace, env: Environment
-) -> None:
-    from provision.destroy import destroy_changes, plan_destroy
-
-    job_id = ws.create_job(foreign_settings())
-    original = {t["task_key"]: t for t in databricks.jobs[job_id]["settings"]["tasks"]}["step_001"]
-
-    run_add_task(ws, env, workflow=str(job_id), dbt_job=str(DBT_JOB), task_key="step_001", replace=True)
-    run_add_task(  # replacing dbtwf's own task again must not forget the user's original
-        ws,
-        env,
-        workflow=str(job_id),
-        dbt_job=str(DBT_JOB),
-        task_key="step_001",
-        replace=True,
-        cluster_id="c-1",
-    )
-    record = load_state(ws, env)
-    assert record is not None and record.added_tasks[0].replaced == original
-
-    changes = plan_destroy(ws, env)
-    (task_change,) = [c for c in changes if c.resource == "task"]
-    assert (task_change.name, task_change.action.value) == ("step_001", "update")
-    destroy_changes(ws, env, changes)
-
-    tasks = {t["task_key"]: t for t in databricks.jobs[job_id]["settings"]["tasks"]}
-    assert tasks["step_001"] == original
-    assert sorted(tasks) == ["step_000", "step_001", "step_002"]
-
-
 def test_ambiguous_name_lists_candidates_and_stops(
     databricks: DatabricksEmulator, ws: Workspace, env: Environment
 ) -> None:

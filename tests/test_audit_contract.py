@@ -76,33 +76,6 @@ def test_permission_denied_on_the_scope_exits_1_with_a_hint_before_any_write(
     assert databricks.writes() == []
 
 
-def test_destroy_keeps_a_scope_it_created_once_others_store_secrets_in_it(
-    databricks: Any, cli: dict[str, str]
-) -> None:
-    # The scope was dbtwf's, but a colleague's secret in it is not: destroy deleted the whole scope.
-    assert invoke("apply", "--yes", env=cli).exit_code == 0
-    from tests.provision_helpers import make_workspace
-
-    make_workspace(databricks).put_secret("dbtwf-dev", "warehouse-password", "keep me")
-    result = invoke("destroy", "--yes", env=cli)
-    assert result.exit_code == 0, result.output
-    assert databricks.secret_value("dbtwf-dev", "warehouse-password") == "keep me"
-    assert databricks.secret_value("dbtwf-dev", "dbt-cloud-api-token") is None
-    with databricks.recording() as again:
-        assert invoke("destroy", "--yes", env=cli).exit_code == 0
-    assert [r for r in again if r.is_write] == []
-
-
-def test_destroy_deletes_the_scope_it_created_when_only_its_secret_is_there(
-    databricks: Any, cli: dict[str, str]
-) -> None:
-    assert invoke("apply", "--yes", env=cli).exit_code == 0
-    assert invoke("destroy", "--yes", env=cli).exit_code == 0
-    from tests.provision_helpers import make_workspace
-
-    assert [s["name"] for s in make_workspace(databricks).list_scopes()] == []
-
-
 def test_runner_input_errors_are_two_lines_without_the_usage_block(dbt_cloud: Any) -> None:
     # argparse's parser.error() printed a 13-line usage block above the one line that matters.
     result = subprocess.run(
@@ -139,25 +112,3 @@ def test_ctrl_c_exits_1_with_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path:
     result = invoke("plan", env={"DBTWF_CONFIG": str(tmp_path / "dbtwf.toml")})
     assert result.exit_code == 1
     assert result.output.strip() == "interrupted"
-
-
-def test_destroy_stops_before_any_write_when_a_foreign_task_depends_on_an_added_one(
-    databricks: Any, dbt_cloud: Any, cli: dict[str, str]
-) -> None:
-    # Databricks refuses to drop a task another depends on: destroy failed halfway with a bare API error.
-    from tests.provision_helpers import make_workspace
-
-    ws = make_workspace(databricks)
-    notebook = {"notebook_path": "/Users/a/ingest"}
-    job_id = ws.create_job(
-        {"name": "Nightly ETL", "tasks": [{"task_key": "ingest", "notebook_task": notebook}]}
-    )
-    assert invoke("add-task", "--workflow", str(job_id), "--dbt-job", "42", "--yes", env=cli).exit_code == 0
-    report = {"task_key": "report", "depends_on": [{"task_key": "dbt_cloud_42"}], "notebook_task": notebook}
-    ws.update_job(job_id, {"tasks": [report]})
-    databricks.reset_log()
-
-    result = invoke("destroy", "--yes", env=cli)
-    assert result.exit_code == 1, result.output
-    assert "'report'" in result.output and "'dbt_cloud_42'" in result.output and "hint:" in result.output
-    assert databricks.writes() == []

@@ -167,24 +167,3 @@ def test_apply_all_reports_a_failed_environment_and_applies_the_others(
     assert {"resource": "workflow", "action": "create"}.items() <= next(
         change for change in report["dev"] if change["resource"] == "workflow"
     ).items()
-
-
-def test_destroy_removes_only_what_dbtwf_created(
-    databricks: Any, dbt_cloud: Any, cli: dict[str, str], tmp_path: Path
-) -> None:
-    from tests.provision_helpers import make_workspace
-
-    write_config(tmp_path / "dbtwf.toml", dbt_cloud.url, {"dev": {"nightly": 42}})
-    ws = make_workspace(databricks)
-    ws.create_scope("dbtwf-dev")  # the user's scope: dbtwf only adds its secret to it
-    ws.put_secret("dbtwf-dev", "other", "keep me")
-    foreign = ws.create_job({"name": "theirs", "tasks": []})
-    assert invoke(["apply", "--yes"], cli).exit_code == 0
-    result = invoke(["destroy", "--yes"], cli)
-    assert result.exit_code == 0, result.output
-    assert list(databricks.jobs) == [foreign]
-    assert databricks.secret_value("dbtwf-dev", "other") == "keep me"
-    assert databricks.secret_value("dbtwf-dev", "dbt-cloud-api-token") is None
-    with databricks.recording() as again:
-        assert invoke(["destroy", "--yes"], cli).exit_code == 0
-    assert write_kinds(again) == []
