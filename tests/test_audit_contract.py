@@ -1,6 +1,7 @@
-"""Acceptance checks of design.md section 4 that the feature tests left open: what a user
-sees in help, the exit code and hint of a rejected Databricks token, a scope destroy must
-keep, and `python -m runner`'s short input errors. Real HTTP against the emulators."""
+"""Checks of the user-facing contract that the feature tests left open (README.md, "Exit codes":
+0 / 1 / 2, errors of one or two lines with a hint): what a user sees in help, the exit code and
+hint of a rejected Databricks token or a missing permission, Ctrl-C, and `python -m runner`'s
+short input errors. Real HTTP against the emulators."""
 
 from __future__ import annotations
 

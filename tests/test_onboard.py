@@ -1,4 +1,5 @@
-"""onboard, plan, apply and destroy through the CLI, against both emulators over real HTTP."""
+"""onboard, plan and apply through the CLI, against both emulators over real HTTP
+(destroy: test_destroy.py)."""
 
 from __future__ import annotations
 
