@@ -1,9 +1,11 @@
 """`make demo` end to end: scripts/demo.py as a subprocess, as `make demo` runs it.
 
-The test's own HOME holds a decoy ~/.databrickscfg pointing at a dead host, and the shell
-carries decoy DATABRICKS_/DBT_CLOUD_ variables: a demo that read any of them would fail,
-and one that wrote to HOME, the keyring folder or outside its temp folder is caught by
-comparing the trees before and after.
+The walk runs once per session (the `demo_walk` fixture in conftest.py, shared with the
+README's check of what the demo runs) and each test here asserts one promise on it. Its HOME
+holds a decoy ~/.databrickscfg pointing at a dead host, and the shell carries decoy
+DATABRICKS_/DBT_CLOUD_ variables: a demo that read any of them would fail, and one that wrote
+to HOME, the keyring folder or outside its temp folder is caught by comparing the trees before
+and after. Two more runs are interrupted (Ctrl-C, SIGTERM) and must clean up.
 """
 
 from __future__ import annotations
@@ -12,74 +14,25 @@ import os
 import queue
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
-DEMO = Path(__file__).resolve().parents[1] / "scripts" / "demo.py"
-DECOY_CFG = "[DEFAULT]\nhost = http://127.0.0.1:9\ntoken = dapi-users-own-token\n"
-DECOY_TOKEN = "dbtc_the_users_real_token_0123456789"
-DEMO_TIMEOUT = 240.0
+from tests.conftest import DECOY_TOKEN, DEMO, DemoWalk, port_is_closed, user_environment
 
 
-def user_environment(tmp_path: Path) -> dict[str, str]:
-    """A user's shell: HOME with a ~/.databrickscfg, a keyring folder, credentials exported."""
-    home = tmp_path / "home"
-    (home / ".local/share").mkdir(parents=True)
-    (home / ".databrickscfg").write_text(DECOY_CFG, encoding="utf-8")
-    (tmp_path / "tmp").mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABRICKS_", "DBT_CLOUD_", "XDG_"))}
-    env.update(
-        {
-            "HOME": str(home),
-            "XDG_DATA_HOME": str(home / ".local/share"),
-            "XDG_CONFIG_HOME": str(home / ".config"),
-            "TMPDIR": str(tmp_path / "tmp"),
-            # keyrings.alt's file backend under HOME: a stored token would show up as a file.
-            "PYTHON_KEYRING_BACKEND": "keyrings.alt.file.PlaintextKeyring",
-            "DATABRICKS_HOST": "http://127.0.0.1:9",
-            "DATABRICKS_TOKEN": "dapi-users-own-token",
-            "DBT_CLOUD_API_TOKEN": DECOY_TOKEN,
-            "DBTWF_ENV": "prod",
-        }
-    )
-    env.pop("FORCE_COLOR", None)
-    return env
-
-
-def tree(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else b"" for p in root.rglob("*")}
-
-
-def port_is_closed(url: str) -> bool:
-    parts = urlsplit(url)
-    with socket.socket() as sock:
-        sock.settimeout(2)
-        return sock.connect_ex((parts.hostname or "127.0.0.1", parts.port or 80)) != 0
+def succeeded(walk: DemoWalk) -> str:
+    """The walk's output, once it is known to have passed."""
+    assert walk.returncode == 0, walk.output + walk.stderr
+    return walk.output
 
 
 @pytest.mark.slow
-def test_demo_runs_every_step_and_touches_nothing_outside_its_folder(tmp_path: Path) -> None:
-    env = user_environment(tmp_path)
-    home_before = tree(tmp_path / "home")
-
-    result = subprocess.run(
-        [sys.executable, str(DEMO)],
-        cwd=tmp_path,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=DEMO_TIMEOUT,
-    )
-    output = result.stdout
-
-    assert result.returncode == 0, output + result.stderr
+def test_demo_runs_every_step_as_a_user_types_it(demo_walk: DemoWalk) -> None:
+    output = succeeded(demo_walk)
     for step in (
         r"^\$ dbtwf onboard --dbt-job-url http://127\.0\.0\.1:\d+/deploy/.+/jobs/\d+ --yes --run$",
         r"^\$ dbtwf add-task --workflow 'Nightly ETL' --dbt-job http://127\.0\.0\.1:\d+/deploy/.+/jobs/\d+$",
@@ -88,6 +41,12 @@ def test_demo_runs_every_step_and_touches_nothing_outside_its_folder(tmp_path: P
         r"^\$ dbtwf run$",
     ):
         assert re.search(step, output, re.MULTILINE), step
+    assert output.rstrip().endswith("demo passed: every step exited 0")
+
+
+@pytest.mark.slow
+def test_demo_shows_the_plan_the_runs_and_a_summary(demo_walk: DemoWalk) -> None:
+    output = succeeded(demo_walk)
     # What a person wants to see: the plan table, the run URL, the live status lines.
     assert re.search(r"^\+\s+create\s+workflow\s+dbt Cloud jobs \(dev\)", output, re.MULTILINE)
     assert (
@@ -103,21 +62,26 @@ def test_demo_runs_every_step_and_touches_nothing_outside_its_folder(tmp_path: P
     assert "its other tasks untouched: ingest_orders, refresh_dashboards" in output
     assert re.search(r"2 triggered by the uploaded notebook, 2 succeeded", output)
     assert re.search(r"elapsed: +\d+\.\d s", output)
-    assert output.rstrip().endswith("demo passed: every step exited 0")
 
+
+@pytest.mark.slow
+def test_demo_neither_uses_nor_shows_the_users_credentials(demo_walk: DemoWalk) -> None:
+    output = succeeded(demo_walk)
     # The user's credentials were neither used nor shown; the emulator's test token is shown
     # once, in the export line a user would paste, and never by dbtwf.
-    assert DECOY_TOKEN not in output + result.stderr
-    assert "dapi-users-own-token" not in output + result.stderr
+    assert DECOY_TOKEN not in output + demo_walk.stderr
+    assert "dapi-users-own-token" not in output + demo_walk.stderr
     emulator_token = re.search(r"^  export DBT_CLOUD_API_TOKEN=(\S+)$", output, re.MULTILINE)
     assert emulator_token and output.count(emulator_token.group(1)) == 1
+
+
+@pytest.mark.slow
+def test_demo_touches_nothing_outside_its_folder_and_stops_the_emulators(demo_walk: DemoWalk) -> None:
+    succeeded(demo_walk)
     # Nothing of the user's was touched, the temp folder is gone, the emulators are stopped.
-    assert tree(tmp_path / "home") == home_before
-    assert list((tmp_path / "tmp").iterdir()) == []
-    databricks_url = re.search(r"export DATABRICKS_HOST=(\S+)", output)
-    dbt_url = re.search(r"export DBT_CLOUD_HOST=(\S+)", output)
-    assert databricks_url and dbt_url
-    assert port_is_closed(databricks_url.group(1)) and port_is_closed(dbt_url.group(1))
+    assert demo_walk.home_after == demo_walk.home_before
+    assert demo_walk.tmp_left == []
+    assert len(demo_walk.closed_ports) == 2 and all(demo_walk.closed_ports.values()), demo_walk.closed_ports
 
 
 @pytest.mark.parametrize(
