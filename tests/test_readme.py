@@ -1,31 +1,40 @@
-"""The README cannot rot: every command it shows runs, for real, against the emulators.
+"""The README cannot rot: every command it shows runs against the emulators and does what
+the README says it does.
 
 Each ```bash block's command lines are taken in README order. A line starting with `dbtwf`
-or `python -m runner` is run as a subprocess, in one shared world (a project folder, HOME,
-a keyring confined to tmp_path, ~/.databrickscfg profiles pointing at the Databricks emulator,
-the dbt Cloud emulator standing in for `ab123.us1.dbt.com`), so later commands see what the
-earlier ones did, as for a reader following along. A ```toml block becomes ./dbtwf.toml at
-that point. Any other line must say why it is not run with a `# not run in tests: <reason>`
+or `python -m runner` is run in this process (`dbtwf` through its Typer app, the runner
+through its main()), in one shared world (a project folder, HOME, a keyring confined to
+tmp_path, ~/.databrickscfg profiles pointing at the Databricks emulator, the dbt Cloud
+emulator standing in for `ab123.us1.dbt.com`), so later commands see what the earlier ones
+did, as for a reader following along; then its entry in CLAIMS checks its output and the
+emulators against what the README says of it. A ```toml block becomes ./dbtwf.toml at that
+point. Any other line must say why it is not run with a `# not run in tests: <reason>`
 comment, or be one of COVERED_ELSEWHERE; the classification test fails on anything else.
 
-Prompts are answered as a person would: stdin is a pseudo-terminal holding "y" answers
-(`dbtwf token set` gets the token on a pipe instead, as its help shows).
+Real processes, the console script and the terminal are `make demo`'s walk, run once per
+session (the `demo_walk` fixture) and shared with tests/test_demo.py; this file checks that
+the demo runs the commands the README says it runs.
+
+Prompts are answered as a person would: stdin is a terminal holding "y" answers (`dbtwf
+token set` gets the token on a pipe instead, as its help shows).
 """
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import re
 import shlex
-import subprocess
-import sys
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 
-from tests.conftest import DATABRICKS_TOKEN, DBT_CLOUD_TOKEN
+from tests.conftest import DATABRICKS_TOKEN, DBT_CLOUD_TOKEN, DemoWalk
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -36,7 +45,6 @@ COVERED_ELSEWHERE = {
     "make test": "the suite this test is part of",
 }
 SHELL_SYNTAX = re.compile(r"[|;&<>`]|\$\(")
-COMMAND_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True)
@@ -144,6 +152,20 @@ def test_the_two_commands_open_the_readme_with_what_each_shows() -> None:
     assert re.search(r"^demo:.*\n\t.*scripts/demo\.py", makefile, re.MULTILINE)
 
 
+@pytest.mark.slow
+def test_make_demo_runs_the_commands_the_readme_says_it_runs(demo_walk: DemoWalk) -> None:
+    """The paragraph under the first block names what `make demo` runs (`dbtwf onboard
+    --dbt-job-url URL --yes --run`, `dbtwf add-task`, ...): each is a step of the demo's walk."""
+    text = README.read_text(encoding="utf-8")
+    paragraph = text.split("```", 2)[2].split("\n## ", 1)[0]
+    named = re.findall(r"`(dbtwf [^`]+)`", paragraph)
+    assert len(named) >= 5, paragraph
+    assert demo_walk.returncode == 0, demo_walk.output + demo_walk.stderr
+    for command in named:
+        pattern = r"^\$ " + re.escape(command).replace("URL", r"\S+") + r"(?: .*)?$"
+        assert re.search(pattern, demo_walk.output, re.MULTILINE), f"make demo does not run `{command}`"
+
+
 def test_every_command_is_run_or_says_why_not() -> None:
     unaccounted = []
     for command in all_commands():
@@ -187,22 +209,42 @@ def test_the_parser_keeps_quotes_continuations_and_markers() -> None:
     assert commands[0].runnable and not commands[1].runnable
 
 
-# --- running them -------------------------------------------------------------------------
+# --- running them ---------------------------------------------------------------------------
 
 
 def _mentioned(pattern: str, texts: list[str]) -> set[str]:
     return {match for text in texts for match in re.findall(pattern, text)}
 
 
-@pytest.fixture
-def world(tmp_path: Path, databricks: Any, dbt_cloud: Any) -> dict[str, Any]:
+@dataclass
+class World:
     """What the README's reader has: a workspace, a dbt account, an existing workflow, profiles."""
+
+    steps: list[Block | Command]
+    project: Path
+    home: Path
+    databricks: Any
+    dbt_cloud: Any
+
+    @property
+    def dbt_url(self) -> str:
+        return str(self.dbt_cloud.url)
+
+
+@pytest.fixture
+def world(
+    tmp_path: Path, databricks: Any, dbt_cloud: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[World]:
+    """The reader's workspace and account, and their shell: HOME, profiles and a keyring confined
+    to tmp_path, the project folder as the working directory."""
+    import keyring.core
+
     from tests.emulators.dbtcloud import Scenario
 
     steps = readme_steps()
     texts = [s.text for s in steps]
     for job_id in _mentioned(r"(?:/jobs/|--dbt-job |--job-id |= |job_id = )(\d{3,})\b", texts):
-        dbt_cloud.add_job(int(job_id), name=f"README job {job_id}", scenario=Scenario("success", polls=2))
+        dbt_cloud.add_job(int(job_id), name=f"README job {job_id}", scenario=Scenario("success", polls=1))
     for cluster_id in _mentioned(r'cluster_id = "([^"]+)"', texts):
         databricks.add_cluster(cluster_id)
     # The workflows add-task is pointed at exist already, with the tasks it depends on.
@@ -225,23 +267,28 @@ def world(tmp_path: Path, databricks: Any, dbt_cloud: Any) -> dict[str, Any]:
         "".join(f"[{p}]\nhost = {databricks.url}\ntoken = {DATABRICKS_TOKEN}\n\n" for p in sorted(profiles)),
         encoding="utf-8",
     )
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("DATABRICKS_", "DBT_CLOUD_", "DBTWF_"))}
-    base.update(
-        {
-            "HOME": str(home),
-            "XDG_DATA_HOME": str(home / ".local/share"),
-            "XDG_CONFIG_HOME": str(home / ".config"),
-            "PYTHON_KEYRING_BACKEND": "keyrings.alt.file.PlaintextKeyring",
-            "DATABRICKS_CONFIG_FILE": str(home / ".databrickscfg"),
-            "DATABRICKS_HOST": databricks.url,
-            "DATABRICKS_TOKEN": DATABRICKS_TOKEN,
-            "NO_COLOR": "1",
-            "COLUMNS": "200",
-            # `python -m runner` resolves to this checkout's runner.
-            "PYTHONPATH": str(ROOT),
-        }
-    )
-    return {"steps": steps, "project": project, "env": base, "dbt_url": dbt_cloud.url, "home": home}
+    for name in list(os.environ):
+        if name.startswith(("DATABRICKS_", "DBT_CLOUD_", "DBTWF_")):
+            monkeypatch.delenv(name)
+    variables = {
+        "HOME": str(home),
+        "XDG_DATA_HOME": str(home / ".local/share"),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "PYTHON_KEYRING_BACKEND": "keyrings.alt.file.PlaintextKeyring",
+        "DATABRICKS_CONFIG_FILE": str(home / ".databrickscfg"),
+        "DATABRICKS_HOST": databricks.url,
+        "DATABRICKS_TOKEN": DATABRICKS_TOKEN,
+        "NO_COLOR": "1",
+        "COLUMNS": "200",
+    }
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(project)
+    keyring.core.init_backend()  # keyring caches its backend: load it again under this HOME
+    try:
+        yield World(steps, project, home, databricks, dbt_cloud)
+    finally:
+        keyring.core.init_backend(limit=lambda backend: False)  # leave a backend that stores nothing
 
 
 def databricks_post(databricks: Any, path: str, body: dict[str, Any]) -> Any:
@@ -263,70 +310,344 @@ def localize(text: str, dbt_url: str) -> str:
     return text.replace(f"https://{README_DBT_HOST}", dbt_url).replace(README_DBT_HOST, dbt_url)
 
 
-def run_command(command: Command, world: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-    argv = shlex.split(localize(command.text, world["dbt_url"]))
-    env = dict(world["env"])
+@dataclass
+class Ran:
+    """A command's exit code and output, and the requests it sent to each emulator."""
+
+    code: int
+    stdout: str
+    stderr: str
+    databricks_requests: list[Any] = field(default_factory=list)
+    dbt_requests: list[Any] = field(default_factory=list)
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    @property
+    def databricks_writes(self) -> list[Any]:
+        return [r for r in self.databricks_requests if r.is_write]
+
+
+class _Keyboard(io.BytesIO):
+    """stdin at a terminal, the reader's answers typed ahead."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@contextmanager
+def at_a_terminal() -> Iterator[None]:
+    """CliRunner's stdin is a terminal (dbtwf asks before it writes only on one)."""
+
+    def keyboard(input: str | bytes | None, charset: str) -> BinaryIO:
+        return _Keyboard(input.encode(charset) if isinstance(input, str) else input or b"")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("typer.testing.make_input_stream", keyboard)
+        yield
+
+
+def run_command(command: Command, world: World) -> Ran:
+    """The command, in this process: `dbtwf ...` through its Typer app, `python -m runner ...`
+    through the runner's main(). The walk with real processes is `make demo`'s (tests/test_demo.py)."""
+    from typer.testing import CliRunner
+
+    from provision.cli import app
+
+    argv = shlex.split(localize(command.text, world.dbt_url))
     if argv[0] == "dbtwf":
-        argv[0] = str(Path(sys.executable).with_name("dbtwf"))
-    else:
-        argv[0] = sys.executable
-        env["DBT_CLOUD_API_TOKEN"] = DBT_CLOUD_TOKEN  # the runner reads it only from there
-    if command.argv[:3] == ["dbtwf", "token", "set"]:
-        return subprocess.run(
-            argv,
-            cwd=world["project"],
-            env=env,
-            input=DBT_CLOUD_TOKEN + "\n",
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_TIMEOUT,
-            start_new_session=True,
-        )
-    # A pseudo-terminal on stdin answers "y" to confirmations, like the reader at the keyboard.
-    # A new session: no controlling terminal, so nothing can prompt on the test runner's tty.
-    primary, secondary = os.openpty()
-    try:
-        os.write(primary, b"y\ny\ny\n")
-        return subprocess.run(
-            argv,
-            cwd=world["project"],
-            env=env,
-            stdin=secondary,
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_TIMEOUT,
-            start_new_session=True,
-        )
-    finally:
-        os.close(secondary)
-        os.close(primary)
+        if command.argv[:3] == ["dbtwf", "token", "set"]:  # the token on a pipe, as its help shows
+            result = CliRunner().invoke(app, argv[1:], input=DBT_CLOUD_TOKEN + "\n", prog_name="dbtwf")
+        else:  # a terminal whose reader answers "y"
+            with at_a_terminal():
+                result = CliRunner().invoke(app, argv[1:], input="y\ny\ny\n", prog_name="dbtwf")
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return Ran(result.exit_code, result.stdout, result.stderr)
+    from runner.__main__ import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, redirect_stdout(stdout), redirect_stderr(stderr):
+        patch.setenv("DBT_CLOUD_API_TOKEN", DBT_CLOUD_TOKEN)  # the runner reads it only from there
+        code = main(argv[3:])
+    return Ran(code, stdout.getvalue(), stderr.getvalue())
+
+
+# --- what each command claims ------------------------------------------------------------
+#
+# One check per runnable README command, keyed by its text: what the README (or the command's
+# comment) says it does, checked on its output and on the emulators afterwards.
+
+Check = Callable[[Ran, World], None]
+CLAIMS: dict[str, Check] = {}
+
+
+def claim(command: str) -> Callable[[Check], Check]:
+    def register(check: Check) -> Check:
+        CLAIMS[command] = check
+        return check
+
+    return register
+
+
+def environment(world: World, name: str) -> Any:
+    from provision.config import load_config, select_environment
+
+    return select_environment(load_config(world.project / "dbtwf.toml"), name)
+
+
+def workflows_named(world: World, name: str) -> list[dict[str, Any]]:
+    return [job for job in world.databricks.jobs.values() if job["settings"].get("name") == name]
+
+
+def task(world: World, workflow: str, task_key: str) -> dict[str, Any]:
+    (job,) = workflows_named(world, workflow)
+    return next(t for t in job["settings"]["tasks"] if t["task_key"] == task_key)
+
+
+def stored_token() -> str | None:
+    import keyring
+
+    return keyring.get_password("dbtwf", "dbt-cloud-api-token")
+
+
+def plan_rows(output: str) -> dict[str, str]:
+    """resource -> action, from a plan table (`+  create  scope  dbtwf-dev  missing`)."""
+    rows = re.findall(r"^[+~=-]\s+(create|update|no-op|delete)\s+(\S+)", output, re.MULTILINE)
+    return {resource: action for action, resource in rows}
+
+
+@claim("dbtwf --version")
+def _version(ran: Ran, world: World) -> None:
+    from importlib.metadata import version
+
+    assert ran.stdout == f"dbtwf {version('dbtwf')}\n"
+
+
+@claim("dbtwf token set")
+def _token_set(ran: Ran, world: World) -> None:
+    # "pipe it in": kept in the keyring (here keyrings.alt's file under the reader's HOME).
+    assert stored_token() == DBT_CLOUD_TOKEN
+    assert list(world.home.rglob("keyring_pass.cfg"))
+
+
+@claim("dbtwf token show")
+def _token_show(ran: Ran, world: World) -> None:
+    # "which token is used and from where, masked like dbtc_…(40 chars)"
+    assert ran.stdout.strip() == f"dbtc_…({len(DBT_CLOUD_TOKEN)} chars) from the OS keyring"
+
+
+@claim("dbtwf onboard --dbt-job-url https://ab123.us1.dbt.com/deploy/70403/projects/1/jobs/1234")
+def _onboard(ran: Ran, world: World) -> None:
+    # "writes the dev environment into ./dbtwf.toml, checks the token and the job against dbt
+    # Cloud, shows the plan, asks, then creates the secret scope, the secret, the notebook, the
+    # workflow and a state record"
+    env = environment(world, "dev")
+    assert [job.job_id for job in env.dbt_jobs] == [1234]
+    assert any(r.path.endswith("/jobs/1234/") for r in ran.dbt_requests), "the job was not checked"
+    assert {"scope", "secret", "notebook", "workflow", "state"} <= {
+        resource for resource, action in plan_rows(ran.stdout).items() if action == "create"
+    }
+    assert re.search(r"^apply these changes to environment 'dev'\? \[y/N\]: y$", ran.stdout, re.MULTILINE)
+    assert world.databricks.secret_value(env.secret_scope, env.secret_key) == DBT_CLOUD_TOKEN
+    assert world.databricks.workspace_file(env.notebook_path) is not None
+    assert world.databricks.workspace_file(env.state_path) is not None
+    assert len(workflows_named(world, env.workflow_name)) == 1
+
+
+@claim("dbtwf run")
+def _run(ran: Ran, world: World) -> None:
+    # "run the workflow now; prints the run page, follows each task"
+    run_line = re.search(r"^run (\d+): (http\S+#job/\d+/run/\d+)$", ran.stdout, re.MULTILINE)
+    assert run_line, ran.output
+    assert re.search(r"^  dbt_job_1234: RUNNING", ran.stderr, re.MULTILINE)
+    assert re.search(r"^  dbt_job_1234: SUCCESS", ran.stderr, re.MULTILINE)
+    finished = world.databricks.wait_for_run(int(run_line.group(1)), timeout=30)
+    assert finished["state"]["result_state"] == "SUCCESS"
+    assert f"run {run_line.group(1)} succeeded" in ran.stdout
+
+
+@claim("dbtwf plan --env staging")
+def _plan_staging(ran: Ran, world: World) -> None:
+    # "what apply would change: create / update / no-op per resource" (and nothing written)
+    env = environment(world, "staging")
+    rows = plan_rows(ran.stdout)
+    assert {"scope", "secret", "notebook", "workflow", "state"} <= set(rows)
+    assert set(rows.values()) <= {"create", "update", "no-op"}
+    assert env.workflow_name in ran.stdout
+    assert ran.databricks_writes == []
+
+
+@claim("dbtwf --env prod apply --yes")
+def _apply_prod(ran: Ran, world: World) -> None:
+    # "converge prod; a second apply sends no write request at all"
+    env = environment(world, "prod")
+    assert len(workflows_named(world, env.workflow_name)) == 1
+    with world.databricks.recording() as second:
+        again = run_command(Command(0, "dbtwf --env prod apply --yes", ""), world)
+    assert again.code == 0, again.output
+    assert [r for r in second if r.is_write] == []
+
+
+@claim("dbtwf apply --all --yes")
+def _apply_all(ran: Ran, world: World) -> None:
+    # "every environment": each one's plan is shown under its name, and each now exists.
+    from provision.config import load_config
+
+    names = list(load_config(world.project / "dbtwf.toml").environments)
+    assert names == ["dev", "staging", "prod"]
+    for name in names:
+        assert re.search(rf"^{name}$", ran.stdout, re.MULTILINE), f"no section for {name}"
+        assert len(workflows_named(world, environment(world, name).workflow_name)) == 1
+
+
+@claim("dbtwf plan --env prod --json")
+def _plan_json(ran: Ran, world: World) -> None:
+    # "the same plan as JSON, for CI": prod was just applied, so every change is a no-op.
+    changes = json.loads(ran.stdout)
+    assert {"scope", "secret", "notebook", "workflow", "state"} <= {c["resource"] for c in changes}
+    assert all({"resource", "name", "action", "reason"} <= set(c) for c in changes)
+    assert {c["action"] for c in changes} == {"no-op"}
+
+
+@claim("dbtwf add-task --workflow 'Nightly ETL' --dbt-job 1235 --depends-on ingest_orders")
+def _add_task(ran: Ran, world: World) -> None:
+    # "adds one notebook task ... a single jobs/update whose new_settings holds only the new
+    # task, never a jobs/reset"; "The task key defaults to dbt_cloud_<job id>"
+    added = task(world, "Nightly ETL", "dbt_cloud_1235")
+    assert added["depends_on"] == [{"task_key": "ingest_orders"}]
+    assert added["notebook_task"]["base_parameters"] == {"job_id": "1235"}
+    job_writes = [r for r in ran.databricks_writes if "/jobs/" in r.path]
+    assert [r.path.rsplit("/", 1)[1] for r in job_writes] == ["update"]
+    assert [t["task_key"] for t in job_writes[0].json()["new_settings"]["tasks"]] == ["dbt_cloud_1235"]
+
+
+@claim(
+    "dbtwf --env prod add-task --workflow 'Nightly ETL' --dbt-job "
+    "https://ab123.us1.dbt.com/deploy/70403/projects/1/jobs/1236 --task-key dbt_exports"
+)
+def _add_task_prod(ran: Ran, world: World) -> None:
+    added = task(world, "Nightly ETL", "dbt_exports")
+    assert added["notebook_task"]["base_parameters"] == {"job_id": "1236"}
+    assert added["notebook_task"]["notebook_path"] == environment(world, "prod").notebook_path
+
+
+def _runner_result(ran: Ran, world: World) -> dict[str, Any]:
+    """The dbt run the runner's last line names ("dbt run N: Success URL"), as dbt Cloud has it."""
+    last = re.fullmatch(r"dbt run (\d+): (\w+) (\S+)", ran.stdout.strip().splitlines()[-1])
+    assert last, ran.output
+    (run,) = [r for r in world.dbt_cloud.runs_of(1234) if r["id"] == int(last.group(1))]
+    assert run["href"] == last.group(3)
+    return run
+
+
+@claim("python -m runner --job-id 1234 --host ab123.us1.dbt.com --account-id 70403")
+def _runner(ran: Ran, world: World) -> None:
+    # "Exit 0 when the dbt run succeeded"
+    assert _runner_result(ran, world)["status"] == 10
+
+
+@claim(
+    "python -m runner --job-url https://ab123.us1.dbt.com/deploy/70403/projects/1/jobs/1234 "
+    "--step 'dbt build --select orders+' --threads-override 8 --cause 'backfill orders'"
+)
+def _runner_overrides(ran: Ran, world: World) -> None:
+    assert _runner_result(ran, world)["status"] == 10
+    (trigger,) = [r for r in ran.dbt_requests if r.method == "POST" and r.path.endswith("/jobs/1234/run/")]
+    body = trigger.json()
+    assert body["steps_override"] == ["dbt build --select orders+"]
+    assert body["threads_override"] == 8
+    assert body["cause"].startswith("backfill orders")
+
+
+@claim("python -m runner --job-id 1234 --host ab123.us1.dbt.com --account-id 70403 --no-wait")
+def _runner_no_wait(ran: Ran, world: World) -> None:
+    # "Exit 0 when the dbt run ... started, with --no-wait": triggered, never polled.
+    run = _runner_result(ran, world)
+    assert not [r for r in ran.dbt_requests if r.method == "GET" and r.path.endswith(f"/runs/{run['id']}/")]
+
+
+def _readme_doctor_checks() -> list[str]:
+    """The check names of the README's sample `dbtwf doctor` table."""
+    (sample,) = [b for b in readme_blocks(README.read_text(encoding="utf-8")) if b.language == "text"]
+    return re.findall(r"^OK\s{2,}(\S+(?: \S+)?)\s{2,}", sample.text, re.MULTILINE)
+
+
+@claim("dbtwf doctor")
+def _doctor(ran: Ran, world: World) -> None:
+    # The README's sample output: the same checks, all OK on an onboarded environment.
+    checks = re.findall(r"^OK\s{2,}(\S+(?: \S+)?)\s{2,}", ran.stdout, re.MULTILINE)
+    assert checks == _readme_doctor_checks()
+    assert ran.stdout.rstrip().endswith("all checks passed")
+    assert ran.databricks_writes == []
+
+
+@claim("dbtwf --env prod doctor --json")
+def _doctor_json(ran: Ran, world: World) -> None:
+    # {"ok": ..., "checks": [{"name", "status", "detail", "fix"}]}
+    report = json.loads(ran.stdout)
+    assert set(report) == {"ok", "checks"} and report["ok"] is True
+    assert all(set(check) == {"name", "status", "detail", "fix"} for check in report["checks"])
+    assert [check["name"] for check in report["checks"]] == _readme_doctor_checks()
+
+
+@claim("dbtwf token delete")
+def _token_delete(ran: Ran, world: World) -> None:
+    # "forget the token kept in the OS keyring"
+    assert stored_token() is None
+
+
+@claim("dbtwf --env staging destroy --yes")
+def _destroy_staging(ran: Ran, world: World) -> None:
+    # "its workflow, added tasks, notebook, secret, state; the scope only if dbtwf made it"
+    env = environment(world, "staging")
+    assert workflows_named(world, env.workflow_name) == []
+    assert world.databricks.workspace_file(env.notebook_path) is None
+    assert world.databricks.workspace_file(env.state_path) is None
+    assert world.databricks.secret_value(env.secret_scope, env.secret_key) is None
+    from tests.provision_helpers import make_workspace
+
+    assert env.secret_scope not in {s["name"] for s in make_workspace(world.databricks).list_scopes()}
+    for other in ("dev", "prod"):  # the other environments keep theirs
+        assert len(workflows_named(world, environment(world, other).workflow_name)) == 1
+
+
+def test_every_run_command_has_its_claim_checked() -> None:
+    runnable = [c.text for c in all_commands() if c.runnable]
+    missing = [c for c in runnable if c not in CLAIMS]
+    assert not missing, "README commands whose output nothing checks (add a @claim):\n" + "\n".join(missing)
+    assert not set(CLAIMS) - set(runnable), "claims of commands the README no longer shows"
 
 
 @pytest.mark.slow
-def test_every_unmarked_readme_command_runs_against_the_emulators(world: dict[str, Any]) -> None:
+def test_every_unmarked_readme_command_does_what_the_readme_says(world: World) -> None:
     executed: list[str] = []
-    for step in world["steps"]:
+    for step in world.steps:
         if isinstance(step, Block):
             # The reader writes the example config; it must load, and later commands use it.
             from provision.config import load_config
 
-            config = world["project"] / "dbtwf.toml"
-            config.write_text(localize(step.text, world["dbt_url"]), encoding="utf-8")
+            config = world.project / "dbtwf.toml"
+            config.write_text(localize(step.text, world.dbt_url), encoding="utf-8")
             assert load_config(config).environments, f"README.md:{step.line}: no environments"
             continue
         if not step.runnable:
             continue
-        result = run_command(step, world)
-        output = result.stdout + result.stderr
-        assert result.returncode == 0, (
-            f"README.md:{step.line}: `{step.text}` exited {result.returncode}:\n{output}"
-        )
-        assert DBT_CLOUD_TOKEN not in output, f"README.md:{step.line}: the token was printed"
-        assert "Traceback" not in output, output
+        with world.databricks.recording() as databricks_requests, world.dbt_cloud.recording() as dbt_requests:
+            ran = run_command(step, world)
+        ran.databricks_requests, ran.dbt_requests = databricks_requests, dbt_requests
+        where = f"README.md:{step.line}: `{step.text}`"
+        assert ran.code == 0, f"{where} exited {ran.code}:\n{ran.output}"
+        assert DBT_CLOUD_TOKEN not in ran.output, f"{where}: the token was printed"
+        assert "Traceback" not in ran.output, ran.output
+        try:
+            CLAIMS[step.text](ran, world)
+        except AssertionError as failed:
+            raise AssertionError(f"{where} does not do what the README says:\n{ran.output}") from failed
         executed.append(step.text)
 
     expected = [c.text for c in all_commands() if c.runnable]
     assert executed == expected
-    # What the commands did is real: the keyring file under HOME holds the token only until
-    # `dbtwf token delete`, and dbtwf.toml never holds it.
-    assert DBT_CLOUD_TOKEN not in (world["project"] / "dbtwf.toml").read_text(encoding="utf-8")
+    # dbtwf.toml never holds the token.
+    assert DBT_CLOUD_TOKEN not in (world.project / "dbtwf.toml").read_text(encoding="utf-8")
