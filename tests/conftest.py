@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -26,6 +26,39 @@ if TYPE_CHECKING:
 DATABRICKS_TOKEN = "dapi-emulator-test-token"
 DBT_CLOUD_TOKEN = "dbtc_emulator_Sup3rSecretT0ken_9f8e7d"
 DBT_ACCOUNT_ID = 70403
+
+
+# --- the fault matrix's summary, with or without pytest-xdist --------------------------------
+
+FAULT_MATRIX = "tests.test_fault_matrix"
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """An xdist worker hands its fault-matrix tallies to the controller."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    matrix = sys.modules.get(FAULT_MATRIX)
+    if workeroutput is not None and matrix is not None:
+        workeroutput["fault_matrix"] = matrix.TALLY.to_dict()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """The controller adds up what each xdist worker counted."""
+    data = getattr(node, "workeroutput", {}).get("fault_matrix")
+    if data is not None:
+        import importlib
+
+        importlib.import_module(FAULT_MATRIX).TALLY.add(data)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    matrix = sys.modules.get(FAULT_MATRIX)
+    if matrix is not None and not hasattr(terminalreporter.config, "workeroutput"):
+        for line in matrix.TALLY.summary():
+            terminalreporter.write_line(line)
+
+
+# --- the emulators ---------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")

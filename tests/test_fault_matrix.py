@@ -156,42 +156,49 @@ class Tally:
         self.faults_fired[f"{operation} x {kind}"] += fired
         self.outcomes.setdefault(f"{operation} x {kind}", set()).add(re.sub(r"\d+", "N", outcome))
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, for a pytest-xdist worker to hand to the controller."""
+        return {
+            "cases": dict(self.cases),
+            "failed_under_faults": dict(self.failed_under_faults),
+            "faults_fired": dict(self.faults_fired),
+            "outcomes": {key: sorted(values) for key, values in self.outcomes.items()},
+        }
 
-TALLY = Tally()
+    def add(self, data: dict[str, Any]) -> None:
+        self.cases.update(data["cases"])
+        self.failed_under_faults.update(data["failed_under_faults"])
+        self.faults_fired.update(data["faults_fired"])
+        for key, values in data["outcomes"].items():
+            self.outcomes.setdefault(key, set()).update(values)
 
-
-class _CountsReport:
-    """A plugin registered by the module: prints the tallies in pytest's terminal summary
-    (output written during a passing test or fixture is captured and dropped)."""
-
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not TALLY.cases:
-            return
-        write = terminalreporter.write_line
-        write("")
-        write(
-            f"fault matrix: {sum(TALLY.cases.values())} cases (seeds x fault kinds x operations), "
-            f"{sum(TALLY.faults_fired.values())} faults fired, "
-            f"{sum(TALLY.failed_under_faults.values())} operations failed cleanly under faults "
+    def summary(self) -> list[str]:
+        """The lines conftest.py prints in pytest's terminal summary (output written during a
+        passing test is captured and dropped)."""
+        if not self.cases:
+            return []
+        lines = [
+            "",
+            f"fault matrix: {sum(self.cases.values())} cases (seeds x fault kinds x operations), "
+            f"{sum(self.faults_fired.values())} faults fired, "
+            f"{sum(self.failed_under_faults.values())} operations failed cleanly under faults "
             "and re-converged; "
             + (
                 "seeds: DBTWF_FAULT_SEEDS"
                 if EVERY_KIND_SEEDS is not None
                 else "seeds sampled where the outcome does not depend on them (DBTWF_FAULT_SEEDS=all: 14)"
+            ),
+        ]
+        for key in sorted(self.cases):
+            lines.append(
+                f"  {key:<32} cases {self.cases[key]:>3}  faults fired {self.faults_fired[key]:>4}  "
+                f"failed under faults {self.failed_under_faults[key]:>3}  "
+                f"outcomes {len(self.outcomes[key]):>2}"
             )
-        )
-        for key in sorted(TALLY.cases):
-            write(
-                f"  {key:<32} cases {TALLY.cases[key]:>3}  faults fired {TALLY.faults_fired[key]:>4}  "
-                f"failed under faults {TALLY.failed_under_faults[key]:>3}  "
-                f"outcomes {len(TALLY.outcomes[key]):>2}"
-            )
+        return lines
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _report_counts(request: pytest.FixtureRequest) -> None:
-    if not request.config.pluginmanager.has_plugin("dbtwf-fault-matrix-counts"):
-        request.config.pluginmanager.register(_CountsReport(), "dbtwf-fault-matrix-counts")
+TALLY = Tally()
 
 
 # --- faults and simulated time ------------------------------------------------------------
