@@ -22,8 +22,10 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# One pytest worker per CPU (much of the suite waits on emulated runs and subprocesses), each
+# taking whole test files, so a file's session-wide walk (make demo's) runs once.
 unit: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --dist loadfile
 
 test: lint typecheck unit
 

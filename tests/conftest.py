@@ -2,7 +2,7 @@
 
 Each test gets them reset (state, request log, fault rules), so tests stay independent
 without paying for a server start each time. `make demo`'s walk, the one end-to-end run of
-real processes, also runs once per session (`demo_walk`), for the demo and README tests.
+real processes, also runs once per session (`demo_walk`), for the demo tests.
 """
 
 from __future__ import annotations
@@ -157,7 +157,8 @@ class DemoWalk:
 @pytest.fixture(scope="session")
 def demo_walk(tmp_path_factory: pytest.TempPathFactory) -> DemoWalk:
     """`make demo`'s script as `make demo` runs it, once per session, in a user's shell with
-    decoy credentials (user_environment); tests/test_demo.py and tests/test_readme.py assert on it."""
+    decoy credentials (user_environment); the tests of tests/test_demo.py assert on it (and
+    `make test` keeps each test file on one pytest-xdist worker, so it runs once there too)."""
     import re
 
     root = tmp_path_factory.mktemp("demo")

@@ -1,7 +1,7 @@
 """`make demo` end to end: scripts/demo.py as a subprocess, as `make demo` runs it.
 
-The walk runs once per session (the `demo_walk` fixture in conftest.py, shared with the
-README's check of what the demo runs) and each test here asserts one promise on it. Its HOME
+The walk runs once per session (the `demo_walk` fixture in conftest.py) and each test here
+asserts one promise on it, the README's account of what the demo runs among them. Its HOME
 holds a decoy ~/.databrickscfg pointing at a dead host, and the shell carries decoy
 DATABRICKS_/DBT_CLOUD_ variables: a demo that read any of them would fail, and one that wrote
 to HOME, the keyring folder or outside its temp folder is caught by comparing the trees before
@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import DECOY_TOKEN, DEMO, DemoWalk, port_is_closed, user_environment
+
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def succeeded(walk: DemoWalk) -> str:
@@ -82,6 +84,20 @@ def test_demo_touches_nothing_outside_its_folder_and_stops_the_emulators(demo_wa
     assert demo_walk.home_after == demo_walk.home_before
     assert demo_walk.tmp_left == []
     assert len(demo_walk.closed_ports) == 2 and all(demo_walk.closed_ports.values()), demo_walk.closed_ports
+
+
+@pytest.mark.slow
+def test_make_demo_runs_the_commands_the_readme_says_it_runs(demo_walk: DemoWalk) -> None:
+    """The paragraph under the first block names what `make demo` runs (`dbtwf onboard
+    --dbt-job-url URL --yes --run`, `dbtwf add-task`, ...): each is a step of the demo's walk."""
+    text = README.read_text(encoding="utf-8")
+    paragraph = text.split("```", 2)[2].split("\n## ", 1)[0]
+    named = re.findall(r"`(dbtwf [^`]+)`", paragraph)
+    assert len(named) >= 5, paragraph
+    assert demo_walk.returncode == 0, demo_walk.output + demo_walk.stderr
+    for command in named:
+        pattern = r"^\$ " + re.escape(command).replace("URL", r"\S+") + r"(?: .*)?$"
+        assert re.search(pattern, demo_walk.output, re.MULTILINE), f"make demo does not run `{command}`"
 
 
 @pytest.mark.parametrize(

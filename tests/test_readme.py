@@ -11,9 +11,8 @@ emulators against what the README says of it. A ```toml block becomes ./dbtwf.to
 point. Any other line must say why it is not run with a `# not run in tests: <reason>`
 comment, or be one of COVERED_ELSEWHERE; the classification test fails on anything else.
 
-Real processes, the console script and the terminal are `make demo`'s walk, run once per
-session (the `demo_walk` fixture) and shared with tests/test_demo.py; this file checks that
-the demo runs the commands the README says it runs.
+Real processes, the console script and the terminal are `make demo`'s walk
+(tests/test_demo.py, which also checks that the demo runs what the README says it runs).
 
 Prompts are answered as a person would: stdin is a terminal holding "y" answers (`dbtwf
 token set` gets the token on a pipe instead, as its help shows).
@@ -34,14 +33,14 @@ from typing import Any, BinaryIO
 
 import pytest
 
-from tests.conftest import DATABRICKS_TOKEN, DBT_CLOUD_TOKEN, DemoWalk
+from tests.conftest import DATABRICKS_TOKEN, DBT_CLOUD_TOKEN
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 NOT_RUN_MARKER = "not run in tests:"
 README_DBT_HOST = "ab123.us1.dbt.com"
 COVERED_ELSEWHERE = {
-    "make demo": "tests/test_demo.py runs scripts/demo.py end to end",
+    "make demo": "tests/test_demo.py runs scripts/demo.py end to end, and checks it against the README",
     "make test": "the suite this test is part of",
 }
 SHELL_SYNTAX = re.compile(r"[|;&<>`]|\$\(")
@@ -150,20 +149,6 @@ def test_the_two_commands_open_the_readme_with_what_each_shows() -> None:
     assert all(len(c.comment) > 20 for c in commands), "say what each command shows"
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     assert re.search(r"^demo:.*\n\t.*scripts/demo\.py", makefile, re.MULTILINE)
-
-
-@pytest.mark.slow
-def test_make_demo_runs_the_commands_the_readme_says_it_runs(demo_walk: DemoWalk) -> None:
-    """The paragraph under the first block names what `make demo` runs (`dbtwf onboard
-    --dbt-job-url URL --yes --run`, `dbtwf add-task`, ...): each is a step of the demo's walk."""
-    text = README.read_text(encoding="utf-8")
-    paragraph = text.split("```", 2)[2].split("\n## ", 1)[0]
-    named = re.findall(r"`(dbtwf [^`]+)`", paragraph)
-    assert len(named) >= 5, paragraph
-    assert demo_walk.returncode == 0, demo_walk.output + demo_walk.stderr
-    for command in named:
-        pattern = r"^\$ " + re.escape(command).replace("URL", r"\S+") + r"(?: .*)?$"
-        assert re.search(pattern, demo_walk.output, re.MULTILINE), f"make demo does not run `{command}`"
 
 
 def test_every_command_is_run_or_says_why_not() -> None:
