@@ -8,6 +8,8 @@ run to finish instead of sleeping, so these tests take as long as the runs thems
 from __future__ import annotations
 
 import io
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -258,29 +260,42 @@ def test_a_queued_run_shows_as_queued_with_the_run_it_waits_for(
     assert databricks.wait_for_run(earlier)["state"]["result_state"] == "CANCELED"
 
 
-def test_the_status_lines_say_a_run_is_queued_and_behind_which_run() -> None:
-    from rich.console import Console
+def test_the_status_lines_say_a_run_is_queued_and_behind_which_run(
+    invoke: Callable[..., Any], databricks: Any, dbt_cloud: Any, ws: Any, env: Environment
+) -> None:
+    dbt_cloud.add_job(DBT_JOB, scenario=Scenario(outcome="never", polls=1))
+    assert invoke("apply", "--yes").exit_code == 0
+    job_id = owned_workflow_id(ws, env)
+    earlier = ws.run_now(job_id)  # someone's run, still going (its dbt run never ends)
 
-    from provision.cli import _RunStatus
+    def ours_was_seen_queued() -> bool:
+        """dbtwf has read its run's state while the earlier run was still going."""
+        return any(
+            r.path.endswith("/jobs/runs/get") and r.query.get("run_id") != [str(earlier)]
+            for r in list(databricks.requests)
+        )
 
-    run = {
-        "run_id": 8,
-        "run_page_url": "https://x/#job/1/run/8",
-        "state": {"life_cycle_state": "QUEUED", "state_message": "Queued: limit reached."},
-        "status": {"state": "QUEUED", "queue_details": {"code": "MAX_CONCURRENT_RUNS_REACHED"}},
-        "tasks": [{"task_key": "nightly", "run_id": 9, "state": {"life_cycle_state": "QUEUED"}}],
-    }
-    shot = replace(snapshot(run, 0.0), waiting_for=7, waiting_for_url="https://x/#job/1/run/7")
-    err, out = io.StringIO(), io.StringIO()
-    with _RunStatus() as status:
-        status._err = Console(file=err, force_terminal=False, soft_wrap=True)
-        status._console = Console(file=out, force_terminal=False, soft_wrap=True)
-        status.update(shot)
-        status.update(replace(shot, elapsed_seconds=5.0))  # still queued: said once
-    assert err.getvalue().splitlines() == [
-        "run 8 is queued: it starts when run 7 of the same workflow ends (https://x/#job/1/run/7)",
+    def end_the_earlier_run_once_ours_queues() -> None:
+        deadline = time.monotonic() + 30
+        while not ours_was_seen_queued() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        dbt_cloud.set_scenario(DBT_JOB, Scenario(outcome="success", polls=1))
+        ws.cancel_run(earlier)
+
+    ender = threading.Thread(target=end_the_earlier_run_once_ours_queues, daemon=True)
+    ender.start()
+    result = invoke("run", "--poll-interval", "0.05")
+    ender.join(timeout=30)
+    assert result.exit_code == 0, result.output
+
+    ours = int(result.stdout.split()[1].rstrip(":"))  # "run N: URL"
+    waiting_for_url = ws.get_run(earlier)["run_page_url"]
+    lines = result.stderr.splitlines()
+    assert lines[:2] == [
+        f"run {ours} is queued: it starts when run {earlier} of the same workflow ends ({waiting_for_url})",
         "  nightly: QUEUED (0s)",
     ]
+    assert sum("is queued" in line for line in lines) == 1  # said once, not at every poll
 
 
 def test_without_a_workflow_points_to_apply(databricks: Any, ws: Any, env: Environment) -> None:
