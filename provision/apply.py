@@ -181,7 +181,10 @@ def plan_all(
     results = [EnvironmentResult(environment) for environment in environments]
 
     def plan_one(result: EnvironmentResult) -> None:
+        from provision.location import resolve_location
+
         result.workspace = connect(result.environment)
+        result.environment = resolve_location(result.workspace, result.environment)
         result.changes = plan_environment(result.workspace, result.environment, token)
 
     _concurrently(plan_one, results)

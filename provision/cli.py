@@ -116,6 +116,15 @@ def connect_workspace(env: Environment) -> Workspace:
     return connect(env, on_retry=lambda notice: err_console.print(f"note: {notice}", markup=False))
 
 
+def connect_environment(env: Environment) -> tuple[Workspace, Environment]:
+    """The workspace, and the environment with a `~/` notebook path resolved to the connected
+    identity's home folder (nothing else may use the environment's paths)."""
+    from provision.location import resolve_location
+
+    ws = connect_workspace(env)
+    return ws, resolve_location(ws, env)
+
+
 def _report_error(error: DbtwfError) -> None:
     from rich.markup import escape
 
@@ -408,7 +417,8 @@ def plan_command(
 
     environment = load_environment(settings)
     token = _optional_token()
-    changes = plan_environment(connect_workspace(environment), environment, token, adopt=adopt)
+    ws, environment = connect_environment(environment)
+    changes = plan_environment(ws, environment, token, adopt=adopt)
     render_changes(changes, as_json)
 
 
@@ -445,8 +455,9 @@ def apply_command(
         return
     environment = load_environment(settings)
     token = resolve_token(interactive=not yes)
+    ws, environment = connect_environment(environment)
     _plan_confirm_apply(
-        connect_workspace(environment),
+        ws,
         environment,
         token,
         yes=yes,
@@ -546,7 +557,7 @@ def destroy_command(
     from provision.output import console, print_json, render_changes
 
     environment = load_environment(settings)
-    ws = connect_workspace(environment)
+    ws, environment = connect_environment(environment)
     changes = plan_destroy(ws, environment)
     if not changes:
         if as_json:
@@ -636,7 +647,7 @@ def onboard_command(
     console.print(f"dbt job {target.dbt_job_id} ({job_name}) found; the token works", markup=False)
     environment = write_environment(settings.config_path, target)
     console.print(f"wrote environment {environment.name!r} to {settings.config_path}", markup=False)
-    ws = connect_workspace(environment)
+    ws, environment = connect_environment(environment)
     _plan_confirm_apply(ws, environment, token, yes=yes, as_json=False, break_lock=break_lock)
     if run:
         from provision.runs import run_workflow
@@ -751,8 +762,9 @@ def add_task_command(
             return typer.confirm("Add the task anyway?", default=False, err=True)
         raise UsageError("the workflow is deployed by a bundle", "re-run with --yes to add the task anyway")
 
+    ws, environment = connect_environment(environment)
     result = add_task(
-        connect_workspace(environment),
+        ws,
         environment,
         request,
         token,
@@ -810,7 +822,7 @@ def run_command(
     from provision.runs import run_workflow
 
     environment = load_environment(settings)
-    ws = connect_workspace(environment)
+    ws, environment = connect_environment(environment)
     with _RunStatus() as status:
         outcome = run_workflow(
             ws, environment, wait=not no_wait, on_update=status.update, poll_interval=poll_interval

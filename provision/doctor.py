@@ -123,7 +123,10 @@ class _Doctor:
         return f"environment {env.name!r}: {where}, jobs {jobs}"
 
     def databricks_auth(self) -> str:
+        from provision.location import resolve_location
+
         self._ws = self._connect(self.env)
+        self._env = resolve_location(self.ws, self.env)
         user = self.ws.current_user()
         return f"{user} on {self.ws.host}"
 

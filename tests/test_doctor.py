@@ -97,7 +97,7 @@ def test_after_apply_everything_passes(invoke: Callable[..., Any], databricks: A
 def test_drift_is_reported_per_link(invoke: Callable[..., Any], databricks: Any, tmp_path: Path) -> None:
     assert invoke("apply", "--yes").exit_code == 0
     ws = make_workspace(databricks)
-    env_notebook = "/Shared/dbtwf/dev/run_dbt_cloud_job"
+    env_notebook = f"/Users/{databricks.user_name}/.dbtwf/dev/run_dbt_cloud_job"
     ws.import_notebook(
         env_notebook, "# Databricks notebook source\nprint('edited by hand')\n", overwrite=True
     )
