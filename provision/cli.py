@@ -952,7 +952,7 @@ def doctor_command(
     else:
         from rich.table import Table
 
-        styles = {Status.OK: "green", Status.FAIL: "bold red", Status.SKIP: "dim"}
+        styles = {Status.OK: "green", Status.WARN: "yellow", Status.FAIL: "bold red", Status.SKIP: "dim"}
         table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
         for column in ("status", "check", "detail", "fix"):
             table.add_column(column, overflow="fold")
@@ -966,7 +966,13 @@ def doctor_command(
             )
         console.print(table)
         failed = sum(check.status is Status.FAIL for check in checks)
-        console.print("all checks passed" if passed else f"{failed} check(s) failed", markup=False)
+        warned = sum(check.status is Status.WARN for check in checks)
+        if not passed:
+            console.print(f"{failed} check(s) failed", markup=False)
+        elif warned:
+            console.print(f"no check failed, {warned} warning(s): read the WARN lines above", markup=False)
+        else:
+            console.print("all checks passed", markup=False)
     if not passed:
         # A config that cannot be used (missing, invalid, a plain-http dbt host) is bad input:
         # every link that needs it was skipped, so nothing was sent anywhere.

@@ -126,16 +126,23 @@ def location_warning(env: Environment, facts: LocationFacts | None) -> str | Non
     if not facts.access_control:
         who = "this workspace has no access control on notebooks and folders (it is not on the Premium plan)"
     else:
-        how = "inherited by" if facts.all_users_inherited else "granted on"
-        where = "/Shared" if _under_shared(facts.checked_path) and facts.all_users_inherited else ""
-        source = f"from {where}, " if where else ""
-        who = f"group users has {facts.all_users_level} ({source}{how} {facts.checked_path})"
+        who = describe_all_users(facts)
     return (
         f"every workspace user can edit {path} and the state record beside it: {who}. Anyone can "
         "change the code that reads the dbt Cloud token as the job's identity, or rewrite what "
         f"`dbtwf destroy` deletes. Set notebook_path for environment {env.name!r} to a folder only "
         f"you can edit, such as ~/.dbtwf/{env.name}/run_dbt_cloud_job (the default)"
     )
+
+
+def describe_all_users(facts: LocationFacts) -> str:
+    """``group users has CAN_MANAGE on /Shared/x, inherited from /Shared``, or the like."""
+    text = f"group users has {facts.all_users_level} on {facts.checked_path}"
+    if not facts.all_users_inherited:
+        return text + ", granted there"
+    if _under_shared(facts.checked_path):
+        return text + ", inherited from /Shared"
+    return text + ", inherited from a folder above it"
 
 
 def _under_shared(path: str) -> bool:
