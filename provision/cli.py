@@ -479,7 +479,7 @@ def _plan_confirm_apply(
 ) -> None:
     """The apply flow shared by `apply` and `onboard`: plan, show, ask, apply, report."""
     from provision.apply import apply_changes
-    from provision.output import console, render_changes
+    from provision.output import console, print_warnings, render_changes
     from provision.plan import has_changes, plan_environment
 
     changes = plan_environment(ws, environment, token, adopt=adopt)
@@ -488,6 +488,7 @@ def _plan_confirm_apply(
             render_changes(changes, as_json=True)
         else:
             console.print(f"environment {environment.name!r} is up to date; nothing to do", markup=False)
+            print_warnings(changes)
         return
     if not as_json:
         render_changes(changes, as_json=False)
@@ -497,6 +498,7 @@ def _plan_confirm_apply(
         render_changes(done, as_json=True)
     else:
         console.print(f"applied environment {environment.name!r}", markup=False)
+        print_warnings(change for change in done if change not in changes)  # learnt while applying
 
 
 def _apply_all(settings: Settings, *, yes: bool, as_json: bool, break_lock: bool) -> None:

@@ -245,3 +245,88 @@ def check_same_deployment(env: Environment, job: Mapping[str, Any]) -> None:
             "there, or run `dbtwf destroy` with that notebook_path and apply again to move it"
         )
     raise ConflictError(message, hint)
+
+
+# -- what the plan adds: grants to revoke, readers to grant, warnings ---------------------------
+
+#: ``Change.resource`` of a warning: shown with the plan, never carried out.
+WARNING = "warning"
+NOTEBOOK_ACL = "notebook-acl"
+_PREFIXES = {"user_name": "", "service_principal_name": "service-principal:", "group_name": "group:"}
+
+
+def notebook_acl_name(notebook_path: str, principal: tuple[str, str]) -> str:
+    """``<path>:<name>`` for a user, ``<path>:service-principal:<id>``, ``<path>:group:<name>``."""
+    return f"{notebook_path}:{_PREFIXES[principal[0]]}{principal[1]}"
+
+
+def notebook_acl_principal(name: str, notebook_path: str) -> tuple[str, str]:
+    """The principal a ``notebook-acl`` change's name stands for (inverse of notebook_acl_name)."""
+    rest = name[len(notebook_path) + 1 :]
+    for field_name, prefix in _PREFIXES.items():
+        if prefix and rest.startswith(prefix):
+            return field_name, rest[len(prefix) :]
+    return "user_name", rest
+
+
+def security_changes(
+    env: Environment,
+    *,
+    deployer: str | None,
+    location: LocationFacts | None,
+    workflow: Mapping[str, Any] | None,
+    scope_exists: bool,
+    scope_acls: Mapping[str, str],
+    granted_readers: Iterable[str],
+) -> list[Any]:
+    """Pure: the READ grants dbtwf made that ``scope_readers`` no longer lists (revoked), the
+    workflow's run-as identity's CAN_READ on the notebook, and the warnings to show."""
+    from provision.plan import Action, Change
+
+    changes: list[Change] = []
+    for principal in sorted(set(granted_readers) - set(env.scope_readers)):
+        # Only the READ dbtwf granted: raised since by someone else, it is theirs now.
+        if scope_acls.get(principal) == "READ":
+            why = "no longer in scope_readers; dbtwf granted this READ"
+            changes.append(Change("scope-acl", f"{env.secret_scope}:{principal}", Action.DELETE, why))
+    if deployer is not None and workflow is not None:
+        for reader in readers_to_grant(deployer, location, [workflow]):
+            why = f"the workflow runs as {reader[1]}, who needs CAN_READ on the notebook"
+            changes.append(
+                Change(NOTEBOOK_ACL, notebook_acl_name(env.notebook_path, reader), Action.CREATE, why)
+            )
+    warning = location_warning(env, location)
+    if warning:
+        changes.append(Change(WARNING, env.notebook_path, Action.NOOP, warning))
+    scope_note = scope_warning(env, scope_acls) if scope_exists else None
+    if scope_note:
+        changes.append(Change(WARNING, env.secret_scope, Action.NOOP, scope_note))
+    return changes
+
+
+def observe_scope_acls(ws: Workspace, env: Environment, *, required: bool) -> dict[str, str]:
+    """principal -> permission on the scope. Listing needs MANAGE: when the plan needs the
+    answer (readers to grant or revoke) a refusal fails the plan; otherwise it is only used
+    to warn, and a refusal means no warning."""
+    try:
+        items = ws.list_acls(env.secret_scope)
+    except (AuthError, NotFoundError):
+        raise
+    except RemoteError:
+        if required:
+            raise
+        return {}
+    return {str(a.get("principal")): str(a.get("permission")) for a in items}
+
+
+def grant_run_as_read(ws: Workspace, env: Environment, job: Mapping[str, Any]) -> str | None:
+    """For add-task: the foreign workflow runs as its own identity (often its creator, not the
+    deployer), which must read the notebook in the deployer's home. Grants CAN_READ, nothing
+    more, and says so; None when nothing was needed."""
+    needed = readers_to_grant(ws.current_user_name(), observe_location(ws, env), [job])
+    for principal in needed:
+        grant_read(ws, env.notebook_path, principal)
+    if not needed:
+        return None
+    names = ", ".join(name for _, name in needed)
+    return f"granted {names} (the workflow runs as it) CAN_READ on {env.notebook_path}"

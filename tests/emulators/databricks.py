@@ -861,6 +861,17 @@ class DatabricksEmulator(Emulator, WorkspacePermissions):
         }
         return {"job_id": job_id}
 
+    @staticmethod
+    def _run_as_name(job: dict[str, Any]) -> str:
+        """Who the job runs as: settings.run_as (changed by update/reset too), else its creator."""
+        run_as = job["settings"].get("run_as") or {}
+        return str(
+            run_as.get("user_name")
+            or run_as.get("service_principal_name")
+            or run_as.get("group_name")
+            or job["creator_user_name"]
+        )
+
     def _paged_arrays(
         self, source: dict[str, Any], names: tuple[str, ...], offset: int
     ) -> tuple[dict[str, Any], int | None]:
@@ -976,6 +987,7 @@ class DatabricksEmulator(Emulator, WorkspacePermissions):
                 settings[name] = value
         self._validate_settings(settings)
         job["settings"] = self._with_defaults(settings)
+        job["run_as_user_name"] = self._run_as_name(job)
 
     def _job_reset(self, request: Request) -> None:
         body = request.json()
@@ -985,6 +997,7 @@ class DatabricksEmulator(Emulator, WorkspacePermissions):
             raise _invalid("Missing required field: new_settings")
         self._validate_settings(settings)
         job["settings"] = self._with_defaults(settings)
+        job["run_as_user_name"] = self._run_as_name(job)
 
     def _job_delete(self, request: Request) -> None:
         body = request.json()
