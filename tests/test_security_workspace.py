@@ -263,3 +263,19 @@ def test_add_task_lets_a_foreign_workflows_identity_read_the_notebook(
     run = databricks.wait_for_run(mallory.run_now(job_id))
     assert run["state"]["result_state"] == "SUCCESS", run["state"]
     assert len(dbt_cloud.runs_of(DBT_JOB)) == 1
+
+
+def test_destroy_takes_back_the_read_it_granted_on_a_scope_that_stays(
+    invoke: Callable[..., Any], databricks: Any, tmp_path: Path
+) -> None:
+    ws = make_workspace(databricks)
+    ws.create_scope("dbtwf-dev")  # the team's scope: not dbtwf's to delete
+    ws.put_acl("dbtwf-dev", "ops", "READ")
+    add_settings(tmp_path, 'scope_readers = ["analysts", "ops"]')
+    assert invoke("apply", "--yes").exit_code == 0
+    result = invoke("destroy", "--yes")
+    assert result.exit_code == 0, result.output
+    assert {a["principal"]: a["permission"] for a in ws.list_acls("dbtwf-dev")} == {
+        databricks.user_name: "MANAGE",
+        "ops": "READ",
+    }
