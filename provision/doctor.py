@@ -185,7 +185,8 @@ class _Doctor:
 
     def scope_readers(self) -> str:
         env = self.env
-        if not env.scope_readers:
+        record = self.state_record()
+        if not env.scope_readers and not (record is not None and record.granted_readers):
             return "no scope_readers configured"
         permissions = {
             a.get("principal"): str(a.get("permission", "")) for a in self.ws.list_acls(env.secret_scope)
@@ -193,7 +194,17 @@ class _Doctor:
         missing = [p for p in env.scope_readers if permissions.get(p, "").upper() not in _READ_OR_HIGHER]
         if missing:
             raise _Failed(f"no READ on {env.secret_scope!r} for {', '.join(missing)}", _APPLY_FIX)
-        return f"READ for {', '.join(env.scope_readers)}"
+        granted = record.granted_readers if record is not None else []
+        stale = [p for p in granted if p not in env.scope_readers and permissions.get(p) == "READ"]
+        if stale:
+            raise _Failed(
+                f"{', '.join(stale)} still read {env.secret_scope!r}: "
+                "dbtwf granted it, and they left scope_readers",
+                f"{_APPLY_FIX} to take that READ back",
+            )
+        return (
+            f"READ for {', '.join(env.scope_readers)}" if env.scope_readers else "no scope_readers configured"
+        )
 
     def scope_access(self) -> str:
         """Who besides the scope's managers can read the token: on a workspace that is not on

@@ -279,3 +279,15 @@ def test_destroy_takes_back_the_read_it_granted_on_a_scope_that_stays(
         databricks.user_name: "MANAGE",
         "ops": "READ",
     }
+
+
+def test_doctor_flags_a_read_dbtwf_granted_to_someone_who_left_scope_readers(
+    invoke: Callable[..., Any], databricks: Any, tmp_path: Path
+) -> None:
+    add_settings(tmp_path, 'scope_readers = ["auditors"]')
+    assert invoke("apply", "--yes").exit_code == 0
+    replace_setting(tmp_path, '["auditors"]', "[]")
+    result = invoke("doctor", "--json")
+    readers = next(c for c in json.loads(result.stdout)["checks"] if c["name"] == "scope readers")
+    assert result.exit_code == 1 and readers["status"] == "fail"
+    assert "auditors still read 'dbtwf-dev'" in readers["detail"] and "take that READ back" in readers["fix"]
