@@ -139,7 +139,19 @@ def environment_lock(
     try:
         yield
     finally:
-        ws.delete(path)
+        _release(ws, path)
+
+
+def _release(ws: Workspace, path: str, attempts: int = 3) -> None:
+    """Deletes the lock, again after a failure (the SDK does not retry a 500): a lock left
+    behind stops every later run until someone breaks it by hand. Deleting is idempotent."""
+    for attempt in range(1, attempts + 1):
+        try:
+            ws.delete(path)
+            return
+        except RemoteError:
+            if attempt == attempts:
+                raise
 
 
 def _is_ours(ws: Workspace, path: str, nonce: str) -> bool:
