@@ -498,7 +498,8 @@ def _plan_confirm_apply(
         render_changes(done, as_json=True)
     else:
         console.print(f"applied environment {environment.name!r}", markup=False)
-        print_warnings(change for change in done if change not in changes)  # learnt while applying
+        warned = {(change.resource, change.name) for change in changes}
+        print_warnings(change for change in done if (change.resource, change.name) not in warned)
 
 
 def _apply_all(settings: Settings, *, yes: bool, as_json: bool, break_lock: bool) -> None:

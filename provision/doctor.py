@@ -277,6 +277,9 @@ class _Doctor:
         env = self.env
         record = self.state_record()
         if record is None or record.workflow_job_id is None:
+            from provision.plan import find_owned_workflow
+
+            find_owned_workflow(self.ws, env, record)  # deployed from elsewhere: says where
             raise _Failed(f"no workflow recorded for environment {env.name!r}", _APPLY_FIX)
         job = self.ws.get_job(record.workflow_job_id)
         if job is None:

@@ -146,6 +146,10 @@ def test_a_second_identity_finds_the_deployment_and_refuses(
         assert f"workflow {job_id}" in result.output and f"created by {databricks.user_name}" in result.output
         assert f"run dbtwf as {databricks.user_name}" in result.output
         assert "notebook_path" in result.output and "Traceback" not in result.output
+    doctor = invoke("doctor", "--json")
+    workflow = next(c for c in json.loads(doctor.stdout)["checks"] if c["name"] == "workflow")
+    assert workflow["status"] == "fail" and "already deployed" in workflow["detail"]
+    assert f"run dbtwf as {databricks.user_name}" in workflow["fix"]
     assert databricks.writes() == []  # no second scope, notebook, workflow; nothing deleted
     assert list(databricks.jobs) == [job_id]
     assert databricks.workspace_file(f"/Users/{MALLORY}/.dbtwf/dev/run_dbt_cloud_job") is None
@@ -165,6 +169,7 @@ def test_plan_and_apply_warn_about_a_notebook_every_user_can_edit(
         result = invoke(*command)
         assert result.exit_code == 0, result.output
         assert warning in result.stderr, (command, result.output)
+        assert result.stderr.count("every workspace user can edit") == 1, result.stderr  # said once
         assert "~/.dbtwf/dev/run_dbt_cloud_job" in result.stderr
     as_json = json.loads(invoke("plan", "--json").stdout)
     assert [c["name"] for c in as_json if c["resource"] == "warning"] == [
