@@ -597,7 +597,10 @@ def onboard_command(
     ] = None,
     timezone: Annotated[str | None, typer.Option("--timezone", help="The schedule's time zone.")] = None,
     notebook_path: Annotated[
-        str | None, typer.Option("--notebook-path", help="Absolute workspace path of the runner notebook.")
+        str | None,
+        typer.Option(
+            "--notebook-path", help="The runner notebook's workspace path: absolute, or ~/... in your home."
+        ),
     ] = None,
     secret_scope: Annotated[str | None, typer.Option("--secret-scope", help="The secret scope.")] = None,
     secret_key: Annotated[str | None, typer.Option("--secret-key", help="The key of the token.")] = None,
