@@ -91,7 +91,7 @@ def _plan_secret_removal(ws: Workspace, env: Environment, *, scope_created: bool
 
 def _plan_grant_removal(ws: Workspace, env: Environment, granted: list[str]) -> list[Change]:
     """The READ dbtwf granted on a scope that stays (not dbtwf's, or holding others' secrets)."""
-    if not any(scope.get("name") == env.secret_scope for scope in ws.list_scopes()):
+    if not ws.has_scope(env.secret_scope):
         return []
     acls = {str(a.get("principal")): str(a.get("permission")) for a in ws.list_acls(env.secret_scope)}
     return [
