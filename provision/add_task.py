@@ -431,6 +431,11 @@ def add_task(
             raise DbtwfError("add-task stopped; nothing was changed")
 
     prerequisites = _ensure_prerequisites(ws, env, token, break_lock=break_lock)
+    from provision.location import grant_run_as_read
+
+    granted = grant_run_as_read(ws, env, job)  # the workflow's identity must read the notebook
+    if granted:
+        notes.append(granted)
     _write_task_and_record(
         ws,
         env,

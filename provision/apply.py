@@ -58,9 +58,11 @@ def apply_changes(
             return fresh
         record = observed.state or StateRecord(environment=env.name)
         workflow_settings = observed.workflow.get("settings") if observed.workflow else None
-        for change in fresh:
+        for change in list(fresh):
             if change.action is not Action.NOOP:
-                _execute(ws, env, desired, change, record, workflow_settings)
+                warning = _execute(ws, env, desired, change, record, workflow_settings)
+                if warning is not None:
+                    fresh.append(warning)
             elif change.resource == "workflow":
                 record.workflow_job_id = change.job_id  # found by its tags after the state was lost
         record.notebook_sha256 = sha256_text(desired.notebook_source)
@@ -75,18 +77,38 @@ def _execute(
     change: Change,
     record: StateRecord,
     workflow_settings: dict[str, Any] | None,
-) -> None:
+) -> Change | None:
+    """Carries out one change; returns a warning the user must hear about what was done."""
+    from provision.location import (
+        NOTEBOOK_ACL,
+        WARNING,
+        all_users_scope_warning,
+        grant_read,
+        notebook_acl_principal,
+    )
     from provision.token import new_salt, token_fingerprint
 
     if change.resource == "scope":
         try:
-            ws.create_scope(env.secret_scope)
+            manager = ws.create_scope(env.secret_scope)
             record.scope_created = True
         except ConflictError:
-            pass  # created by someone else meanwhile: it is theirs, not ours to delete later
+            return None  # created by someone else meanwhile: it is theirs, not ours to delete later
+        if manager == "users":  # a workspace without Premium allows nothing else
+            return Change(
+                WARNING, env.secret_scope, Action.NOOP, all_users_scope_warning(env.secret_scope, "MANAGE")
+            )
     elif change.resource == "scope-acl":
         principal = change.name.split(":", 1)[1]
-        ws.put_acl(env.secret_scope, principal, "READ")
+        if change.action is Action.DELETE:
+            ws.delete_acl(env.secret_scope, principal)
+            record.granted_readers = [p for p in record.granted_readers if p != principal]
+        else:
+            ws.put_acl(env.secret_scope, principal, "READ")
+            if principal not in record.granted_readers:
+                record.granted_readers.append(principal)
+    elif change.resource == NOTEBOOK_ACL:
+        grant_read(ws, env.notebook_path, notebook_acl_principal(change.name, env.notebook_path))
     elif change.resource == "secret":
         if desired.token is None:
             raise UsageError(
@@ -109,6 +131,7 @@ def _execute(
             ws.reset_job(change.job_id, merged_settings(desired.workflow, workflow_settings or {}))
             record.workflow_job_id = change.job_id
     # "state" is written once by the caller after every other change.
+    return None
 
 
 def merged_settings(desired: dict[str, Any], observed: dict[str, Any]) -> dict[str, Any]:
@@ -181,7 +204,10 @@ def plan_all(
     results = [EnvironmentResult(environment) for environment in environments]
 
     def plan_one(result: EnvironmentResult) -> None:
+        from provision.location import resolve_location
+
         result.workspace = connect(result.environment)
+        result.environment = resolve_location(result.workspace, result.environment)
         result.changes = plan_environment(result.workspace, result.environment, token)
 
     _concurrently(plan_one, results)

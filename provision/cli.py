@@ -116,6 +116,15 @@ def connect_workspace(env: Environment) -> Workspace:
     return connect(env, on_retry=lambda notice: err_console.print(f"note: {notice}", markup=False))
 
 
+def connect_environment(env: Environment) -> tuple[Workspace, Environment]:
+    """The workspace, and the environment with a `~/` notebook path resolved to the connected
+    identity's home folder (nothing else may use the environment's paths)."""
+    from provision.location import resolve_location
+
+    ws = connect_workspace(env)
+    return ws, resolve_location(ws, env)
+
+
 def _report_error(error: DbtwfError) -> None:
     from rich.markup import escape
 
@@ -408,7 +417,8 @@ def plan_command(
 
     environment = load_environment(settings)
     token = _optional_token()
-    changes = plan_environment(connect_workspace(environment), environment, token, adopt=adopt)
+    ws, environment = connect_environment(environment)
+    changes = plan_environment(ws, environment, token, adopt=adopt)
     render_changes(changes, as_json)
 
 
@@ -445,8 +455,9 @@ def apply_command(
         return
     environment = load_environment(settings)
     token = resolve_token(interactive=not yes)
+    ws, environment = connect_environment(environment)
     _plan_confirm_apply(
-        connect_workspace(environment),
+        ws,
         environment,
         token,
         yes=yes,
@@ -468,7 +479,7 @@ def _plan_confirm_apply(
 ) -> None:
     """The apply flow shared by `apply` and `onboard`: plan, show, ask, apply, report."""
     from provision.apply import apply_changes
-    from provision.output import console, render_changes
+    from provision.output import console, print_warnings, render_changes
     from provision.plan import has_changes, plan_environment
 
     changes = plan_environment(ws, environment, token, adopt=adopt)
@@ -477,6 +488,7 @@ def _plan_confirm_apply(
             render_changes(changes, as_json=True)
         else:
             console.print(f"environment {environment.name!r} is up to date; nothing to do", markup=False)
+            print_warnings(changes)
         return
     if not as_json:
         render_changes(changes, as_json=False)
@@ -486,6 +498,8 @@ def _plan_confirm_apply(
         render_changes(done, as_json=True)
     else:
         console.print(f"applied environment {environment.name!r}", markup=False)
+        warned = {(change.resource, change.name) for change in changes}
+        print_warnings(change for change in done if (change.resource, change.name) not in warned)
 
 
 def _apply_all(settings: Settings, *, yes: bool, as_json: bool, break_lock: bool) -> None:
@@ -546,7 +560,7 @@ def destroy_command(
     from provision.output import console, print_json, render_changes
 
     environment = load_environment(settings)
-    ws = connect_workspace(environment)
+    ws, environment = connect_environment(environment)
     changes = plan_destroy(ws, environment)
     if not changes:
         if as_json:
@@ -583,7 +597,10 @@ def onboard_command(
     ] = None,
     timezone: Annotated[str | None, typer.Option("--timezone", help="The schedule's time zone.")] = None,
     notebook_path: Annotated[
-        str | None, typer.Option("--notebook-path", help="Absolute workspace path of the runner notebook.")
+        str | None,
+        typer.Option(
+            "--notebook-path", help="The runner notebook's workspace path: absolute, or ~/... in your home."
+        ),
     ] = None,
     secret_scope: Annotated[str | None, typer.Option("--secret-scope", help="The secret scope.")] = None,
     secret_key: Annotated[str | None, typer.Option("--secret-key", help="The key of the token.")] = None,
@@ -636,7 +653,7 @@ def onboard_command(
     console.print(f"dbt job {target.dbt_job_id} ({job_name}) found; the token works", markup=False)
     environment = write_environment(settings.config_path, target)
     console.print(f"wrote environment {environment.name!r} to {settings.config_path}", markup=False)
-    ws = connect_workspace(environment)
+    ws, environment = connect_environment(environment)
     _plan_confirm_apply(ws, environment, token, yes=yes, as_json=False, break_lock=break_lock)
     if run:
         from provision.runs import run_workflow
@@ -751,8 +768,9 @@ def add_task_command(
             return typer.confirm("Add the task anyway?", default=False, err=True)
         raise UsageError("the workflow is deployed by a bundle", "re-run with --yes to add the task anyway")
 
+    ws, environment = connect_environment(environment)
     result = add_task(
-        connect_workspace(environment),
+        ws,
         environment,
         request,
         token,
@@ -810,7 +828,7 @@ def run_command(
     from provision.runs import run_workflow
 
     environment = load_environment(settings)
-    ws = connect_workspace(environment)
+    ws, environment = connect_environment(environment)
     with _RunStatus() as status:
         outcome = run_workflow(
             ws, environment, wait=not no_wait, on_update=status.update, poll_interval=poll_interval
@@ -940,7 +958,7 @@ def doctor_command(
     else:
         from rich.table import Table
 
-        styles = {Status.OK: "green", Status.FAIL: "bold red", Status.SKIP: "dim"}
+        styles = {Status.OK: "green", Status.WARN: "yellow", Status.FAIL: "bold red", Status.SKIP: "dim"}
         table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
         for column in ("status", "check", "detail", "fix"):
             table.add_column(column, overflow="fold")
@@ -954,7 +972,13 @@ def doctor_command(
             )
         console.print(table)
         failed = sum(check.status is Status.FAIL for check in checks)
-        console.print("all checks passed" if passed else f"{failed} check(s) failed", markup=False)
+        warned = sum(check.status is Status.WARN for check in checks)
+        if not passed:
+            console.print(f"{failed} check(s) failed", markup=False)
+        elif warned:
+            console.print(f"no check failed, {warned} warning(s): read the WARN lines above", markup=False)
+        else:
+            console.print("all checks passed", markup=False)
     if not passed:
         # A config that cannot be used (missing, invalid, a plain-http dbt host) is bad input:
         # every link that needs it was skipped, so nothing was sent anywhere.

@@ -18,9 +18,10 @@
 
 Everything but the dbt host, account and jobs has a per-environment default, so a newcomer
 types nothing else: scope `dbtwf-<env>`, key `dbt-cloud-api-token`, notebook
-`/Shared/dbtwf/<env>/run_dbt_cloud_job`, workflow `dbt Cloud jobs (<env>)`, serverless
-compute. `{env}` in a string value stands for the environment's name, so `[defaults]` can
-say `notebook_path = "/Shared/etl/{env}/dbt"`. The host and account fall back to
+`~/.dbtwf/<env>/run_dbt_cloud_job` (`~` is the deploying identity's home folder,
+/Users/<user name>: only it and admins can edit it), workflow `dbt Cloud jobs (<env>)`,
+serverless compute. `{env}` in a string value stands for the environment's name, so
+`[defaults]` can say `notebook_path = "~/etl/{env}/dbt"`. The host and account fall back to
 `DBT_CLOUD_HOST` / `DBT_CLOUD_ACCOUNT_ID` (dbt-cloud-cli's names) when the file has none.
 
 Every error names the file, the table and the key. The token never goes in this file.
@@ -38,7 +39,15 @@ from pathlib import Path
 from typing import Any
 
 from provision.errors import ConfigError, UsageError
-from provision.model import Compute, DbtJobTask, Environment, Schedule, normalize_host
+from provision.model import (
+    HOME_PREFIX,
+    Compute,
+    DbtJobTask,
+    Environment,
+    Schedule,
+    default_notebook_path,
+    normalize_host,
+)
 
 HOST_ENVVAR = "DBT_CLOUD_HOST"
 ACCOUNT_ENVVAR = "DBT_CLOUD_ACCOUNT_ID"
@@ -91,7 +100,7 @@ def environment_defaults(name: str) -> dict[str, Any]:
     return {
         "secret_scope": f"dbtwf-{name}",
         "secret_key": "dbt-cloud-api-token",
-        "notebook_path": f"/Shared/dbtwf/{name}/run_dbt_cloud_job",
+        "notebook_path": default_notebook_path(name),
         "workflow_name": f"dbt Cloud jobs ({name})",
         "run_timeout_seconds": Environment.run_timeout_seconds,
     }
@@ -148,14 +157,17 @@ def validate_databricks_host(value: str) -> None:
 
 
 def validate_notebook_path(path: str) -> None:
-    """An absolute workspace path such as /Shared/dbtwf/prod/run_dbt_cloud_job."""
-    if not isinstance(path, str) or not path.startswith("/"):
+    """An absolute workspace path such as /Users/me@example.com/dbt/run_dbt_cloud_job, or one
+    under the deploying identity's home folder: ~/.dbtwf/prod/run_dbt_cloud_job."""
+    in_home = isinstance(path, str) and path.startswith(HOME_PREFIX)
+    if not isinstance(path, str) or not (path.startswith("/") or in_home):
         raise UsageError(
-            f"{_q(path)} is not an absolute workspace path; "
-            "give it from the root, like /Shared/dbtwf/prod/run_dbt_cloud_job"
+            f"{_q(path)} is not an absolute workspace path; give it from the root, like "
+            "/Users/me@example.com/dbtwf/run_dbt_cloud_job, or under your home folder: "
+            "~/.dbtwf/prod/run_dbt_cloud_job"
         )
     parts = path.split("/")[1:]
-    if path == "/" or any(part in ("", ".", "..") for part in parts):
+    if path in ("/", HOME_PREFIX) or any(part in ("", ".", "..") for part in parts):
         raise UsageError(
             f"{_q(path)} is not a notebook path: no empty, '.' or '..' parts and no trailing '/'"
         )

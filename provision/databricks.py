@@ -298,6 +298,7 @@ class Workspace:
         #: The workspace URL, normalised (scheme, lower-case host, no trailing slash).
         self.host: str = host if host is not None else normalize_host(str(client.config.host or ""))
         self._identity = identity
+        self._user_name: str | None = None  # the identity does not change during a session
 
     def _call(self, what: str, operation: Callable[[], T]) -> T:
         """Run one SDK call; any SDK or transport failure becomes a project error."""
@@ -331,6 +332,16 @@ class Workspace:
         """`environment 'prod' in https://adb-1.net as me@example.com`: what `plan`, `apply`
         and `destroy` say before anything else."""
         return f"environment {environment!r} in {self.host} as {self.current_user()}"
+
+    def current_user_name(self) -> str:
+        """The calling identity's user name (a service principal's application id): the name
+        its home folder ``/Users/<name>`` and the permissions API know it by."""
+        if self._user_name is None:
+            me = self._call("reading the current user", self._client.current_user.me)
+            if not me.user_name:
+                raise RemoteError("Databricks did not say the current identity's user name (SCIM Me)")
+            self._user_name = str(me.user_name)
+        return self._user_name
 
     # -- secrets ------------------------------------------------------------------------
     def list_scopes(self) -> list[dict[str, Any]]:
@@ -397,6 +408,12 @@ class Workspace:
             lambda: [a.as_dict() for a in self._client.secrets.list_acls(scope)],
         )
         return found or []
+
+    def delete_acl(self, scope: str, principal: str) -> None:
+        self._ignore_missing(
+            f"revoking the access of {principal!r} to scope {scope!r}",
+            lambda: self._client.secrets.delete_acl(scope, principal),
+        )
 
     def put_acl(self, scope: str, principal: str, permission: str) -> None:
         from databricks.sdk.service.workspace import AclPermission
@@ -466,6 +483,36 @@ class Workspace:
     def delete(self, path: str, recursive: bool = False) -> None:
         self._ignore_missing(
             f"deleting {path}", lambda: self._client.workspace.delete(path, recursive=recursive)
+        )
+
+    # -- workspace object permissions ----------------------------------------------------
+    def get_permissions(self, object_type: str, object_id: str) -> dict[str, Any] | None:
+        """The ACL of a folder/notebook/file (``object_type`` directories|notebooks|files), with
+        each principal's direct and inherited levels; None when the workspace has no object
+        access control (not on the Premium plan: then every user can edit every object)."""
+        from databricks.sdk import errors
+
+        what = f"reading the permissions of {object_type} {object_id}"
+        try:
+            return self._client.workspace.get_permissions(object_type, object_id).as_dict()
+        except errors.BadRequest as error:
+            if error.error_code == "FEATURE_DISABLED" or "Premium" in str(error):
+                return None
+            raise _map_error(error, what, self.host) from None
+        except Exception as error:  # noqa: BLE001
+            raise _map_error(error, what, self.host) from None
+
+    def update_permissions(self, object_type: str, object_id: str, entries: list[dict[str, Any]]) -> None:
+        """Adds ``entries`` (``{"user_name"|"group_name"|"service_principal_name": ..,
+        "permission_level": ..}``) to the object's ACL, keeping the others (PATCH)."""
+        from databricks.sdk.service.workspace import WorkspaceObjectAccessControlRequest
+
+        acl = [WorkspaceObjectAccessControlRequest.from_dict(entry) for entry in entries]
+        self._call(
+            f"granting access to {object_type} {object_id}",
+            lambda: self._client.workspace.update_permissions(
+                object_type, object_id, access_control_list=acl
+            ),
         )
 
     # -- jobs ---------------------------------------------------------------------------

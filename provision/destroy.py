@@ -51,6 +51,8 @@ def plan_destroy(ws: Workspace, env: Environment) -> list[Change]:
         changes.append(Change("notebook", env.notebook_path, Action.DELETE, "uploaded by dbtwf"))
     if state is not None and (state.scope_created or state.token_fingerprint):
         changes += _plan_secret_removal(ws, env, scope_created=state.scope_created)
+    if state is not None and state.granted_readers and not any(c.resource == "scope" for c in changes):
+        changes += _plan_grant_removal(ws, env, state.granted_readers)
     if state is not None:
         changes.append(Change("state", env.state_path, Action.DELETE, "dbtwf's record"))
     return changes
@@ -85,6 +87,18 @@ def _plan_secret_removal(ws: Workspace, env: Environment, *, scope_created: bool
     else:
         why = "stored by dbtwf; the scope is not dbtwf's"
     return [Change("secret", f"{env.secret_scope}/{env.secret_key}", Action.DELETE, why)]
+
+
+def _plan_grant_removal(ws: Workspace, env: Environment, granted: list[str]) -> list[Change]:
+    """The READ dbtwf granted on a scope that stays (not dbtwf's, or holding others' secrets)."""
+    if not ws.has_scope(env.secret_scope):
+        return []
+    acls = {str(a.get("principal")): str(a.get("permission")) for a in ws.list_acls(env.secret_scope)}
+    return [
+        Change("scope-acl", f"{env.secret_scope}:{principal}", Action.DELETE, "READ granted by dbtwf")
+        for principal in sorted(set(granted))
+        if acls.get(principal) == "READ"
+    ]
 
 
 def destroy_changes(
@@ -132,5 +146,7 @@ def _delete(ws: Workspace, env: Environment, changes: list[Change]) -> None:
             ws.delete_secret(env.secret_scope, env.secret_key)
         elif change.resource == "scope":
             ws.delete_scope(env.secret_scope)
+        elif change.resource == "scope-acl":
+            ws.delete_acl(env.secret_scope, change.name.split(":", 1)[1])
     if any(change.resource == "state" for change in changes):
         delete_state(ws, env)

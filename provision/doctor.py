@@ -1,7 +1,8 @@
 """`dbtwf doctor`: check each link of the chain, from the config file to the compute.
 
-Every link is one Check: OK, FAIL (with what to do) or SKIP (a link it needs failed, so
-its answer would only repeat that failure). Doctor only reads: it never writes to the
+Every link is one Check: OK, WARN (it works, but something is exposed: what to do about
+it), FAIL (with what to do) or SKIP (a link it needs failed, so its answer would only
+repeat that failure). Doctor only reads: it never writes to the
 workspace or dbt Cloud, and it never reads a secret's value.
 """
 
@@ -28,6 +29,7 @@ _USABLE_CLUSTER_STATES = frozenset({"RUNNING", "PENDING", "RESTARTING", "RESIZIN
 
 class Status(str, Enum):
     OK = "ok"
+    WARN = "warn"
     FAIL = "fail"
     SKIP = "skip"
 
@@ -50,6 +52,10 @@ class _Failed(Exception):
         super().__init__(detail)
         self.detail = detail
         self.fix = fix
+
+
+class _Warned(_Failed):
+    """A link works but exposes something: what and what to do (a warning, not a failure)."""
 
 
 def expected_notebook(env: Environment) -> str:
@@ -90,13 +96,15 @@ class _Doctor:
 
     def run(self, name: str, needs: tuple[str, ...], check: Callable[[], str]) -> None:
         """Record ``check``'s outcome under ``name``, or SKIP when a needed link did not pass."""
-        passed = {c.name for c in self.checks if c.status is Status.OK}
+        passed = {c.name for c in self.checks if c.status in (Status.OK, Status.WARN)}
         missing = [need for need in needs if need not in passed]
         if missing:
             self.checks.append(Check(name, Status.SKIP, f"needs: {', '.join(missing)}"))
             return
         try:
             self.checks.append(Check(name, Status.OK, check()))
+        except _Warned as warned:
+            self.checks.append(Check(name, Status.WARN, warned.detail, warned.fix))
         except _Failed as failed:
             self.checks.append(Check(name, Status.FAIL, failed.detail, failed.fix))
         except DbtwfError as error:
@@ -123,7 +131,10 @@ class _Doctor:
         return f"environment {env.name!r}: {where}, jobs {jobs}"
 
     def databricks_auth(self) -> str:
+        from provision.location import resolve_location
+
         self._ws = self._connect(self.env)
+        self._env = resolve_location(self.ws, self.env)
         user = self.ws.current_user()
         return f"{user} on {self.ws.host}"
 
@@ -174,7 +185,8 @@ class _Doctor:
 
     def scope_readers(self) -> str:
         env = self.env
-        if not env.scope_readers:
+        record = self.state_record()
+        if not env.scope_readers and not (record is not None and record.granted_readers):
             return "no scope_readers configured"
         permissions = {
             a.get("principal"): str(a.get("permission", "")) for a in self.ws.list_acls(env.secret_scope)
@@ -182,7 +194,68 @@ class _Doctor:
         missing = [p for p in env.scope_readers if permissions.get(p, "").upper() not in _READ_OR_HIGHER]
         if missing:
             raise _Failed(f"no READ on {env.secret_scope!r} for {', '.join(missing)}", _APPLY_FIX)
-        return f"READ for {', '.join(env.scope_readers)}"
+        granted = record.granted_readers if record is not None else []
+        stale = [p for p in granted if p not in env.scope_readers and permissions.get(p) == "READ"]
+        if stale:
+            raise _Failed(
+                f"{', '.join(stale)} still read {env.secret_scope!r}: "
+                "dbtwf granted it, and they left scope_readers",
+                f"{_APPLY_FIX} to take that READ back",
+            )
+        return (
+            f"READ for {', '.join(env.scope_readers)}" if env.scope_readers else "no scope_readers configured"
+        )
+
+    def scope_access(self) -> str:
+        """Who besides the scope's managers can read the token: on a workspace that is not on
+        the Premium plan, a scope can only be created for all users."""
+        from provision.location import all_users_scope_warning
+
+        env = self.env
+        try:
+            acls = {
+                str(a.get("principal")): str(a.get("permission")) for a in self.ws.list_acls(env.secret_scope)
+            }
+        except DbtwfError as error:
+            raise _Warned(
+                f"cannot read who can read scope {env.secret_scope!r}: {error.message}",
+                "listing a scope's ACLs needs MANAGE on it; ask its manager or a workspace admin",
+            ) from None
+        if "users" in acls:
+            raise _Warned(
+                all_users_scope_warning(env.secret_scope, acls["users"]).split(" (", 1)[0],
+                "use a Premium workspace: delete the scope, run `dbtwf apply` (the new scope is yours "
+                "alone) and list who else may read it in scope_readers; or accept that every "
+                "workspace user can read the token",
+            )
+        return f"{env.secret_scope!r}: " + ", ".join(f"{p} {acls[p]}" for p in sorted(acls))
+
+    def notebook_location(self) -> str:
+        """Who can edit the notebook that reads the token, and the state record beside it."""
+        from provision.location import describe_all_users, observe_location
+
+        env = self.env
+        facts = observe_location(self.ws, env)
+        fix = (
+            f"set notebook_path for environment {env.name!r} in dbtwf.toml to a folder only you can "
+            f"edit, such as ~/.dbtwf/{env.name}/run_dbt_cloud_job (the default), and run `dbtwf apply`; "
+            "then `dbtwf destroy` the old location's leftovers or delete them by hand"
+        )
+        if facts.unknown:
+            raise _Warned(f"cannot read who can edit {facts.checked_path}: {facts.unknown}", None)
+        if not facts.access_control:
+            raise _Warned(
+                f"every workspace user can edit {env.notebook_path}: this workspace has no access "
+                "control on notebooks and folders (it is not on the Premium plan)",
+                "use a Premium workspace, or accept that any user can change the code that reads the token",
+            )
+        if facts.editable_by_all_users:
+            raise _Failed(
+                f"every workspace user can edit {env.notebook_path} and the state record beside it "
+                f"({describe_all_users(facts)}): anyone can change the code that reads the dbt Cloud token",
+                fix,
+            )
+        return f"{facts.checked_path}: only you, those you granted and workspace admins can edit it"
 
     def notebook(self) -> str:
         env = self.env
@@ -204,6 +277,9 @@ class _Doctor:
         env = self.env
         record = self.state_record()
         if record is None or record.workflow_job_id is None:
+            from provision.plan import find_owned_workflow
+
+            find_owned_workflow(self.ws, env, record)  # deployed from elsewhere: says where
             raise _Failed(f"no workflow recorded for environment {env.name!r}", _APPLY_FIX)
         job = self.ws.get_job(record.workflow_job_id)
         if job is None:
@@ -219,7 +295,7 @@ class _Doctor:
         drift = [
             change
             for change in plan_environment(self.ws, env, self._token)
-            if change.resource in ("workflow", "task") and change.action != Action.NOOP
+            if change.resource in ("workflow", "task", "notebook-acl") and change.action != Action.NOOP
         ]
         if drift:
             reasons = "; ".join(f"{c.name}: {c.reason}" for c in drift)
@@ -287,7 +363,9 @@ def diagnose(
     doctor.run("secret scope", ("databricks auth",), doctor.secret_scope)
     doctor.run("secret key", ("secret scope",), doctor.secret_key)
     doctor.run("scope readers", ("secret scope",), doctor.scope_readers)
+    doctor.run("scope access", ("secret scope",), doctor.scope_access)
     doctor.run("notebook", ("databricks auth",), doctor.notebook)
+    doctor.run("notebook location", ("databricks auth",), doctor.notebook_location)
     doctor.run("workflow", ("databricks auth",), doctor.workflow)
     doctor.run("added tasks", ("databricks auth",), doctor.added_tasks)
     doctor.run("compute", ("databricks auth",), doctor.compute)
@@ -295,4 +373,5 @@ def diagnose(
 
 
 def all_passed(checks: list[Check]) -> bool:
-    return all(check.status is Status.OK for check in checks)
+    """No check failed or was skipped (warnings do not fail doctor; they are shown)."""
+    return all(check.status in (Status.OK, Status.WARN) for check in checks)

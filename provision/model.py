@@ -6,6 +6,7 @@ into these frozen dataclasses, already validated; everything below the CLI works
 
 from __future__ import annotations
 
+import dataclasses
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -13,6 +14,22 @@ from typing import Any, Literal
 MANAGED_BY_TAG = "managed-by"
 MANAGED_BY_VALUE = "dbtwf"
 ENVIRONMENT_TAG = "dbtwf-env"
+
+#: A notebook path starting with this lives in the home folder of the identity that deploys
+#: it, ``/Users/<user name>``: only that identity and workspace admins can edit it there,
+#: where everything under /Shared can be edited by every workspace user.
+HOME_PREFIX = "~/"
+
+
+def default_notebook_path(env_name: str) -> str:
+    """Where the runner notebook goes when nobody says: the deploying identity's home.
+    The state record and the lock live beside it. The one source of this default."""
+    return f"{HOME_PREFIX}.dbtwf/{env_name}/run_dbt_cloud_job"
+
+
+def home_folder(user_name: str) -> str:
+    """A user's (or service principal's, by application id) home folder."""
+    return f"/Users/{user_name}"
 
 
 @dataclass(frozen=True)
@@ -54,7 +71,9 @@ class Environment:
     databricks_host: str | None = None
     secret_scope: str = "dbtwf"  # noqa: S105 - a scope name, not a secret
     secret_key: str = "dbt-cloud-api-token"  # noqa: S105 - a key name, not a secret
-    notebook_path: str = "/Shared/dbtwf/run_dbt_cloud_job"
+    #: Absolute, or under the deploying identity's home (``~/...``, see ``resolved``);
+    #: empty means ``default_notebook_path(name)``.
+    notebook_path: str = ""
     workflow_name: str = "dbt Cloud jobs"
     schedule: Schedule | None = None
     compute: Compute = field(default_factory=Compute)
@@ -63,6 +82,23 @@ class Environment:
     run_timeout_seconds: int = 4 * 3600
     #: Principals (users, groups, service principals) given READ on the secret scope.
     scope_readers: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.notebook_path:
+            object.__setattr__(self, "notebook_path", default_notebook_path(self.name))
+
+    @property
+    def in_home(self) -> bool:
+        """Whether the notebook path is relative to the deploying identity's home (``~/``)."""
+        return self.notebook_path.startswith(HOME_PREFIX)
+
+    def resolved(self, user_name: str) -> Environment:
+        """The environment with ``~`` replaced by ``user_name``'s home folder. Nothing may
+        reach the workspace before this: ``~`` means nothing to Databricks."""
+        if not self.in_home:
+            return self
+        path = home_folder(user_name) + "/" + self.notebook_path[len(HOME_PREFIX) :]
+        return dataclasses.replace(self, notebook_path=path)
 
     @property
     def notebook_folder(self) -> str:

@@ -67,6 +67,8 @@ def summarize(changes: Iterable[Change]) -> str:
     """One line: ``2 to create, 1 to update, 3 unchanged`` (or ``nothing to change``)."""
     counts: dict[str, int] = {}
     for change in changes:
+        if change.resource == _WARNING:
+            continue
         action = _action_value(change)
         counts[action] = counts.get(action, 0) + 1
     parts = [
@@ -84,11 +86,24 @@ def summarize(changes: Iterable[Change]) -> str:
     return ", ".join(parts)
 
 
+_WARNING = "warning"  # provision.location.WARNING, without importing the planner here
+
+
+def print_warnings(changes: Iterable[Change]) -> None:
+    """The plan's warnings (who can edit the notebook or read the token), one per line on stderr."""
+    for change in changes:
+        if change.resource == _WARNING:
+            err_console.print(f"warning: {redact(change.reason)}", markup=False)
+
+
 def render_changes(changes: list[Change], as_json: bool) -> None:
-    """The plan: a table with one row per resource and a summary line, or a JSON list."""
+    """The plan: a table with one row per resource and a summary line, or a JSON list
+    (warnings are entries of resource "warning" there, and lines on stderr here)."""
     if as_json:
         print_json([change.to_dict() for change in changes])
         return
+    warnings = [change for change in changes if change.resource == _WARNING]
+    changes = [change for change in changes if change.resource != _WARNING]
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     table.add_column("", no_wrap=True)
     table.add_column("action", no_wrap=True)
@@ -116,3 +131,4 @@ def render_changes(changes: list[Change], as_json: bool) -> None:
             target = Console(highlight=False, width=Measurement.get(console, wide, table).maximum)
         target.print(table)
     console.print(summarize(changes), markup=False)
+    print_warnings(warnings)

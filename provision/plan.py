@@ -14,6 +14,13 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from provision.errors import ConflictError
+from provision.location import (
+    LocationFacts,
+    check_same_deployment,
+    observe_location,
+    observe_scope_acls,
+    security_changes,
+)
 from provision.model import ENVIRONMENT_TAG, MANAGED_BY_TAG, MANAGED_BY_VALUE, Environment
 from provision.state import StateRecord, load_state
 
@@ -47,7 +54,9 @@ class Action(str, Enum):
 
 @dataclass(frozen=True)
 class Change:
-    resource: str  # "scope" | "scope-acl" | "secret" | "folder" | "notebook" | "workflow" | "state"
+    # "scope" | "scope-acl" | "secret" | "folder" | "notebook" | "notebook-acl" | "workflow" | "state",
+    # or "warning": shown with the plan, never carried out (always a no-op)
+    resource: str
     name: str
     action: Action
     reason: str
@@ -199,6 +208,9 @@ class Observed:
     foreign_same_name: tuple[int, ...] = ()
     #: Several jobs carry our tags for this environment: which one is ours is ambiguous.
     duplicate_owned: tuple[int, ...] = ()
+    #: The identity applying, and who can edit/read the notebook (see provision.location).
+    deployer: str | None = None
+    location: LocationFacts | None = None
 
 
 def find_owned_workflow(
@@ -218,24 +230,28 @@ def find_owned_workflow(
     if len(owned) > 1:
         return None, None, stale, foreign, tuple(owned)
     if owned:
-        return ws.get_job(owned[0]), "tags", stale, foreign, ()
+        job = ws.get_job(owned[0])
+        if job is not None:
+            check_same_deployment(env, job)  # deployed from another notebook: another identity's
+        return job, "tags", stale, foreign, ()
     return None, None, stale, foreign, ()
 
 
 def observe(ws: Workspace, env: Environment, *, include_workflow: bool = True) -> Observed:
     state = load_state(ws, env)
+    # First the workflow: deployed by another identity, it is their scope and notebook too.
+    workflow, found_by, stale, foreign, duplicates = (
+        find_owned_workflow(ws, env, state) if include_workflow else (None, None, None, (), ())
+    )
     scope_exists = ws.has_scope(env.secret_scope)
     acls: dict[str, str] = {}
     secret_exists = False
     if scope_exists:
-        if env.scope_readers:
-            acls = {str(a.get("principal")): str(a.get("permission")) for a in ws.list_acls(env.secret_scope)}
+        required = bool(env.scope_readers or (state is not None and state.granted_readers))
+        acls = observe_scope_acls(ws, env, required=required)
         secret_exists = any(s.get("key") == env.secret_key for s in ws.list_secrets(env.secret_scope))
     folder_exists = ws.get_status(env.notebook_folder) is not None
     notebook = ws.export_source(env.notebook_path) if folder_exists else None
-    workflow, found_by, stale, foreign, duplicates = (
-        find_owned_workflow(ws, env, state) if include_workflow else (None, None, None, (), ())
-    )
     return Observed(
         scope_exists=scope_exists,
         scope_acls=acls,
@@ -248,6 +264,8 @@ def observe(ws: Workspace, env: Environment, *, include_workflow: bool = True) -
         stale_job_id=stale,
         foreign_same_name=foreign,
         duplicate_owned=duplicates,
+        deployer=ws.current_user_name(),
+        location=observe_location(ws, env),
     )
 
 
@@ -368,6 +386,15 @@ def plan(
     if include_workflow:
         changes.append(_plan_workflow(desired, observed, adopt=adopt))
         workflow_id = changes[-1].job_id
+    changes += security_changes(
+        env,
+        deployer=observed.deployer,
+        location=observed.location,
+        workflow=observed.workflow,
+        scope_exists=observed.scope_exists,
+        scope_acls=observed.scope_acls,
+        granted_readers=state.granted_readers if state is not None else (),
+    )
     if state is None:
         changes.append(Change("state", env.state_path, Action.CREATE, "missing"))
     elif has_changes(changes) or recorded != workflow_id:

@@ -53,6 +53,9 @@ class StateRecord:
     token_fingerprint: str = ""
     notebook_sha256: str = ""
     added_tasks: list[AddedTask] = field(default_factory=list)
+    #: Principals dbtwf granted READ on the scope (for scope_readers): revoked when they
+    #: leave scope_readers. An ACL dbtwf did not grant is never revoked.
+    granted_readers: list[str] = field(default_factory=list)
     version: int = STATE_VERSION
 
     def to_json(self) -> bytes:
@@ -77,6 +80,7 @@ class StateRecord:
                 token_fingerprint=str(raw.get("token_fingerprint", "")),
                 notebook_sha256=str(raw.get("notebook_sha256", "")),
                 added_tasks=added,
+                granted_readers=[str(p) for p in raw.get("granted_readers", [])],
                 version=int(raw.get("version", STATE_VERSION)),
             )
         except (ValueError, TypeError, KeyError) as error:
@@ -135,7 +139,19 @@ def environment_lock(
     try:
         yield
     finally:
-        ws.delete(path)
+        _release(ws, path)
+
+
+def _release(ws: Workspace, path: str, attempts: int = 3) -> None:
+    """Deletes the lock, again after a failure (the SDK does not retry a 500): a lock left
+    behind stops every later run until someone breaks it by hand. Deleting is idempotent."""
+    for attempt in range(1, attempts + 1):
+        try:
+            ws.delete(path)
+            return
+        except RemoteError:
+            if attempt == attempts:
+                raise
 
 
 def _is_ours(ws: Workspace, path: str, nonce: str) -> bool:

@@ -387,7 +387,7 @@ def _steps(demo: Demo, emulators: Emulators, started: float) -> None:
     config_path = demo.workdir / "dbtwf.toml"
     say(f"  config written:      {config_path.name} (environment 'dev'; no token in it)")
     say("  created by onboard:  secret scope dbtwf-dev with the dbt token, the runner notebook")
-    say("                       /Shared/dbtwf/dev/run_dbt_cloud_job, " + _names(owned))
+    say("                       ~/.dbtwf/dev/run_dbt_cloud_job (your home folder), " + _names(owned))
     say(f"  added by add-task:   task for dbt job {second_job_id} in {FOREIGN_WORKFLOW!r} ({foreign_id});")
     say(f"                       its other tasks untouched: {', '.join(untouched)}")
     say(f"  workflow runs:       {onboard_run_id} (onboard --run) and {final_run_id} (run), both succeeded")

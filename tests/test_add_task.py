@@ -111,7 +111,7 @@ def test_task_shape_serverless_by_default() -> None:
     task = build_task(make_env(), task_key="k", dbt_job_id=42, depends_on=("a", "b"))
     assert task["task_key"] == "k"
     assert task["notebook_task"] == {
-        "notebook_path": "/Shared/dbtwf/run_dbt_cloud_job",
+        "notebook_path": "~/.dbtwf/dev/run_dbt_cloud_job",
         "source": "WORKSPACE",
         "base_parameters": {"job_id": "42"},
     }

@@ -89,12 +89,15 @@ def test_minimal_environment_gets_every_default_a_newcomer_never_types() -> None
     assert env.dbt_jobs == (DbtJobTask("nightly", 1234),)
     assert env.secret_scope == "dbtwf-dev"
     assert env.secret_key == "dbt-cloud-api-token"
-    assert env.notebook_path == "/Shared/dbtwf/dev/run_dbt_cloud_job"
+    assert env.notebook_path == "~/.dbtwf/dev/run_dbt_cloud_job"  # the deploying identity's home
     assert env.workflow_name == "dbt Cloud jobs (dev)"
     assert env.compute == Compute()
     assert env.schedule is None
     assert env.databricks_profile is None
-    assert env.state_path == "/Shared/dbtwf/dev/.dbtwf-state-dev.json"
+    assert env.state_path == "~/.dbtwf/dev/.dbtwf-state-dev.json"
+    resolved = env.resolved("ana@example.com")
+    assert resolved.notebook_path == "/Users/ana@example.com/.dbtwf/dev/run_dbt_cloud_job"
+    assert resolved.state_path == "/Users/ana@example.com/.dbtwf/dev/.dbtwf-state-dev.json"
 
 
 def test_defaults_merge_under_each_environment_and_env_placeholder_expands() -> None:
@@ -332,11 +335,12 @@ def test_invalid_quartz_expressions(expr: str, expected: str) -> None:
 def test_small_validators() -> None:
     validate_secret_name("dbtwf-prod.v2_x", "scope name")
     validate_notebook_path("/Users/a@b.com/dbt runner")
+    validate_notebook_path("~/.dbtwf/prod/run_dbt_cloud_job")
     validate_timezone("America/New_York")
     for bad in ("", "a" * 129, "with space", "slash/no"):
         with pytest.raises(UsageError):
             validate_secret_name(bad, "secret key name")
-    for bad in ("relative/path", "/", "/a/../b", "/a//b"):
+    for bad in ("relative/path", "/", "/a/../b", "/a//b", "~", "~/", "~other/x", "~/../x"):
         with pytest.raises(UsageError):
             validate_notebook_path(bad)
     assert default_task_key(42) == "dbt_job_42"
@@ -368,7 +372,7 @@ ONBOARD_VALUES = {
     "dbt_cloud_account_id": 70403,
     "dbt_jobs": {"dbt_job_1234": 1234},
     "secret_scope": "dbtwf-prod",  # the default: not written
-    "notebook_path": "/Shared/dbtwf/prod/run_dbt_cloud_job",  # the default: not written
+    "notebook_path": "~/.dbtwf/prod/run_dbt_cloud_job",  # the default: not written
     "schedule": {"quartz_cron": "0 0 6 * * ?", "timezone": "UTC"},
 }
 

@@ -23,7 +23,9 @@ ALL_CHECKS = [
     "secret scope",
     "secret key",
     "scope readers",
+    "scope access",
     "notebook",
+    "notebook location",
     "workflow",
     "added tasks",
     "compute",
@@ -65,7 +67,9 @@ def test_fresh_workspace_fails_with_fixes_and_writes_nothing(
         "secret scope": "fail",
         "secret key": "skip",
         "scope readers": "skip",
+        "scope access": "skip",
         "notebook": "fail",
+        "notebook location": "ok",
         "workflow": "fail",
         "added tasks": "ok",
         "compute": "ok",
@@ -97,7 +101,7 @@ def test_after_apply_everything_passes(invoke: Callable[..., Any], databricks: A
 def test_drift_is_reported_per_link(invoke: Callable[..., Any], databricks: Any, tmp_path: Path) -> None:
     assert invoke("apply", "--yes").exit_code == 0
     ws = make_workspace(databricks)
-    env_notebook = "/Shared/dbtwf/dev/run_dbt_cloud_job"
+    env_notebook = f"/Users/{databricks.user_name}/.dbtwf/dev/run_dbt_cloud_job"
     ws.import_notebook(
         env_notebook, "# Databricks notebook source\nprint('edited by hand')\n", overwrite=True
     )

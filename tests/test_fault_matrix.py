@@ -316,7 +316,12 @@ class Cli:
 
     @property
     def environment(self) -> Environment:
-        return select_environment(load_config(self.tmp_path / "dbtwf.toml"), "dev")
+        """The environment as the CLI sees it once connected (`~` is the user's home folder)."""
+        from provision.location import resolve_location
+
+        return resolve_location(
+            self.workspace, select_environment(load_config(self.tmp_path / "dbtwf.toml"), "dev")
+        )
 
 
 def outcome_of(result: Any) -> str:
@@ -599,8 +604,8 @@ def test_apply_killed_after_each_write_converges_on_reapply(
 
     # How many writes a whole apply makes, measured on a clean workspace.
     write_config(tmp_path / "dbtwf.toml", "acme.us1.dbt.com", {"dev": {"nightly": DBT_JOB}})
-    env = select_environment(load_config(tmp_path / "dbtwf.toml"), "dev")
     with DatabricksEmulator(token=DATABRICKS_TOKEN) as probe:
+        env = select_environment(load_config(tmp_path / "dbtwf.toml"), "dev").resolved(probe.user_name)
         from provision.apply import apply_changes
 
         ws = fast_workspace(probe)
@@ -710,8 +715,8 @@ def test_four_concurrent_apply_processes_leave_one_workflow(
     assert all(code in (0, 1) for code, _ in results), results
     assert any(code == 0 for code, _ in results), results
     assert all("locked by" in err for code, err in results if code == 1), results
-    env = select_environment(load_config(tmp_path / "dbtwf.toml"), "dev")
     ws = fast_workspace(databricks)
+    env = select_environment(load_config(tmp_path / "dbtwf.toml"), "dev").resolved(databricks.user_name)
     assert_converged(databricks, ws, env)
     assert json.dumps(results).count(DBT_CLOUD_TOKEN) == 0
 

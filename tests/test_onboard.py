@@ -155,9 +155,10 @@ def test_apply_all_reports_a_failed_environment_and_applies_the_others(
 
     write_config(tmp_path / "dbtwf.toml", dbt_cloud.url, {"dev": {"nightly": 42}, "prod": {"nightly": 43}})
     ws = make_workspace(databricks)
-    ws.mkdirs("/Shared/dbtwf/prod")  # another apply holds prod's lock
+    folder = f"/Users/{databricks.user_name}/.dbtwf/prod"
+    ws.mkdirs(folder)  # another apply holds prod's lock
     held = {"holder": "ci@runner pid 7", "acquired_at": 0, "environment": "prod", "nonce": "x"}
-    ws.write_file("/Shared/dbtwf/prod/.dbtwf-lock-prod.json", json.dumps(held).encode(), overwrite=False)
+    ws.write_file(f"{folder}/.dbtwf-lock-prod.json", json.dumps(held).encode(), overwrite=False)
     result = invoke(["apply", "--all", "--yes", "--json"], cli)
     assert result.exit_code == 1, result.output
     assert "environment 'prod'" in result.output and "ci@runner" in result.output

@@ -30,6 +30,7 @@ from typing import Any
 from databricks.sdk.service import iam, jobs
 
 from tests.emulators.base import Emulator, HttpError, Request, Response
+from tests.emulators.databricks_permissions import WorkspacePermissions
 
 NOTEBOOK_SCRIPT = Path(__file__).with_name("databricks_notebook.py")
 WORKSPACE_ID = "6051921418418893"
@@ -197,7 +198,7 @@ RUN_IF_CONDITIONS: dict[str, Callable[[list[str]], bool]] = {
 }
 
 
-class DatabricksEmulator(Emulator):
+class DatabricksEmulator(Emulator, WorkspacePermissions):
     public_paths = (r"/\.well-known/databricks-config", r"/oidc/\.well-known/oauth-authorization-server")
 
     #: Seconds between SIGINT and SIGKILL when a run is cancelled.
@@ -243,6 +244,7 @@ class DatabricksEmulator(Emulator):
             self._users[token] = user_name
             if admin:
                 self._admins.add(user_name)
+            self._make_home(user_name)
 
     def add_cluster(self, cluster_id: str, state: str = "RUNNING", name: str | None = None) -> None:
         with self.state_lock:
@@ -339,6 +341,7 @@ class DatabricksEmulator(Emulator):
         self._workspace: dict[str, WorkspaceObject] = {}
         for path in ("/", "/Shared", "/Users", f"/Users/{self.user_name}", "/Repos"):
             self._mkdir(path)
+        self._clear_permissions(self.user_name)
 
     def _new_id(self) -> int:
         self._next_id += 1
@@ -407,6 +410,7 @@ class DatabricksEmulator(Emulator):
         route("GET", ws + "/get-status", self._ws_get_status)
         route("GET", ws + "/list", self._ws_list)
         route("POST", ws + "/delete", self._ws_delete)
+        self._define_permission_routes()
         j = r"/api/(?P<version>2\.[12])/jobs"
         route("POST", j + "/create", self._job_create)
         route("GET", j + "/get", self._job_get)
@@ -637,7 +641,9 @@ class DatabricksEmulator(Emulator):
             prefix = "/" + "/".join(parts[:depth])
             existing = self._workspace.get(prefix)
             if existing is None:
+                self._check_create(prefix, self._caller(request))
                 self._mkdir(prefix)
+                self._created(prefix, self._caller(request))
             elif existing.object_type != "DIRECTORY":
                 raise HttpError(
                     400,
@@ -682,6 +688,10 @@ class DatabricksEmulator(Emulator):
         existing = self._workspace.get(path)
         if existing is not None and (existing.object_type == "DIRECTORY" or not body.get("overwrite")):
             raise HttpError(400, "RESOURCE_ALREADY_EXISTS", f"Path ({path}) already exists.")
+        if existing is None:
+            self._check_create(path, self._caller(request))
+        else:
+            self._require_level(path, self._caller(request), "CAN_EDIT")
         if object_type == "NOTEBOOK" and language:
             header = f"{COMMENT_PREFIX[language]} Databricks notebook source"
             text = content.decode("utf-8", errors="replace")
@@ -691,10 +701,13 @@ class DatabricksEmulator(Emulator):
         object_id = existing.object_id if existing is not None else self._new_id()
         created = existing.created_at if existing is not None else now
         self._workspace[path] = WorkspaceObject(object_type, object_id, created, now, language, content)
+        if existing is None:
+            self._created(path, self._caller(request))
 
     def _ws_export(self, request: Request) -> Response | dict[str, Any]:
         path = normalize_workspace_path(request.arg("path") or "")
         found = self._ws_object(path)
+        self._require_level(path, self._caller(request), "CAN_READ")
         fmt = request.arg("format") or "SOURCE"
         if found.object_type == "DIRECTORY":
             raise _invalid(f"Cannot export a directory ({path}) in {fmt} format; use DBC or AUTO.")
@@ -731,6 +744,8 @@ class DatabricksEmulator(Emulator):
             raise HttpError(400, "DIRECTORY_NOT_EMPTY", f"Folder ({path}) is not empty.")
         if path == "/":
             raise _invalid("Cannot delete the root folder.")
+        self._require_level(path, self._caller(request), "CAN_EDIT")
+        self._forget(path)
         prefix = path.rstrip("/") + "/"
         for candidate in [p for p in self._workspace if p == path or p.startswith(prefix)]:
             del self._workspace[candidate]
@@ -845,6 +860,17 @@ class DatabricksEmulator(Emulator):
             "settings": self._with_defaults(settings),
         }
         return {"job_id": job_id}
+
+    @staticmethod
+    def _run_as_name(job: dict[str, Any]) -> str:
+        """Who the job runs as: settings.run_as (changed by update/reset too), else its creator."""
+        run_as = job["settings"].get("run_as") or {}
+        return str(
+            run_as.get("user_name")
+            or run_as.get("service_principal_name")
+            or run_as.get("group_name")
+            or job["creator_user_name"]
+        )
 
     def _paged_arrays(
         self, source: dict[str, Any], names: tuple[str, ...], offset: int
@@ -961,6 +987,7 @@ class DatabricksEmulator(Emulator):
                 settings[name] = value
         self._validate_settings(settings)
         job["settings"] = self._with_defaults(settings)
+        job["run_as_user_name"] = self._run_as_name(job)
 
     def _job_reset(self, request: Request) -> None:
         body = request.json()
@@ -970,6 +997,7 @@ class DatabricksEmulator(Emulator):
             raise _invalid("Missing required field: new_settings")
         self._validate_settings(settings)
         job["settings"] = self._with_defaults(settings)
+        job["run_as_user_name"] = self._run_as_name(job)
 
     def _job_delete(self, request: Request) -> None:
         body = request.json()
@@ -1367,6 +1395,13 @@ class DatabricksEmulator(Emulator):
             notebook = self._workspace.get(notebook_path)
             if notebook is None or notebook.object_type != "NOTEBOOK":
                 return self._fail_to_start(task, f"Notebook not found: {notebook_task['notebook_path']}")
+            if not self._can_read_notebook(notebook_path, run.run_as):
+                return self._fail_to_start(
+                    task,
+                    f'Unable to access the notebook "{notebook_task["notebook_path"]}". Either it does '
+                    f"not exist, or the identity used to run this job, {run.run_as}, lacks the required "
+                    "permissions.",
+                )
             if notebook.language != "PYTHON":
                 return self._fail_to_start(
                     task, f"The emulator runs Python notebooks only, not {notebook.language}"
