@@ -62,7 +62,7 @@ def test_quick_bench_writes_the_table_json_and_readme_section(tmp_path: Path) ->
     assert report["runner"]["shared_account"]["limit_per_minute"] == 5000
     startup = report["startup"]
     assert startup["help_imports_sdk"] is False
-    assert 0 < startup["plan_sdk_share"] <= 1
+    assert startup["plan_sdk_share"] > 0  # a ratio of two separate timings: noise can push it past 1
 
     text = readme.read_text()
     assert text.startswith("# Title\n\n## Performance\n<!-- bench:start -->\n")

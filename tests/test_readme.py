@@ -379,7 +379,10 @@ def claim(command: str) -> Callable[[Check], Check]:
 def environment(world: World, name: str) -> Any:
     from provision.config import load_config, select_environment
 
-    return select_environment(load_config(world.project / "dbtwf.toml"), name)
+    # As the commands see it: `~` in the notebook path is the emulator user's home folder.
+    return select_environment(load_config(world.project / "dbtwf.toml"), name).resolved(
+        world.databricks.user_name
+    )
 
 
 def workflows_named(world: World, name: str) -> list[dict[str, Any]]:

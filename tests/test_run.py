@@ -265,7 +265,7 @@ def test_the_status_lines_say_a_run_is_queued_and_behind_which_run(
 ) -> None:
     dbt_cloud.add_job(DBT_JOB, scenario=Scenario(outcome="never", polls=1))
     assert invoke("apply", "--yes").exit_code == 0
-    job_id = owned_workflow_id(ws, env)
+    (job_id,) = [job["job_id"] for job in ws.list_jobs(name=env.workflow_name)]
     earlier = ws.run_now(job_id)  # someone's run, still going (its dbt run never ends)
 
     def ours_was_seen_queued() -> bool:
