@@ -2,11 +2,14 @@
 
 Everything that can be checked is checked before the first write: the dbt job (GET on
 dbt Cloud), the workflow (exactly one match), the task key, its dependencies and compute.
-Then the environment's scope, secret and notebook are made to exist, and the workflow gets
-exactly one `jobs/update` whose `new_settings` holds only `tasks: [the new task]`: the Jobs
-API merges `tasks` by `task_key`, so every other task, cluster and setting is untouched.
+Then one plan (``plan_add_task``) holds the environment's scope, secret and notebook as
+apply would make them, the task and the state record, and the one executor carries it out
+under the lock taken once: the workflow gets exactly one `jobs/update` whose `new_settings`
+holds only `tasks: [the new task]` (the Jobs API merges `tasks` by `task_key`, so every other
+task, cluster and setting is untouched), and only if the workflow is still as it was read.
 `jobs/reset` is never used here. The task is recorded in the environment's workspace state
-record so `dbtwf destroy` can take it out again.
+record before it is written (so an overwritten task of the user's is never lost), and it
+carries dbtwf's mark in its description so `dbtwf destroy` finds it even without the record.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from provision.apply import execute
 from provision.dbt_cloud import fetch_dbt_job
 from provision.errors import (
     ConflictError,
@@ -23,7 +27,9 @@ from provision.errors import (
     NotFoundError,
     UsageError,
 )
+from provision.location import NOTEBOOK_ACL, notebook_acl_name, notebook_acl_principal, readers_to_grant
 from provision.model import MANAGED_BY_TAG, MANAGED_BY_VALUE, Environment
+from provision.plan import Action, Change, has_changes, runner_task, writes_secret
 from runner.core import (
     NOTEBOOK_WIDGETS,
     PINNED_PARAMETERS,
@@ -35,11 +41,11 @@ from runner.core import (
 
 if TYPE_CHECKING:
     from provision.databricks import Workspace
-    from provision.plan import Change
 
 #: Databricks' rule for task keys (Jobs API: `^[\w\-\_]+$`, 1 to 100 characters).
 _TASK_KEY = re.compile(r"[\w-]{1,100}")
 _COMPUTE_FIELDS = ("existing_cluster_id", "job_cluster_key", "new_cluster", "environment_key")
+_MARK = re.compile(r"Added by dbtwf for environment '([^']*)'")
 
 
 @dataclass(frozen=True)
@@ -185,14 +191,14 @@ def build_task(
     compute: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The notebook task in the Jobs API's wire shape: apply's runner task (same notebook,
-    parameter and timeout), with the compute chosen for the foreign workflow."""
-    from provision.plan import runner_task
-
+    parameter and timeout), with the compute chosen for the foreign workflow, and dbtwf's
+    mark in its description so destroy recognises it even without the state record."""
     task = {
         k: v
         for k, v in runner_task(env, task_key, dbt_job_id, depends_on).items()
         if k not in _COMPUTE_FIELDS
     }
+    task["description"] = task_mark(env, dbt_job_id)
     task.update(compute or {})
     return task
 
@@ -362,6 +368,7 @@ def add_task(
     *,
     confirm_bundle: Callable[[str], bool],
     break_lock: bool = False,
+    warn: Callable[[str], None] | None = None,
 ) -> AddTaskResult:
     """Add (or with ``request.replace`` replace) the runner task; see the module docstring.
 
@@ -430,22 +437,20 @@ def add_task(
         if not confirm_bundle(warning):
             raise DbtwfError("add-task stopped; nothing was changed")
 
-    prerequisites = _ensure_prerequisites(ws, env, token, break_lock=break_lock)
-    from provision.location import grant_run_as_read
+    planned = plan_add_task(ws, env, token, job, desired, dbt_job_id, action=action, overwritten=existing)
+    if has_changes(planned) and writes_secret(planned):
+        from provision.dbt_cloud import verify_token
 
-    granted = grant_run_as_read(ws, env, job)  # the workflow's identity must read the notebook
-    if granted:
-        notes.append(granted)
-    _write_task_and_record(
-        ws,
-        env,
-        job_id,
-        desired,
-        dbt_job_id,
-        write=action != "no-op",
-        break_lock=break_lock,
-        overwritten=existing if action == "update" else None,
-    )
+        verify_token(env, token, verified=(dbt_job_id,))
+    execute(ws, env, planned, token, break_lock=break_lock, warn=warn)
+    prerequisites = [c for c in planned if c.resource not in ("task", "state", NOTEBOOK_ACL) and c.writes]
+    grants = [
+        notebook_acl_principal(c.name, env.notebook_path)[1]
+        for c in planned
+        if c.resource == NOTEBOOK_ACL and c.writes
+    ]
+    if grants:
+        notes.append(f"granted {', '.join(grants)} (the workflow runs as it) CAN_READ on {env.notebook_path}")
     return AddTaskResult(
         workflow_id=job_id,
         workflow_name=name,
@@ -458,52 +463,69 @@ def add_task(
     )
 
 
-def _ensure_prerequisites(ws: Workspace, env: Environment, token: str, *, break_lock: bool) -> list[Change]:
-    """Make the environment's scope, secret and notebook exist (no workflow), as apply would."""
-    from provision.apply import apply_changes
-    from provision.plan import Action, plan_environment
-
-    changes = plan_environment(ws, env, token, include_workflow=False)
-    if all(change.action == Action.NOOP for change in changes):
-        return []
-    applied = apply_changes(ws, env, changes, token, break_lock=break_lock)
-    return [change for change in applied if change.action != Action.NOOP]
-
-
-def _write_task_and_record(
+def plan_add_task(
     ws: Workspace,
     env: Environment,
-    job_id: int,
+    token: str,
+    job: dict[str, Any],
     task: dict[str, Any],
     dbt_job_id: int,
     *,
-    write: bool,
-    break_lock: bool,
-    overwritten: dict[str, Any] | None = None,
-) -> None:
-    """The one `jobs/update` (when ``write``) and the state record, under the environment lock.
+    action: str,
+    overwritten: dict[str, Any] | None,
+) -> list[Change]:
+    """The environment's scope, secret, folder and notebook as apply would make them (no
+    workflow), the task, and the state record, each with what it expects to find."""
+    from provision.plan import Reader, desired_state, observe, plan, with_expectations
 
-    ``overwritten`` is the task of that key that --replace overwrites: when it was the
-    user's (not one dbtwf added before), the record keeps it so destroy can put it back.
-    """
-    from provision.state import AddedTask, StateRecord, environment_lock, load_state, save_state
+    reader = Reader(ws)
+    reader.remember_job(job)
+    observed = observe(reader, env, include_workflow=False)
+    prerequisites = [
+        c for c in plan(desired_state(env, token), observed, include_workflow=False) if c.resource != "state"
+    ]
+    # The foreign workflow runs as its own identity (often its creator, not the deployer),
+    # which must read the notebook in the deployer's home: CAN_READ, nothing more.
+    for principal in readers_to_grant(ws.current_user_name(), observed.location, [job]):
+        why = f"the workflow runs as {principal[1]}, who needs CAN_READ on the notebook"
+        name_ = notebook_acl_name(env.notebook_path, principal)
+        prerequisites.append(Change(NOTEBOOK_ACL, name_, Action.CREATE, why))
+    job_id = int(job["job_id"])
+    key = str(task["task_key"])
+    name = (job.get("settings") or {}).get("name") or job_id
+    payload: dict[str, Any] = {"op": "add", "task": task, "dbt_job_id": dbt_job_id}
+    if action == "create":
+        change = Change("task", key, Action.CREATE, f"added to workflow {job_id} {name!r}", job_id, payload)
+    elif action == "update":
+        # The user's task it overwrites is kept for destroy to put back (not dbtwf's own).
+        mine = overwritten is not None and is_dbtwf_task(env, overwritten)
+        payload = {**payload, "op": "replace", "overwritten": None if mine else overwritten}
+        change = Change(
+            "task", key, Action.UPDATE, f"replaces the task in workflow {job_id}", job_id, payload
+        )
+    else:
+        change = Change("task", key, Action.NOOP, f"already in workflow {job_id}", job_id, payload)
+    state = observed.state
+    recorded = state is not None and any(
+        (t.job_id, t.task_key, t.dbt_job_id) == (job_id, key, dbt_job_id) for t in state.added_tasks
+    )
+    changes = [*prerequisites, change]
+    if state is None:
+        changes.append(Change("state", env.state_path, Action.CREATE, "missing"))
+    elif has_changes(changes) or not recorded:
+        changes.append(Change("state", env.state_path, Action.UPDATE, "records the task"))
+    else:
+        changes.append(Change("state", env.state_path, Action.NOOP, "current"))
+    return with_expectations(changes, reader, env)
 
-    key = task["task_key"]
-    record = load_state(ws, env)
-    if (
-        not write
-        and record is not None
-        and any((t.job_id, t.task_key, t.dbt_job_id) == (job_id, key, dbt_job_id) for t in record.added_tasks)
-    ):
-        return  # the same task, already recorded: nothing to write at all
-    with environment_lock(ws, env, break_lock=break_lock):
-        if write:
-            # Only `tasks`: the API merges it by task_key and leaves every other field alone.
-            ws.update_job(job_id, {"tasks": [task]})
-        record = load_state(ws, env) or StateRecord(environment=env.name)
-        earlier = next((t for t in record.added_tasks if (t.job_id, t.task_key) == (job_id, key)), None)
-        # A task dbtwf added before is not the user's: keep the original it replaced, if any.
-        replaced = earlier.replaced if earlier is not None else overwritten
-        record.added_tasks = [t for t in record.added_tasks if t is not earlier]
-        record.added_tasks.append(AddedTask(job_id, key, dbt_job_id, replaced))
-        save_state(ws, env, record)
+
+def task_mark(env: Environment, dbt_job_id: int) -> str:
+    """The description add-task gives its task: how destroy recognises it without the record."""
+    return f"Runs dbt Cloud job {dbt_job_id}. Added by dbtwf for environment '{env.name}'."
+
+
+def is_dbtwf_task(env: Environment, task: dict[str, Any]) -> bool:
+    """A task add-task wrote for ``env``: its mark, and the environment's notebook."""
+    match = _MARK.search(str(task.get("description") or ""))
+    notebook = (task.get("notebook_task") or {}).get("notebook_path")
+    return bool(match and match.group(1) == env.name and notebook == env.notebook_path)

@@ -1,145 +1,363 @@
-"""Carry out a plan: the writes, in dependency order, under the environment's lock.
+"""The one executor: carries out exactly the confirmed changes, for apply, destroy and add-task.
 
-Nothing is written when every change is a no-op (not even the lock). Otherwise the folder
-is made first (the lock file lives in it), the lock is taken, the workspace is observed
-and planned again under the lock (another apply may have finished meanwhile), and the
-fresh plan is executed and recorded in the state file.
+Nothing is written when every change is a no-op (not even the lock). Otherwise:
+
+1. the token given must be the one the plan fingerprinted (a secret change says which);
+2. the folder is made when the plan says so (the lock file lives in it), after checking,
+   without the lock, that nothing moved since the plan, so a refusal writes nothing;
+3. the environment's lock is taken, once;
+4. every object the changes are about is read again (``moved_since_plan``). If the workspace
+   changed since the plan (another apply, a hand edit), the executor refuses rather than
+   do something else than what was confirmed; only when a fresh plan has nothing left to
+   do (another run did exactly this meanwhile) does it stop quietly, having written nothing;
+5. the changes run in the plan's order. Ownership is recorded before it is created: the
+   state record says "dbtwf created the scope" before scopes/create and names a foreign
+   task before the jobs/update that writes it, so a run killed in between still knows;
+6. the state record is written once more at the end when it changed, and the lock released.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from provision.errors import ConflictError, DbtwfError, UsageError
 from provision.plan import (
-    MANAGED_JOB_FIELDS,
     Action,
     Change,
-    Desired,
-    desired_state,
+    Plan,
+    Reader,
     has_changes,
     is_owned,
-    observe,
-    plan,
-    sha256_text,
+    merged_settings,
+    moved_since_plan,
+    writes_secret,
 )
-from provision.state import StateRecord, environment_lock, save_state
+from provision.state import AddedTask, StateRecord, environment_lock
 
 if TYPE_CHECKING:
     from provision.databricks import Workspace
     from provision.model import Environment
 
+__all__ = ["apply_changes", "create_workflow", "execute", "merged_settings"]
 
-def apply_changes(
+_log = logging.getLogger("dbtwf")
+#: Task payload ops: add-task writes ("add", "replace"); destroy removes or puts back.
+_WRITE_OPS = ("add", "replace")
+
+
+def execute(
+    ws: Workspace,
+    env: Environment,
+    changes: Sequence[Change],
+    token: str | None,
+    *,
+    break_lock: bool = False,
+    replan: Callable[[], list[Change]] | None = None,
+    check_token: Callable[[str], None] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> list[Change]:
+    """Carry out ``changes`` as planned; returns what was done.
+
+    ``replan`` plans afresh (only used to see whether a moved workspace already matches);
+    ``check_token`` proves the token against dbt Cloud before a secret write; ``warn`` hears
+    what the user must know (a lock broken while young).
+    """
+    changes = list(changes)
+    if not has_changes(changes):
+        return changes
+    if writes_secret(changes):
+        _require_planned_token(changes, token)
+        if check_token is not None and token is not None:
+            check_token(token)  # a rejected token: exit 1, nothing written
+    folder_change = next((c for c in changes if c.resource == "folder"), None)
+    if folder_change is not None and folder_change.action is Action.CREATE:
+        moved = moved_since_plan(changes, Reader(ws), env)
+        if moved:
+            return _moved(moved, replan)
+        ws.mkdirs(env.notebook_folder)  # idempotent; the lock lives in it
+        has_folder = True
+    elif folder_change is not None:
+        has_folder = True
+    else:  # destroy plans no folder: without one, nothing of ours can be there to lock
+        has_folder = ws.get_status(env.notebook_folder) is not None
+    if not has_folder:
+        return _run_checked(ws, env, changes, token, replan)
+    with environment_lock(ws, env, break_lock=break_lock, warn=warn):
+        return _run_checked(ws, env, changes, token, replan)
+
+
+def _run_checked(
     ws: Workspace,
     env: Environment,
     changes: list[Change],
     token: str | None,
+    replan: Callable[[], list[Change]] | None,
+) -> list[Change]:
+    reader = Reader(ws)
+    moved = moved_since_plan(changes, reader, env)
+    if moved:
+        return _moved(moved, replan)
+    execution = _Execution(ws, env, token, reader.state(env), reader.file(env.state_path))
+    execution.run(changes)
+    return changes + execution.warnings
+
+
+def _moved(moved: list[str], replan: Callable[[], list[Change]] | None) -> list[Change]:
+    if replan is not None:
+        fresh = replan()
+        if not has_changes(fresh):
+            return fresh  # another run did exactly this meanwhile: nothing left to do
+    raise ConflictError(
+        f"the workspace changed since the plan: {'; '.join(moved)}",
+        "nothing was changed; run `dbtwf plan` again to see what applies now",
+    )
+
+
+def _require_planned_token(changes: list[Change], token: str | None) -> None:
+    from provision.token import token_fingerprint
+
+    for change in changes:
+        if change.resource != "secret" or change.action not in (Action.CREATE, Action.UPDATE):
+            continue
+        fingerprint = str(change.payload.get("fingerprint") or "")
+        if token is None or not fingerprint:
+            raise UsageError(
+                "the secret needs the dbt Cloud token, and none was given"
+                if token is None
+                else "the plan stores the dbt Cloud token but was made without one",
+                "set DBT_CLOUD_API_TOKEN or run `dbtwf token set`, then plan again",
+            )
+        if token_fingerprint(token, str(change.payload.get("salt", ""))) != fingerprint:
+            raise ConflictError(
+                "the dbt Cloud token is not the one the plan was made with; nothing was changed",
+                "run `dbtwf plan` again with the token you mean to store",
+            )
+
+
+class _Execution:
+    """One run of the changes under the lock, keeping the state record as it goes."""
+
+    def __init__(
+        self,
+        ws: Workspace,
+        env: Environment,
+        token: str | None,
+        record: StateRecord | None,
+        saved: bytes | None,
+    ) -> None:
+        self.ws = ws
+        self.env = env
+        self.token = token
+        self.record = record or StateRecord(environment=env.name)
+        self.saved = saved
+        self.state_deleted = False
+        #: What the user must hear about what was done (a scope every user can read).
+        self.warnings: list[Change] = []
+
+    def save(self) -> None:
+        """Write the record when it differs from what the workspace holds."""
+        data = self.record.to_json()
+        if data != self.saved:
+            self.ws.write_file(self.env.state_path, data, overwrite=True)
+            self.saved = data
+
+    def run(self, changes: list[Change]) -> None:
+        done_tasks: set[int] = set()
+        try:
+            for change in changes:
+                if change.resource == "task" and change.payload.get("op") not in _WRITE_OPS:
+                    if change.job_id is not None and change.job_id not in done_tasks and change.writes:
+                        done_tasks.add(change.job_id)
+                        self.remove_tasks(change.job_id, [c for c in changes if c.job_id == change.job_id])
+                    continue
+                handler = _HANDLERS.get(change.resource)
+                if handler is not None:
+                    handler(self, change)
+        except BaseException:
+            # Keep what was done (a created scope, a stored token, a job id) for the next run.
+            blank = StateRecord(environment=self.env.name).to_json()
+            if not self.state_deleted and self.record.to_json() not in (self.saved, blank):
+                try:
+                    self.save()
+                except DbtwfError as error:
+                    _log.warning("could not record the progress in %s: %s", self.env.state_path, error)
+            raise
+
+    # -- the resources ---------------------------------------------------------------------
+    def scope(self, change: Change) -> None:
+        if change.action is Action.CREATE:
+            from provision.location import WARNING, all_users_scope_warning
+
+            self.record.scope_created = True
+            self.save()  # ownership before the object: a kill after the create still knows
+            try:
+                manager = self.ws.create_scope(self.env.secret_scope)
+            except ConflictError:
+                self.record.scope_created = False  # created by someone else meanwhile: theirs
+                return
+            if manager == "users":  # a workspace without Premium allows nothing else
+                warning = all_users_scope_warning(self.env.secret_scope, "MANAGE")
+                self.warnings.append(Change(WARNING, self.env.secret_scope, Action.NOOP, warning))
+        elif change.action is Action.DELETE:
+            self.ws.delete_scope(self.env.secret_scope)
+            self.record.scope_created = False
+
+    def scope_acl(self, change: Change) -> None:
+        principal = str(change.payload.get("principal") or change.name.split(":", 1)[1])
+        if change.action is Action.DELETE:  # a READ dbtwf granted, for a principal no longer listed
+            self.ws.delete_acl(self.env.secret_scope, principal)
+            self.record.granted_readers = [p for p in self.record.granted_readers if p != principal]
+        elif change.writes:
+            self.ws.put_acl(self.env.secret_scope, principal, str(change.payload.get("permission") or "READ"))
+            if principal not in self.record.granted_readers:
+                self.record.granted_readers.append(principal)
+
+    def notebook_acl(self, change: Change) -> None:
+        """CAN_READ on the notebook for the identity a workflow running it runs as."""
+        from provision.location import grant_read, notebook_acl_principal
+
+        if change.writes:
+            grant_read(
+                self.ws, self.env.notebook_path, notebook_acl_principal(change.name, self.env.notebook_path)
+            )
+
+    def secret(self, change: Change) -> None:
+        env = self.env
+        if change.action is Action.DELETE:
+            self.ws.delete_secret(env.secret_scope, env.secret_key)
+            return
+        if not change.writes:
+            return
+        assert self.token is not None  # checked against the plan's fingerprint before any write
+        self.ws.put_secret(env.secret_scope, env.secret_key, self.token)
+        self.record.token_salt = str(change.payload["salt"])
+        self.record.token_fingerprint = str(change.payload["fingerprint"])
+        # Right after the put: another time in secrets/list later means someone else wrote it.
+        listed = {
+            s.get("key"): s.get("last_updated_timestamp") for s in self.ws.list_secrets(env.secret_scope)
+        }
+        stamp = listed.get(env.secret_key)
+        self.record.secret_updated_at = int(stamp) if stamp is not None else None
+
+    def folder(self, change: Change) -> None:
+        pass  # made before the lock (see execute)
+
+    def notebook(self, change: Change) -> None:
+        env = self.env
+        if change.action is Action.DELETE:
+            self.ws.delete(env.notebook_path)
+            self.record.notebook_sha256 = ""
+            self.record.notebook_object_id = self.record.notebook_modified_at = None
+            return
+        if not change.writes:
+            found = change.payload.get("record")
+            if found:
+                self._record_notebook(str(found["sha256"]), found)
+            return
+        self.ws.import_notebook(env.notebook_path, str(change.payload["source"]), overwrite=True)
+        self._record_notebook(str(change.payload["sha256"]), self.ws.get_status(env.notebook_path) or {})
+
+    def _record_notebook(self, sha256: str, status: Any) -> None:
+        object_id, modified_at = status.get("object_id"), status.get("modified_at")
+        self.record.notebook_sha256 = sha256
+        self.record.notebook_object_id = int(object_id) if object_id is not None else None
+        self.record.notebook_modified_at = int(modified_at) if modified_at is not None else None
+
+    def workflow(self, change: Change) -> None:
+        settings = dict(change.payload.get("settings") or {})
+        if change.action is Action.CREATE:
+            self.record.workflow_job_id = create_workflow(self.ws, self.env, settings)
+        elif change.action is Action.UPDATE:
+            assert change.job_id is not None
+            self.ws.reset_job(change.job_id, settings)
+            self.record.workflow_job_id = change.job_id
+        elif change.action is Action.DELETE:
+            assert change.job_id is not None
+            self.ws.delete_job(change.job_id)
+            if self.record.workflow_job_id == change.job_id:
+                self.record.workflow_job_id = None
+        else:
+            self.record.workflow_job_id = change.job_id  # found by its tags after the state was lost
+
+    def task(self, change: Change) -> None:
+        """add-task: record the entry first, then the one jobs/update holding only the task."""
+        assert change.job_id is not None
+        task = dict(change.payload["task"])
+        key = str(task["task_key"])
+        earlier = self.record.entry(change.job_id, key)
+        # A task dbtwf added before is not the user's: keep the original it replaced, if any.
+        replaced = earlier.replaced if earlier is not None else change.payload.get("overwritten")
+        entry = AddedTask(change.job_id, key, int(change.payload["dbt_job_id"]), replaced, task)
+        self.record.added_tasks = [t for t in self.record.added_tasks if t is not earlier] + [entry]
+        if not change.writes:
+            return
+        self.save()  # before the write: a kill in between must not lose the user's original task
+        # Only `tasks`: the API merges it by task_key and leaves every other field alone.
+        self.ws.update_job(change.job_id, {"tasks": [task]})
+
+    def remove_tasks(self, job_id: int, changes: list[Change]) -> None:
+        """destroy: one jobs/update per foreign workflow removes dbtwf's tasks in it and puts
+        back the user's tasks that --replace overwrote."""
+        removed = [c.name for c in changes if c.writes and c.payload.get("op") == "remove"]
+        restored = [dict(c.payload["task"]) for c in changes if c.writes and c.payload.get("op") == "restore"]
+        self.ws.update_job(
+            job_id,
+            {"tasks": restored} if restored else {},
+            fields_to_remove=[f"tasks/{key}" for key in removed] or None,
+        )
+        gone = {(job_id, c.name) for c in changes if c.writes}
+        self.record.added_tasks = [t for t in self.record.added_tasks if (t.job_id, t.task_key) not in gone]
+
+    def state(self, change: Change) -> None:
+        if change.action is Action.DELETE:
+            self.ws.delete(self.env.state_path)
+            self.state_deleted = True
+        elif change.writes or self.saved is not None:
+            self.save()
+
+
+_HANDLERS: dict[str, Callable[[_Execution, Change], None]] = {
+    "scope": _Execution.scope,
+    "scope-acl": _Execution.scope_acl,
+    "secret": _Execution.secret,
+    "folder": _Execution.folder,
+    "notebook": _Execution.notebook,
+    "notebook-acl": _Execution.notebook_acl,
+    "workflow": _Execution.workflow,
+    "task": _Execution.task,
+    "state": _Execution.state,
+}
+
+
+def apply_changes(
+    ws: Workspace,
+    env: Environment,
+    changes: Sequence[Change],
+    token: str | None,
     *,
     break_lock: bool = False,
     adopt: bool = False,
+    check_token: Callable[[str], None] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> list[Change]:
-    """Executes ``changes`` (as planned by plan_environment); returns what was done."""
-    if not has_changes(changes):
-        return changes
-    # Re-plan as widely as the caller planned: add-task plans without the workflow.
+    """Executes ``changes`` as planned by plan_environment; returns what was done."""
+    from provision.plan import plan_environment
+
     include_workflow = any(change.resource == "workflow" for change in changes)
-    folder = next((c for c in changes if c.resource == "folder"), None)
-    if folder is not None and folder.action is Action.CREATE:
-        ws.mkdirs(env.notebook_folder)  # idempotent, so safe before the lock
-    with environment_lock(ws, env, break_lock=break_lock):
-        observed = observe(ws, env, include_workflow=include_workflow)
-        desired = desired_state(env, token)
-        fresh = plan(desired, observed, adopt=adopt, include_workflow=include_workflow)
-        if not has_changes(fresh):
-            return fresh
-        record = observed.state or StateRecord(environment=env.name)
-        workflow_settings = observed.workflow.get("settings") if observed.workflow else None
-        for change in list(fresh):
-            if change.action is not Action.NOOP:
-                warning = _execute(ws, env, desired, change, record, workflow_settings)
-                if warning is not None:
-                    fresh.append(warning)
-            elif change.resource == "workflow":
-                record.workflow_job_id = change.job_id  # found by its tags after the state was lost
-        record.notebook_sha256 = sha256_text(desired.notebook_source)
-        save_state(ws, env, record)
-    return fresh
-
-
-def _execute(
-    ws: Workspace,
-    env: Environment,
-    desired: Desired,
-    change: Change,
-    record: StateRecord,
-    workflow_settings: dict[str, Any] | None,
-) -> Change | None:
-    """Carries out one change; returns a warning the user must hear about what was done."""
-    from provision.location import (
-        NOTEBOOK_ACL,
-        WARNING,
-        all_users_scope_warning,
-        grant_read,
-        notebook_acl_principal,
+    return execute(
+        ws,
+        env,
+        changes,
+        token,
+        break_lock=break_lock,
+        replan=lambda: plan_environment(ws, env, token, include_workflow=include_workflow, adopt=adopt),
+        check_token=check_token,
+        warn=warn,
     )
-    from provision.token import new_salt, token_fingerprint
-
-    if change.resource == "scope":
-        try:
-            manager = ws.create_scope(env.secret_scope)
-            record.scope_created = True
-        except ConflictError:
-            return None  # created by someone else meanwhile: it is theirs, not ours to delete later
-        if manager == "users":  # a workspace without Premium allows nothing else
-            return Change(
-                WARNING, env.secret_scope, Action.NOOP, all_users_scope_warning(env.secret_scope, "MANAGE")
-            )
-    elif change.resource == "scope-acl":
-        principal = change.name.split(":", 1)[1]
-        if change.action is Action.DELETE:
-            ws.delete_acl(env.secret_scope, principal)
-            record.granted_readers = [p for p in record.granted_readers if p != principal]
-        else:
-            ws.put_acl(env.secret_scope, principal, "READ")
-            if principal not in record.granted_readers:
-                record.granted_readers.append(principal)
-    elif change.resource == NOTEBOOK_ACL:
-        grant_read(ws, env.notebook_path, notebook_acl_principal(change.name, env.notebook_path))
-    elif change.resource == "secret":
-        if desired.token is None:
-            raise UsageError(
-                "the secret needs the dbt Cloud token, and none was given",
-                "set DBT_CLOUD_API_TOKEN or run `dbtwf token set`",
-            )
-        salt = record.token_salt or new_salt()
-        ws.put_secret(env.secret_scope, env.secret_key, desired.token)
-        record.token_salt = salt
-        record.token_fingerprint = token_fingerprint(desired.token, salt)
-    elif change.resource == "folder":
-        ws.mkdirs(env.notebook_folder)
-    elif change.resource == "notebook":
-        ws.import_notebook(env.notebook_path, desired.notebook_source, overwrite=True)
-    elif change.resource == "workflow":
-        if change.action is Action.CREATE:
-            record.workflow_job_id = create_workflow(ws, env, desired.workflow)
-        else:
-            assert change.job_id is not None
-            ws.reset_job(change.job_id, merged_settings(desired.workflow, workflow_settings or {}))
-            record.workflow_job_id = change.job_id
-    # "state" is written once by the caller after every other change.
-    return None
-
-
-def merged_settings(desired: dict[str, Any], observed: dict[str, Any]) -> dict[str, Any]:
-    """What jobs/reset sends for an owned workflow: dbtwf's fields as desired, every other
-    field (and any extra tag) as the user left it, so a reset only changes what dbtwf manages."""
-    kept = {key: value for key, value in observed.items() if key not in MANAGED_JOB_FIELDS}
-    tags = {**(observed.get("tags") or {}), **desired.get("tags", {})}
-    return {**kept, **desired, "tags": tags}
 
 
 def _owned_ids(ws: Workspace, env: Environment) -> list[int]:
@@ -174,12 +392,18 @@ class EnvironmentResult:
 
     environment: Environment
     workspace: Workspace | None = None
+    plan: Plan | None = None
     changes: list[Change] = field(default_factory=list)
     error: DbtwfError | None = None
 
     @property
     def pending(self) -> bool:
         return self.error is None and has_changes(self.changes)
+
+    def header(self) -> dict[str, str]:
+        if self.plan is not None:
+            return self.plan.header()
+        return {"environment": self.environment.name}
 
 
 def _concurrently(work: Callable[[EnvironmentResult], None], results: list[EnvironmentResult]) -> None:
@@ -196,31 +420,51 @@ def _concurrently(work: Callable[[EnvironmentResult], None], results: list[Envir
 
 
 def plan_all(
-    environments: list[Environment], token: str | None, connect: Callable[[Environment], Workspace]
+    environments: list[Environment],
+    token: str | None,
+    connect: Callable[[Environment], Workspace],
+    *,
+    check_token: Callable[[Environment, str], None] | None = None,
 ) -> list[EnvironmentResult]:
-    """Plans every environment concurrently (each its own workspace and lock)."""
-    from provision.plan import plan_environment
+    """Plans every environment concurrently (each its own workspace and lock); a plan that
+    stores the token proves it with ``check_token`` first."""
+    from provision.plan import make_plan
 
     results = [EnvironmentResult(environment) for environment in environments]
 
     def plan_one(result: EnvironmentResult) -> None:
         from provision.location import resolve_location
 
-        result.workspace = connect(result.environment)
-        result.environment = resolve_location(result.workspace, result.environment)
-        result.changes = plan_environment(result.workspace, result.environment, token)
+        ws = result.workspace = connect(result.environment)
+        result.environment = resolve_location(ws, result.environment)
+        result.plan = make_plan(ws, result.environment, token, identity=ws.current_user())
+        result.changes = list(result.plan.changes)
+        if check_token is not None and token is not None and writes_secret(result.changes):
+            check_token(result.environment, token)
 
     _concurrently(plan_one, results)
     return results
 
 
-def apply_all(results: list[EnvironmentResult], token: str | None, *, break_lock: bool) -> None:
+def apply_all(
+    results: list[EnvironmentResult],
+    token: str | None,
+    *,
+    break_lock: bool,
+    warn: Callable[[str], None] | None = None,
+) -> None:
     """Applies the pending plans concurrently; each result then holds what was done or its error."""
 
     def apply_one(result: EnvironmentResult) -> None:
         assert result.workspace is not None
+        env = result.environment
         result.changes = apply_changes(
-            result.workspace, result.environment, result.changes, token, break_lock=break_lock
+            result.workspace,
+            env,
+            result.changes,
+            token,
+            break_lock=break_lock,
+            warn=None if warn is None else (lambda text: warn(f"environment {env.name!r}: {text}")),
         )
 
     _concurrently(apply_one, [result for result in results if result.pending])

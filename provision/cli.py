@@ -369,7 +369,10 @@ def token_delete(
 
 BreakLockOption = Annotated[
     bool,
-    typer.Option("--break-lock", help="Remove a lock left behind by a crashed apply before taking it."),
+    typer.Option(
+        "--break-lock",
+        help="Remove a lock left behind by a crashed run before taking it (warns when it is recent).",
+    ),
 ]
 AdoptOption = Annotated[
     bool,
@@ -397,36 +400,79 @@ def _optional_token() -> str | None:
         return None
 
 
+def _warn(text: str) -> None:
+    from provision.output import err_console, redact
+
+    err_console.print(f"warning: {redact(text)}", markup=False)
+
+
+def _header(ws: Workspace, environment: Environment, as_json: bool) -> dict[str, str]:
+    """Which environment, workspace and identity: said first (stderr), and part of --json."""
+    from provision.output import print_header
+
+    header = {"environment": environment.name, "workspace_host": ws.host, "identity": ws.current_user()}
+    if not as_json:
+        print_header(header)
+    return header
+
+
+def _check_token(environment: Environment, token: str, verified: frozenset[int] = frozenset()) -> None:
+    from provision.dbt_cloud import verify_token
+
+    verify_token(environment, token, verified=verified)
+
+
 @app.command(
     "plan",
     epilog="Examples:\n\n  dbtwf plan\n\n  dbtwf --env prod plan --json\n\n"
+    "  dbtwf --env prod plan --out prod.plan.json   (then: dbtwf apply --plan prod.plan.json)\n\n"
     "Only reads. Without a token the secret is reported as present, not compared.",
 )
 def plan_command(
     ctx: typer.Context,
     as_json: JsonOption = False,
     adopt: AdoptOption = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Also save the plan to this file; `dbtwf apply --plan FILE` carries out exactly it.",
+            dir_okay=False,
+        ),
+    ] = None,
     config: ConfigOption = None,
     env: EnvOption = None,
     debug: DebugOption = False,
 ) -> None:
     """Show what apply would change in the environment (create / update / no-op per resource)."""
     settings = cli_context(ctx, config, env, debug)
-    from provision.output import render_changes
-    from provision.plan import plan_environment
+    from provision.output import err_console, render_changes
+    from provision.plan import make_plan
 
     environment = load_environment(settings)
-    token = _optional_token()
     ws, environment = connect_environment(environment)
-    changes = plan_environment(ws, environment, token, adopt=adopt)
-    render_changes(changes, as_json)
+    header = _header(ws, environment, as_json)
+    token = _optional_token()
+    plan = make_plan(ws, environment, token, identity=header["identity"], adopt=adopt)
+    if out is not None:
+        try:
+            out.write_bytes(plan.to_json())
+        except OSError as error:
+            raise UsageError(f"cannot write the plan to {out}: {error.strerror or error}") from None
+    render_changes(list(plan.changes), as_json, header=header)
+    if out is not None and not as_json:
+        err_console.print(
+            f"saved the plan to {out}; carry it out with `dbtwf apply --plan {out}`", markup=False
+        )
 
 
 @app.command(
     "apply",
     epilog="Examples:\n\n  dbtwf apply\n\n  dbtwf --env prod apply --yes --json\n\n"
+    "  dbtwf apply --plan prod.plan.json   (exactly a plan saved by `dbtwf plan --out`)\n\n"
     "  dbtwf apply --all --yes        (every environment, concurrently)\n\n"
-    "A second apply with nothing changed sends no write request.",
+    "A second apply with nothing changed sends no write request. Apply carries out exactly the "
+    "changes shown, and stops without writing if the workspace changed meanwhile.",
 )
 def apply_command(
     ctx: typer.Context,
@@ -435,6 +481,15 @@ def apply_command(
     all_environments: Annotated[
         bool, typer.Option("--all", help="Apply every environment of the config file, concurrently.")
     ] = False,
+    plan_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--plan",
+            help="Carry out exactly this plan (from `dbtwf plan --out`); refused if the workspace, "
+            "the config or the token changed since.",
+            dir_okay=False,
+        ),
+    ] = None,
     break_lock: BreakLockOption = False,
     adopt: AdoptOption = False,
     config: ConfigOption = None,
@@ -451,7 +506,14 @@ def apply_command(
                 f"--all and --env {settings.env_name} conflict (--env may come from {ENV_ENVVAR})",
                 hint=f"drop --env, or unset {ENV_ENVVAR} for this command",
             )
+        if plan_file is not None:
+            raise UsageError("--all and --plan exclude each other", "a saved plan is for one environment")
         _apply_all(settings, yes=yes, as_json=as_json, break_lock=break_lock)
+        return
+    if plan_file is not None:
+        if adopt:
+            raise UsageError("--adopt and --plan exclude each other", "pass --adopt to `dbtwf plan --out`")
+        _apply_saved_plan(settings, plan_file, yes=yes, as_json=as_json, break_lock=break_lock)
         return
     environment = load_environment(settings)
     token = resolve_token(interactive=not yes)
@@ -476,57 +538,136 @@ def _plan_confirm_apply(
     as_json: bool,
     break_lock: bool,
     adopt: bool = False,
+    verified_jobs: frozenset[int] = frozenset(),
 ) -> None:
-    """The apply flow shared by `apply` and `onboard`: plan, show, ask, apply, report."""
-    from provision.apply import apply_changes
-    from provision.output import console, print_warnings, render_changes
-    from provision.plan import has_changes, plan_environment
+    """The apply flow shared by `apply` and `onboard`: plan, show, ask, carry out exactly that, report.
 
-    changes = plan_environment(ws, environment, token, adopt=adopt)
+    ``verified_jobs``: dbt jobs the token was already proven on (onboard checks its job first).
+    """
+    from provision.plan import make_plan
+
+    header = _header(ws, environment, as_json)
+    plan = make_plan(ws, environment, token, identity=header["identity"], adopt=adopt)
+    _confirm_and_execute(
+        ws,
+        environment,
+        list(plan.changes),
+        token,
+        header,
+        yes=yes,
+        as_json=as_json,
+        break_lock=break_lock,
+        verified_jobs=verified_jobs,
+        replan=lambda: list(
+            make_plan(ws, environment, token, identity=header["identity"], adopt=adopt).changes
+        ),
+    )
+
+
+def _confirm_and_execute(
+    ws: Workspace,
+    environment: Environment,
+    changes: list[Any],
+    token: str,
+    header: dict[str, str],
+    *,
+    yes: bool,
+    as_json: bool,
+    break_lock: bool,
+    verified_jobs: frozenset[int] = frozenset(),
+    replan: Any = None,
+) -> None:
+    from provision.apply import execute
+    from provision.output import console, print_warnings, render_changes
+    from provision.plan import has_changes, writes_secret
+
     if not has_changes(changes):
         if as_json:
-            render_changes(changes, as_json=True)
+            render_changes(changes, as_json=True, header=header)
         else:
             console.print(f"environment {environment.name!r} is up to date; nothing to do", markup=False)
             print_warnings(changes)
         return
+    if writes_secret(changes):
+        _check_token(environment, token, verified_jobs)  # a token dbt Cloud rejects is never stored
     if not as_json:
         render_changes(changes, as_json=False)
     _confirm(f"apply these changes to environment {environment.name!r}?", yes)
-    done = apply_changes(ws, environment, changes, token, break_lock=break_lock, adopt=adopt)
+    done = execute(ws, environment, changes, token, break_lock=break_lock, replan=replan, warn=_warn)
     if as_json:
-        render_changes(done, as_json=True)
-    else:
+        render_changes(done, as_json=True, header=header)
+    elif has_changes(done):
         console.print(f"applied environment {environment.name!r}", markup=False)
         warned = {(change.resource, change.name) for change in changes}
         print_warnings(change for change in done if (change.resource, change.name) not in warned)
+    else:
+        console.print(
+            f"environment {environment.name!r} already matches the config (another run applied it); "
+            "nothing written",
+            markup=False,
+        )
+
+
+def _apply_saved_plan(settings: Settings, path: Path, *, yes: bool, as_json: bool, break_lock: bool) -> None:
+    """`apply --plan FILE`: exactly the saved changes, if the workspace, config and token still match."""
+    from provision.config import load_config, select_environment
+    from provision.plan import Plan
+    from provision.token import resolve_token
+
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise UsageError(f"cannot read the plan {path}: {error.strerror or error}") from None
+    saved = Plan.from_json(data, str(path))
+    if settings.env_name is not None and settings.env_name != saved.environment:
+        raise UsageError(
+            f"the plan {path} is for environment {saved.environment!r}, not {settings.env_name!r}",
+            "drop --env (the plan names its environment) or pass the plan of that environment",
+        )
+    environment = select_environment(load_config(settings.config_path), saved.environment)
+    token = resolve_token(interactive=not yes)
+    ws, environment = connect_environment(environment)
+    header = _header(ws, environment, as_json)
+    mismatches = saved.mismatches(host=ws.host, identity=header["identity"], env=environment, token=token)
+    if mismatches:
+        from provision.errors import ConflictError
+
+        raise ConflictError(
+            f"the plan {path} no longer matches: {'; '.join(mismatches)}; nothing was changed",
+            f"make a new plan with `dbtwf plan --out {path}`",
+        )
+    _confirm_and_execute(
+        ws, environment, list(saved.changes), token, header, yes=yes, as_json=as_json, break_lock=break_lock
+    )
 
 
 def _apply_all(settings: Settings, *, yes: bool, as_json: bool, break_lock: bool) -> None:
     """Plan every environment concurrently, confirm once, apply concurrently; report each."""
     from provision.apply import apply_all, plan_all
     from provision.config import load_config
-    from provision.output import console, err_console, print_json, render_changes
+    from provision.output import console, err_console, print_header, print_json, render_changes
     from provision.token import resolve_token
 
     environments = list(load_config(settings.config_path).environments.values())
     token = resolve_token(interactive=not yes)
-    results = plan_all(environments, token, connect_workspace)
+    results = plan_all(environments, token, connect_workspace, check_token=_check_token)
     pending = [result.environment.name for result in results if result.pending]
     if not as_json:
         for result in results:
             console.print(f"\n[bold]{result.environment.name}[/]")
+            if result.plan is not None:
+                print_header(result.header())
             if result.error is None:
                 render_changes(result.changes, as_json=False)
     if pending:
         _confirm(f"apply changes to {', '.join(pending)}?", yes)
-    apply_all(results, token, break_lock=break_lock)
+    apply_all(results, token, break_lock=break_lock, warn=_warn)
     if as_json:
         print_json(
             {
-                result.environment.name: {"error": result.error.message}
+                result.environment.name: {**result.header(), "error": result.error.message}
                 if result.error is not None
-                else [change.to_dict() for change in result.changes]
+                else {**result.header(), "changes": [change.to_dict() for change in result.changes]}
                 for result in results
             }
         )
@@ -542,8 +683,10 @@ def _apply_all(settings: Settings, *, yes: bool, as_json: bool, break_lock: bool
 @app.command(
     "destroy",
     epilog="Examples:\n\n  dbtwf --env dev destroy\n\n  dbtwf destroy --yes\n\n"
-    "Removes only what dbtwf created: its workflow, the tasks it added to other workflows, "
-    "the notebook, the secret, its state record, and the scope only if dbtwf created it.",
+    "Removes only what dbtwf created: its workflow, the tasks it added to other workflows (found "
+    "by the state record and by their mark), the notebook, the secret, its state record, and the "
+    "scope only if dbtwf created it. Each entry is checked against the workspace first: a task "
+    "changed since dbtwf wrote it is listed and left alone.",
 )
 def destroy_command(
     ctx: typer.Context,
@@ -557,23 +700,27 @@ def destroy_command(
     """Remove what dbtwf created for the environment, and nothing else."""
     settings = cli_context(ctx, config, env, debug)
     from provision.destroy import destroy_changes, plan_destroy
-    from provision.output import console, print_json, render_changes
+    from provision.output import console, render_changes
+    from provision.plan import has_changes
 
     environment = load_environment(settings)
     ws, environment = connect_environment(environment)
+    header = _header(ws, environment, as_json)
     changes = plan_destroy(ws, environment)
-    if not changes:
+    if not has_changes(changes):
         if as_json:
-            print_json([])
-        else:
-            console.print(f"dbtwf owns nothing in environment {environment.name!r}", markup=False)
+            render_changes(changes, as_json=True, header=header)
+            return
+        if changes:
+            render_changes(changes, as_json=False)
+        console.print(f"dbtwf owns nothing to delete in environment {environment.name!r}", markup=False)
         return
     if not as_json:
         render_changes(changes, as_json=False)
     _confirm(f"delete these from environment {environment.name!r}?", yes)
-    done = destroy_changes(ws, environment, changes, break_lock=break_lock)
+    done = destroy_changes(ws, environment, changes, break_lock=break_lock, warn=_warn)
     if as_json:
-        render_changes(done, as_json=True)
+        render_changes(done, as_json=True, header=header)
     else:
         console.print(f"destroyed what dbtwf owned in environment {environment.name!r}", markup=False)
 
@@ -654,7 +801,15 @@ def onboard_command(
     environment = write_environment(settings.config_path, target)
     console.print(f"wrote environment {environment.name!r} to {settings.config_path}", markup=False)
     ws, environment = connect_environment(environment)
-    _plan_confirm_apply(ws, environment, token, yes=yes, as_json=False, break_lock=break_lock)
+    _plan_confirm_apply(
+        ws,
+        environment,
+        token,
+        yes=yes,
+        as_json=False,
+        break_lock=break_lock,
+        verified_jobs=frozenset({target.dbt_job_id}),
+    )
     if run:
         from provision.runs import run_workflow
 
@@ -776,6 +931,7 @@ def add_task_command(
         token,
         confirm_bundle=confirm_bundle,
         break_lock=break_lock,
+        warn=_warn,
     )
     for change in result.prerequisites:
         err_console.print(

@@ -527,6 +527,19 @@ class Workspace:
             lambda: [job.as_dict() for job in self._client.jobs.list(name=name)],
         )
 
+    def list_jobs_with_tasks(self) -> list[dict[str, Any]]:
+        """Every job with its tasks (jobs/list expand_tasks, 100 a page); a job whose tasks
+        did not fit in the listing (``has_more``) is read whole with jobs/get."""
+        listed = self._call(
+            "listing jobs with their tasks",
+            lambda: [job.as_dict() for job in self._client.jobs.list(expand_tasks=True, limit=100)],
+        )
+        jobs = []
+        for job in listed:
+            whole = self.get_job(int(job["job_id"])) if job.get("has_more") else None
+            jobs.append(whole if whole is not None else job)
+        return jobs
+
     def create_job(self, settings: dict[str, Any]) -> int:
         from databricks.sdk.service.jobs import JobSettings
 

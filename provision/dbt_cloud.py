@@ -1,4 +1,4 @@
-"""dbt Cloud as provisioning sees it: one GET of a job, before anything is written.
+"""dbt Cloud as provisioning sees it: a GET of a job, before anything is written.
 
 The client is the runner's own (`runner.core`), so the notebook and the CLI read hosts,
 URLs and errors the same way; this module only turns its errors into the project's family.
@@ -6,7 +6,8 @@ URLs and errors the same way; this module only turns its errors into the project
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from provision.errors import AuthError, NotFoundError, RemoteError, UsageError
 from runner.core import (
@@ -16,6 +17,9 @@ from runner.core import (
     DbtCloudNotFoundError,
     RunnerInputError,
 )
+
+if TYPE_CHECKING:
+    from provision.model import Environment
 
 
 def fetch_dbt_job(
@@ -41,3 +45,16 @@ def fetch_dbt_job(
         ) from None
     except DbtCloudError as error:
         raise RemoteError(str(error), "check the dbt Cloud host and try again") from None
+
+
+def verify_token(env: Environment, token: str, *, verified: Iterable[int] = ()) -> None:
+    """Prove the token on each of the environment's dbt jobs (GET job) before it is stored.
+
+    A token dbt Cloud rejects must never overwrite the secret the runner reads: the next
+    run would fail with 401. ``verified`` names jobs already fetched with this token.
+    """
+    done = set(verified)
+    for task in env.dbt_jobs:
+        if task.job_id not in done:
+            fetch_dbt_job(env.dbt_cloud_host, env.dbt_cloud_account_id, task.job_id, token)
+            done.add(task.job_id)

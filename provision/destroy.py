@@ -1,60 +1,138 @@
 """Remove what dbtwf created for one environment, and nothing else.
 
-Owned: the workflow carrying dbtwf's tags for the environment, the tasks recorded as added
-to foreign workflows, the notebook, the stored secret, the state record, and the scope only
+Owned: the workflow carrying dbtwf's tags for the environment, the tasks dbtwf added to
+foreign workflows, the notebook, the stored secret, the state record, and the scope only
 when the state says dbtwf created it and it holds no other secret. The folder stays: other
 things may live in it.
+
+The state record is not trusted on its own (anyone who can edit the folder can edit it):
+every entry is checked against the workspace first. A job is deleted only while it carries
+dbtwf's tags; a task is removed (or the user's original put back) only while it is still
+the task dbtwf wrote; an entry that no longer matches is shown as left alone. Tasks dbtwf
+added are also found by their mark (description and notebook path), so a lost record does
+not leave them pointing at a deleted notebook. The plan lists every deletion and
+restoration; the executor checks them again under the lock.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
+from provision.add_task import is_dbtwf_task, task_differences
 from provision.errors import ConflictError
-from provision.plan import Action, Change, find_owned_workflow
-from provision.state import delete_state, environment_lock, load_state
+from provision.plan import Action, Change, Reader, find_owned_workflow, is_owned, with_expectations
+from provision.state import AddedTask, StateRecord
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from provision.databricks import Workspace
     from provision.model import Environment
 
 
+def _still_written(env: Environment, task: dict[str, Any], entry: AddedTask) -> list[str]:
+    """Where the task differs from what dbtwf wrote (empty: still dbtwf's task)."""
+    notebook = task.get("notebook_task") or {}
+    differences = []
+    if notebook.get("notebook_path") != env.notebook_path:
+        differences.append("notebook_task.notebook_path")
+    if (notebook.get("base_parameters") or {}).get("job_id") != str(entry.dbt_job_id):
+        differences.append("notebook_task.base_parameters")
+    if entry.written is not None:
+        differences += [d for d in task_differences(task, entry.written) if d not in differences]
+    return differences
+
+
 def plan_destroy(ws: Workspace, env: Environment) -> list[Change]:
-    """What destroy would delete, read-only. Empty when dbtwf owns nothing here."""
-    state = load_state(ws, env)
+    """What destroy would delete, put back or leave alone, read-only. Empty when dbtwf owns nothing."""
+    reader = Reader(ws)
+    state = reader.state(env)
+    changes = _plan_tasks(reader, env, state)
+    changes += _plan_workflow(reader, env, state)
+    if reader.status(env.notebook_path) is not None:
+        changes.append(Change("notebook", env.notebook_path, Action.DELETE, "uploaded by dbtwf"))
+    if state is not None and (state.scope_created or state.token_fingerprint):
+        changes += _plan_secret_removal(reader, env, scope_created=state.scope_created)
+    if state is not None and state.granted_readers and not any(c.resource == "scope" for c in changes):
+        changes += _plan_grant_removal(reader, env, state.granted_readers)
+    if state is not None:
+        changes.append(Change("state", env.state_path, Action.DELETE, "dbtwf's record"))
+    return with_expectations(changes, reader, env)
+
+
+def _plan_tasks(reader: Reader, env: Environment, state: StateRecord | None) -> list[Change]:
     changes: list[Change] = []
-    workflow, found_by, _stale, _foreign, duplicates = find_owned_workflow(ws, env, state)
+    removing: dict[int, set[str]] = {}
+    seen: set[tuple[int, str]] = set()
+    for entry in state.added_tasks if state is not None else []:
+        seen.add((entry.job_id, entry.task_key))
+        where = f"job {entry.job_id}"
+        job = reader.job(entry.job_id)
+        tasks = {t.get("task_key"): t for t in ((job or {}).get("settings") or {}).get("tasks") or []}
+        task = tasks.get(entry.task_key)
+        if job is None or task is None:
+            continue  # already gone: nothing to do, nothing to say
+        if is_owned(job, env):
+            why = f"{where} is dbtwf's own workflow, not a workflow it added a task to; left alone"
+            changes.append(Change("task", entry.task_key, Action.NOOP, why, entry.job_id, {"op": "keep"}))
+            continue
+        differences = _still_written(env, task, entry)
+        if differences:
+            why = (
+                f"in {where}, changed since dbtwf wrote it ({', '.join(differences)}); left alone: "
+                "remove it by hand if it should go"
+            )
+            changes.append(Change("task", entry.task_key, Action.NOOP, why, entry.job_id, {"op": "keep"}))
+            continue
+        original = entry.replaced
+        if (
+            original is not None
+            and original.get("task_key") == entry.task_key
+            and not is_dbtwf_task(env, original)
+        ):
+            notebook = (original.get("notebook_task") or {}).get("notebook_path") or "no notebook"
+            why = f"put back in {where}: the task dbtwf replaced (runs {notebook})"
+            payload = {"op": "restore", "task": original}
+            changes.append(Change("task", entry.task_key, Action.UPDATE, why, entry.job_id, payload))
+            continue
+        removing.setdefault(entry.job_id, set()).add(entry.task_key)
+        why = f"added by dbtwf to {where}"
+        changes.append(Change("task", entry.task_key, Action.DELETE, why, entry.job_id, {"op": "remove"}))
+    # Tasks carrying dbtwf's mark that the record does not name (lost, or written by a run
+    # killed before it could record them).
+    for job in reader.jobs_with_tasks():
+        if is_owned(job, env):
+            continue  # the workflow dbtwf owns goes as a whole
+        job_id = int(job["job_id"])
+        for task in (job.get("settings") or {}).get("tasks") or []:
+            key = str(task.get("task_key"))
+            if (job_id, key) in seen or not is_dbtwf_task(env, task):
+                continue
+            removing.setdefault(job_id, set()).add(key)
+            why = f"added by dbtwf to job {job_id} (found by its mark; not in the state record)"
+            changes.append(Change("task", key, Action.DELETE, why, job_id, {"op": "remove"}))
+    for job_id, keys in removing.items():
+        _refuse_to_orphan_dependents(job_id, reader.job(job_id) or {}, keys)
+    return changes
+
+
+def _plan_workflow(reader: Reader, env: Environment, state: StateRecord | None) -> list[Change]:
+    changes: list[Change] = []
+    workflow, found_by, _stale, _foreign, duplicates = find_owned_workflow(reader, env, state)
+    recorded = state.workflow_job_id if state is not None else None
+    if recorded is not None and found_by != "state":
+        job = reader.job(recorded)
+        if job is not None:  # in the record but without dbtwf's tags: not ours to delete
+            why = (
+                f"job {recorded} in the state record does not carry dbtwf's tags for {env.name!r}; left alone"
+            )
+            changes.append(
+                Change("workflow", str((job.get("settings") or {}).get("name")), Action.NOOP, why, recorded)
+            )
     owned_ids = [int(workflow["job_id"])] if workflow is not None else list(duplicates)
     for job_id in owned_ids:
         how = "recorded in the state" if found_by == "state" else "carries dbtwf's tags"
         changes.append(Change("workflow", env.workflow_name, Action.DELETE, how, job_id))
-    removing: dict[int, tuple[dict[str, Any], set[str]]] = {}
-    for added in state.added_tasks if state is not None else []:
-        job = ws.get_job(added.job_id)
-        keys = {task.get("task_key") for task in ((job or {}).get("settings") or {}).get("tasks") or []}
-        if job is None or added.task_key not in keys:
-            continue
-        if added.replaced is not None:
-            why = f"put back: the task dbtwf replaced in job {added.job_id}"
-            changes.append(Change("task", added.task_key, Action.UPDATE, why, added.job_id))
-            continue
-        removing.setdefault(added.job_id, (job, set()))[1].add(added.task_key)
-        changes.append(
-            Change(
-                "task", added.task_key, Action.DELETE, f"added by dbtwf to job {added.job_id}", added.job_id
-            )
-        )
-    for job_id, (job, keys) in removing.items():
-        _refuse_to_orphan_dependents(job_id, job, keys)
-    if ws.get_status(env.notebook_path) is not None:
-        changes.append(Change("notebook", env.notebook_path, Action.DELETE, "uploaded by dbtwf"))
-    if state is not None and (state.scope_created or state.token_fingerprint):
-        changes += _plan_secret_removal(ws, env, scope_created=state.scope_created)
-    if state is not None and state.granted_readers and not any(c.resource == "scope" for c in changes):
-        changes += _plan_grant_removal(ws, env, state.granted_readers)
-    if state is not None:
-        changes.append(Change("state", env.state_path, Action.DELETE, "dbtwf's record"))
     return changes
 
 
@@ -71,12 +149,12 @@ def _refuse_to_orphan_dependents(job_id: int, job: dict[str, Any], removed: set[
             )
 
 
-def _plan_secret_removal(ws: Workspace, env: Environment, *, scope_created: bool) -> list[Change]:
+def _plan_secret_removal(reader: Reader, env: Environment, *, scope_created: bool) -> list[Change]:
     """The scope when dbtwf created it and it holds nothing else; otherwise only dbtwf's secret.
     Others may have put their own secrets in a scope dbtwf made: deleting it would lose them."""
-    if not ws.has_scope(env.secret_scope):
+    if not reader.has_scope(env.secret_scope):
         return []
-    keys = {s.get("key") for s in ws.list_secrets(env.secret_scope)}
+    keys = set(reader.secrets(env.secret_scope))
     others = keys - {env.secret_key}
     if scope_created and not others:
         return [Change("scope", env.secret_scope, Action.DELETE, "created by dbtwf")]
@@ -89,11 +167,11 @@ def _plan_secret_removal(ws: Workspace, env: Environment, *, scope_created: bool
     return [Change("secret", f"{env.secret_scope}/{env.secret_key}", Action.DELETE, why)]
 
 
-def _plan_grant_removal(ws: Workspace, env: Environment, granted: list[str]) -> list[Change]:
+def _plan_grant_removal(reader: Reader, env: Environment, granted: list[str]) -> list[Change]:
     """The READ dbtwf granted on a scope that stays (not dbtwf's, or holding others' secrets)."""
-    if not ws.has_scope(env.secret_scope):
+    if not reader.has_scope(env.secret_scope):
         return []
-    acls = {str(a.get("principal")): str(a.get("permission")) for a in ws.list_acls(env.secret_scope)}
+    acls = reader.acls(env.secret_scope)
     return [
         Change("scope-acl", f"{env.secret_scope}:{principal}", Action.DELETE, "READ granted by dbtwf")
         for principal in sorted(set(granted))
@@ -102,51 +180,17 @@ def _plan_grant_removal(ws: Workspace, env: Environment, granted: list[str]) -> 
 
 
 def destroy_changes(
-    ws: Workspace, env: Environment, changes: list[Change], *, break_lock: bool = False
+    ws: Workspace,
+    env: Environment,
+    changes: list[Change],
+    *,
+    break_lock: bool = False,
+    warn: Callable[[str], None] | None = None,
 ) -> list[Change]:
-    """Deletes what ``plan_destroy`` listed, under the environment's lock."""
-    if not changes:
-        return changes
-    has_folder = ws.get_status(env.notebook_folder) is not None
-    if not has_folder:  # nothing of ours can live there; remove the jobs alone
-        _delete(ws, env, changes)
-        return changes
-    with environment_lock(ws, env, break_lock=break_lock):
-        _delete(ws, env, changes)
-    return changes
+    """Deletes what ``plan_destroy`` listed, under the environment's lock, after checking
+    every object is still what the plan saw."""
+    from provision.apply import execute
 
-
-def _delete(ws: Workspace, env: Environment, changes: list[Change]) -> None:
-    # One jobs/update per foreign workflow removes every task dbtwf added to it and puts
-    # back the user's tasks that --replace overwrote.
-    state = load_state(ws, env)
-    originals = {(t.job_id, t.task_key): t.replaced for t in state.added_tasks} if state else {}
-    removed: dict[int, list[str]] = defaultdict(list)
-    restored: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for change in changes:
-        if change.resource != "task" or change.job_id is None:
-            continue
-        original = originals.get((change.job_id, change.name))
-        if change.action is Action.UPDATE and original is not None:
-            restored[change.job_id].append(original)
-        else:
-            removed[change.job_id].append(change.name)
-    for job_id in {**removed, **restored}:
-        ws.update_job(
-            job_id,
-            {"tasks": restored[job_id]} if restored.get(job_id) else {},
-            fields_to_remove=[f"tasks/{key}" for key in removed.get(job_id, [])] or None,
-        )
-    for change in changes:
-        if change.resource == "workflow" and change.job_id is not None:
-            ws.delete_job(change.job_id)
-        elif change.resource == "notebook":
-            ws.delete(env.notebook_path)
-        elif change.resource == "secret":
-            ws.delete_secret(env.secret_scope, env.secret_key)
-        elif change.resource == "scope":
-            ws.delete_scope(env.secret_scope)
-        elif change.resource == "scope-acl":
-            ws.delete_acl(env.secret_scope, change.name.split(":", 1)[1])
-    if any(change.resource == "state" for change in changes):
-        delete_state(ws, env)
+    return execute(
+        ws, env, changes, None, break_lock=break_lock, replan=lambda: plan_destroy(ws, env), warn=warn
+    )

@@ -3,11 +3,15 @@
 Every link is one Check: OK, WARN (it works, but something is exposed: what to do about
 it), FAIL (with what to do) or SKIP (a link it needs failed, so its answer would only
 repeat that failure). Doctor only reads: it never writes to the
-workspace or dbt Cloud, and it never reads a secret's value.
+workspace or dbt Cloud, and it never reads a secret's value. Whether the notebook and the
+workflow are current is the planner's answer (``provision.plan``), on the same reads; a
+secret overwritten outside dbtwf shows in its update time, and a lock left by a crashed
+run is reported as stale.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -18,6 +22,7 @@ from provision.model import ENVIRONMENT_TAG, MANAGED_BY_TAG, MANAGED_BY_VALUE, E
 
 if TYPE_CHECKING:
     from provision.databricks import Workspace
+    from provision.plan import Change, Reader
     from provision.state import StateRecord
 
 _APPLY_FIX = "run `dbtwf apply`"
@@ -58,31 +63,24 @@ class _Warned(_Failed):
     """A link works but exposes something: what and what to do (a warning, not a failure)."""
 
 
-def expected_notebook(env: Environment) -> str:
-    """The notebook source `dbtwf apply` uploads for the environment."""
-    from provision.plan import render_runner_notebook
-
-    return render_runner_notebook(env)
-
-
 class _Doctor:
     def __init__(
         self,
         load_environment: Callable[[], Environment],
         connect: Callable[[Environment], Workspace],
         find_token: Callable[[], tuple[str, str] | None],
-        notebook_source: Callable[[Environment], str],
+        now: Callable[[], float],
     ) -> None:
         self._load_environment = load_environment
         self._connect = connect
         self._find_token = find_token
-        self._notebook_source = notebook_source
+        self._now = now
         self.checks: list[Check] = []
         self._env: Environment | None = None
         self._ws: Workspace | None = None
         self._token: str | None = None
-        self._record: StateRecord | None = None
-        self._record_read = False
+        self._reader: Reader | None = None
+        self._changes: dict[bool, list[Change]] = {}
 
     @property
     def env(self) -> Environment:
@@ -114,13 +112,28 @@ class _Doctor:
                 Check(name, Status.FAIL, f"unexpected {type(error).__name__}: {error}", "re-run with --debug")
             )
 
-    def state_record(self) -> StateRecord | None:
-        if not self._record_read:
-            from provision.state import load_state
+    @property
+    def reader(self) -> Reader:
+        """The workspace reads of the whole diagnosis, each made once (the planner's Reader)."""
+        if self._reader is None:
+            from provision.plan import Reader
 
-            self._record = load_state(self.ws, self.env)
-            self._record_read = True
-        return self._record
+            self._reader = Reader(self.ws)
+        return self._reader
+
+    def state_record(self) -> StateRecord | None:
+        return self.reader.state(self.env)
+
+    def changes(self, *, include_workflow: bool) -> list[Change]:
+        """What `dbtwf apply` would do now (the planner's answer, on the same reads)."""
+        if include_workflow not in self._changes:
+            from provision.plan import desired_state, observe, plan
+
+            observed = observe(self.reader, self.env, include_workflow=include_workflow)
+            self._changes[include_workflow] = plan(
+                desired_state(self.env, self._token), observed, include_workflow=include_workflow
+            )
+        return self._changes[include_workflow]
 
     # -- the links ------------------------------------------------------------------------
     def config(self) -> str:
@@ -162,35 +175,42 @@ class _Doctor:
         return "token accepted; job " + ", ".join(names)
 
     def secret_scope(self) -> str:
-        if not self.ws.has_scope(self.env.secret_scope):
+        if not self.reader.has_scope(self.env.secret_scope):
             raise _Failed(f"secret scope {self.env.secret_scope!r} does not exist", _APPLY_FIX)
         return f"{self.env.secret_scope!r} exists"
 
     def secret_key(self) -> str:
+        from provision.plan import format_ms
         from provision.token import token_fingerprint
 
         env = self.env
-        keys = {s.get("key") for s in self.ws.list_secrets(env.secret_scope)}
-        if env.secret_key not in keys:
-            raise _Failed(f"secret {env.secret_scope}/{env.secret_key} is missing", _APPLY_FIX)
+        listed = self.reader.secrets(env.secret_scope)
+        name = f"{env.secret_scope}/{env.secret_key}"
+        if env.secret_key not in listed:
+            raise _Failed(f"secret {name} is missing", _APPLY_FIX)
         record = self.state_record()
+        stored_at = record.secret_updated_at if record is not None else None
+        if stored_at is not None and listed[env.secret_key] != stored_at:
+            raise _Failed(
+                f"secret {name} was overwritten outside dbtwf at {format_ms(listed[env.secret_key])} "
+                f"(dbtwf stored it at {format_ms(stored_at)}): the runner may read another value",
+                f"{_APPLY_FIX} to store the token again (it needs the token)",
+            )
         if self._token and record is not None and record.token_fingerprint:
             if token_fingerprint(self._token, record.token_salt) != record.token_fingerprint:
                 raise _Failed(
-                    f"secret {env.secret_scope}/{env.secret_key} holds another token than the local one",
+                    f"secret {name} holds another token than the local one",
                     f"{_APPLY_FIX} to store the current token",
                 )
-            return f"{env.secret_scope}/{env.secret_key} present, same token as the local one"
-        return f"{env.secret_scope}/{env.secret_key} present"
+            return f"{name} present, same token as the local one"
+        return f"{name} present"
 
     def scope_readers(self) -> str:
         env = self.env
         record = self.state_record()
         if not env.scope_readers and not (record is not None and record.granted_readers):
             return "no scope_readers configured"
-        permissions = {
-            a.get("principal"): str(a.get("permission", "")) for a in self.ws.list_acls(env.secret_scope)
-        }
+        permissions = self.reader.acls(env.secret_scope)
         missing = [p for p in env.scope_readers if permissions.get(p, "").upper() not in _READ_OR_HIGHER]
         if missing:
             raise _Failed(f"no READ on {env.secret_scope!r} for {', '.join(missing)}", _APPLY_FIX)
@@ -213,9 +233,7 @@ class _Doctor:
 
         env = self.env
         try:
-            acls = {
-                str(a.get("principal")): str(a.get("permission")) for a in self.ws.list_acls(env.secret_scope)
-            }
+            acls = self.reader.acls(env.secret_scope)
         except DbtwfError as error:
             raise _Warned(
                 f"cannot read who can read scope {env.secret_scope!r}: {error.message}",
@@ -258,30 +276,29 @@ class _Doctor:
         return f"{facts.checked_path}: only you, those you granted and workspace admins can edit it"
 
     def notebook(self) -> str:
-        env = self.env
-        if self.ws.get_status(env.notebook_path) is None:
-            raise _Failed(f"notebook {env.notebook_path} does not exist", _APPLY_FIX)
-        from provision.plan import same_notebook
+        from provision.plan import Action
 
-        uploaded = self.ws.export_source(env.notebook_path) or ""
-        if not same_notebook(uploaded, self._notebook_source(env)):
+        env = self.env
+        change = next(c for c in self.changes(include_workflow=False) if c.resource == "notebook")
+        if change.action is Action.CREATE:
+            raise _Failed(f"notebook {env.notebook_path} does not exist", _APPLY_FIX)
+        if change.action is not Action.NOOP:
             raise _Failed(
-                f"notebook {env.notebook_path} differs from what this dbtwf version renders",
-                f"{_APPLY_FIX} to upload the current one",
+                f"notebook {env.notebook_path} {change.reason}", f"{_APPLY_FIX} to upload the current one"
             )
-        return f"{env.notebook_path} is current"
+        return f"{env.notebook_path} is {change.reason}"
 
     def workflow(self) -> str:
-        from provision.plan import Action, is_owned, plan_environment
+        from provision.plan import Action, is_owned
 
         env = self.env
         record = self.state_record()
         if record is None or record.workflow_job_id is None:
             from provision.plan import find_owned_workflow
 
-            find_owned_workflow(self.ws, env, record)  # deployed from elsewhere: says where
+            find_owned_workflow(self.reader, env, record)  # deployed from elsewhere: says where
             raise _Failed(f"no workflow recorded for environment {env.name!r}", _APPLY_FIX)
-        job = self.ws.get_job(record.workflow_job_id)
+        job = self.reader.job(record.workflow_job_id)
         if job is None:
             raise _Failed(
                 f"workflow {record.workflow_job_id} was deleted", f"{_APPLY_FIX} to create it again"
@@ -294,7 +311,7 @@ class _Doctor:
             )
         drift = [
             change
-            for change in plan_environment(self.ws, env, self._token)
+            for change in self.changes(include_workflow=True)
             if change.resource in ("workflow", "task", "notebook-acl") and change.action != Action.NOOP
         ]
         if drift:
@@ -310,7 +327,7 @@ class _Doctor:
             return "none"
         missing = []
         for job_id in sorted({task.job_id for task in added}):
-            job = self.ws.get_job(job_id)
+            job = self.reader.job(job_id)
             keys = {t.get("task_key") for t in ((job or {}).get("settings") or {}).get("tasks") or []}
             missing += [
                 f"{t.task_key} in {job_id}" for t in added if t.job_id == job_id and t.task_key not in keys
@@ -321,6 +338,20 @@ class _Doctor:
                 "run `dbtwf add-task` again for each (or `dbtwf destroy` to forget them)",
             )
         return f"{len(added)} present"
+
+    def lock(self) -> str:
+        from provision.state import read_lock
+
+        held = read_lock(self.ws, self.env)
+        if held is None:
+            return "not held"
+        now = self._now()
+        if held.is_live(now):
+            return f"held by {held.describe(now)}: a dbtwf run is probably going on"
+        raise _Failed(
+            f"stale lock: held by {held.describe(now)} ({held.path}); apply and destroy stop on it",
+            "if no dbtwf run is going on, re-run `dbtwf apply --break-lock` to remove it",
+        )
 
     def compute(self) -> str:
         compute = self.env.compute
@@ -347,7 +378,7 @@ def diagnose(
     connect: Callable[[Environment], Workspace],
     *,
     find_token: Callable[[], tuple[str, str] | None] | None = None,
-    notebook_source: Callable[[Environment], str] = expected_notebook,
+    now: Callable[[], float] = time.time,
 ) -> list[Check]:
     """Every link of the chain, in order. ``find_token`` defaults to the environment variable,
     then the keyring (never a prompt: doctor must run unattended)."""
@@ -355,7 +386,7 @@ def diagnose(
         from provision.token import token_source
 
         find_token = token_source
-    doctor = _Doctor(load_environment, connect, find_token, notebook_source)
+    doctor = _Doctor(load_environment, connect, find_token, now)
     doctor.run("config", (), doctor.config)
     doctor.run("databricks auth", ("config",), doctor.databricks_auth)
     doctor.run("dbt token", (), doctor.dbt_token)
@@ -369,6 +400,7 @@ def diagnose(
     doctor.run("workflow", ("databricks auth",), doctor.workflow)
     doctor.run("added tasks", ("databricks auth",), doctor.added_tasks)
     doctor.run("compute", ("databricks auth",), doctor.compute)
+    doctor.run("lock", ("databricks auth",), doctor.lock)
     return doctor.checks
 
 

@@ -96,11 +96,22 @@ def print_warnings(changes: Iterable[Change]) -> None:
             err_console.print(f"warning: {redact(change.reason)}", markup=False)
 
 
-def render_changes(changes: list[Change], as_json: bool) -> None:
-    """The plan: a table with one row per resource and a summary line, or a JSON list
-    (warnings are entries of resource "warning" there, and lines on stderr here)."""
+def print_header(header: dict[str, str]) -> None:
+    """Which environment, workspace and identity a command acts on, on stderr, before anything else."""
+    err_console.print(
+        f"environment {header.get('environment')!r} in {header.get('workspace_host') or '?'} "
+        f"as {header.get('identity') or '?'}",
+        markup=False,
+    )
+
+
+def render_changes(changes: list[Change], as_json: bool, header: dict[str, str] | None = None) -> None:
+    """The plan: a table with one row per resource and a summary line, or JSON: a list of the
+    changes, or with ``header`` an object holding the header's fields and ``changes``.
+    Warnings are entries of resource "warning" in JSON, and lines on stderr here."""
     if as_json:
-        print_json([change.to_dict() for change in changes])
+        listed = [change.to_dict() for change in changes]
+        print_json({**header, "changes": listed} if header is not None else listed)
         return
     warnings = [change for change in changes if change.resource == _WARNING]
     changes = [change for change in changes if change.resource != _WARNING]

@@ -38,14 +38,16 @@ def owned_jobs(databricks: Any, env: Environment) -> list[int]:
     ]
 
 
-def test_fresh_apply_writes_at_most_eight_and_a_second_apply_none(databricks: Any, ws: Workspace) -> None:
+def test_fresh_apply_writes_nine_and_a_second_apply_none(databricks: Any, ws: Workspace) -> None:
     env = make_env()
     with databricks.recording() as fresh:
         converge(ws, env)
-    # The five resources, plus the state record and the lock's create and delete.
+    # The five resources, the lock's create and delete, and the state record twice: once
+    # before scopes/create (dbtwf's ownership of the scope), once at the end.
     assert write_kinds(fresh) == [
         "POST /api/2.0/workspace/mkdirs",  # folder (made before the lock, which lives in it)
         "POST /api/2.0/workspace/import",  # lock
+        "POST /api/2.0/workspace/import",  # state record: "dbtwf creates the scope"
         "POST /api/2.0/secrets/scopes/create",
         "POST /api/2.0/secrets/put",
         "POST /api/2.0/workspace/import",  # notebook
@@ -61,6 +63,9 @@ def test_fresh_apply_writes_at_most_eight_and_a_second_apply_none(databricks: An
         changes = converge(ws, env)
     assert write_kinds(second) == []
     assert {c.action for c in changes} == {Action.NOOP}
+    # Freshness comes from the record (sha256, object id, modified_at): no notebook export.
+    exports = [r for r in second if r.path.endswith("/workspace/export")]
+    assert [r.query.get("path") for r in exports] == [[env.state_path]]
 
 
 def test_workflow_settings_as_created(databricks: Any, ws: Workspace) -> None:
@@ -240,3 +245,218 @@ def test_scope_readers_get_read(databricks: Any, ws: Workspace) -> None:
     with databricks.recording() as again:
         converge(ws, env)
     assert write_kinds(again) == []
+
+
+# -- what is confirmed is what runs (issue 8 point 11) -----------------------------------------
+
+
+#: The only writes of a refused execution: the lock taken and released.
+LOCK_WRITES = ["POST /api/2.0/workspace/import", "POST /api/2.0/workspace/delete"]
+
+
+def test_a_workspace_changed_after_the_plan_is_refused_and_nothing_written(
+    databricks: Any, ws: Workspace
+) -> None:
+    env = make_env()
+    converge(ws, env)
+    (job_id,) = owned_jobs(databricks, env)
+    wanted = replace(env, schedule=Schedule("0 0 6 * * ?"))
+    confirmed = plan_environment(ws, wanted, TOKEN)
+    assert next(c for c in confirmed if c.resource == "workflow").action is Action.UPDATE
+    ws.update_job(job_id, {"max_concurrent_runs": 5})  # another client, between plan and apply
+    databricks.reset_log()
+
+    with pytest.raises(ConflictError, match="changed since the plan") as raised:
+        apply_changes(ws, wanted, confirmed, TOKEN)
+
+    assert f"job {job_id}" in raised.value.message and "plan" in (raised.value.hint or "")
+    assert write_kinds(databricks.requests) == LOCK_WRITES
+    assert databricks.jobs[job_id]["settings"]["max_concurrent_runs"] == 5
+    assert "schedule" not in databricks.jobs[job_id]["settings"]
+
+
+def test_each_change_carries_what_it_runs(databricks: Any, ws: Workspace) -> None:
+    env = make_env()
+    converge(ws, env)
+    (job_id,) = owned_jobs(databricks, env)
+    confirmed = plan_environment(ws, replace(env, schedule=Schedule("0 0 6 * * ?")), TOKEN)
+    workflow = next(c for c in confirmed if c.resource == "workflow")
+    sent = workflow.payload["settings"]
+    assert sent["schedule"]["quartz_cron_expression"] == "0 0 6 * * ?"
+    with databricks.recording() as requests:
+        # Executed against the config as it was: the change's own settings are what is sent.
+        apply_changes(ws, env, confirmed, TOKEN)
+    (reset,) = [r for r in requests if r.path.endswith("/jobs/reset")]
+    assert reset.json() == {"job_id": job_id, "new_settings": sent}
+
+
+def test_a_hand_edited_notebook_after_the_plan_is_refused(databricks: Any, ws: Workspace) -> None:
+    env = make_env()
+    converge(ws, env)
+    confirmed = plan_environment(ws, replace(env, run_timeout_seconds=60), TOKEN)
+    ws.import_notebook(env.notebook_path, "# Databricks notebook source\nprint('mine')\n", overwrite=True)
+    databricks.reset_log()
+    with pytest.raises(ConflictError, match=f"notebook {env.notebook_path} was changed"):
+        apply_changes(ws, replace(env, run_timeout_seconds=60), confirmed, TOKEN)
+    assert write_kinds(databricks.requests) == LOCK_WRITES
+
+
+def test_a_fresh_plan_overtaken_writes_nothing_at_all(databricks: Any, ws: Workspace) -> None:
+    env = make_env()
+    confirmed = plan_environment(ws, env, TOKEN)  # folder missing: it would be made first
+    ws.create_scope(env.secret_scope)  # someone else, meanwhile
+    databricks.reset_log()
+    with pytest.raises(ConflictError, match=f"scope {env.secret_scope} was created"):
+        apply_changes(ws, env, confirmed, TOKEN)
+    assert databricks.writes() == []  # not even the folder
+
+
+def test_a_plan_another_run_carried_out_meanwhile_ends_quietly(databricks: Any, ws: Workspace) -> None:
+    env = make_env()
+    confirmed = plan_environment(ws, env, TOKEN)
+    converge(ws, env)  # the other run
+    databricks.reset_log()
+    done = apply_changes(ws, env, confirmed, TOKEN)
+    assert {c.action for c in done} == {Action.NOOP}
+    assert databricks.writes() == []
+    assert len(owned_jobs(databricks, env)) == 1
+
+
+def test_a_token_other_than_the_planned_one_is_refused(databricks: Any, ws: Workspace) -> None:
+    env = make_env()
+    confirmed = plan_environment(ws, env, TOKEN)
+    with pytest.raises(ConflictError, match="not the one the plan was made with"):
+        apply_changes(ws, env, confirmed, "dbtc_another_token_0000")
+    assert databricks.writes() == []
+
+
+# -- the state record (issue 8 point 10) ------------------------------------------------------
+
+
+def test_secret_overwritten_outside_dbtwf_is_drift_and_apply_stores_the_token_again(
+    databricks: Any, ws: Workspace
+) -> None:
+    env = make_env()
+    converge(ws, env)
+    ws.put_secret(env.secret_scope, env.secret_key, "someone else's value")
+    databricks.reset_log()
+
+    changes = plan_environment(ws, env, TOKEN)
+    secret = next(c for c in changes if c.resource == "secret")
+    assert secret.action is Action.UPDATE and "overwritten outside dbtwf" in secret.reason
+    without_token = next(c for c in plan_environment(ws, env, None) if c.resource == "secret")
+    assert without_token.action is Action.UPDATE and "needs the token" in without_token.reason
+    assert not [r for r in databricks.requests if r.path.endswith("/secrets/get")]  # value never read
+
+    apply_changes(ws, env, changes, TOKEN)
+    assert databricks.secret_value(env.secret_scope, env.secret_key) == TOKEN
+    with databricks.recording() as again:
+        converge(ws, env)
+    assert write_kinds(again) == []
+
+
+def test_a_version_1_record_loads_and_a_newer_one_is_refused(databricks: Any, ws: Workspace) -> None:
+    from provision.errors import RemoteError
+
+    env = make_env()
+    converge(ws, env)
+    record = json.loads(databricks.workspace_file(env.state_path) or b"{}")
+    old = {
+        key: record[key]
+        for key in ("environment", "workflow_job_id", "scope_created", "token_salt", "token_fingerprint")
+    }
+    ws.write_file(env.state_path, json.dumps({**old, "version": 1, "notebook_sha256": ""}).encode(), True)
+    loaded = load_state(ws, env)
+    assert loaded is not None and loaded.version == 2 and loaded.workflow_job_id == record["workflow_job_id"]
+    assert loaded.scope_created is True and loaded.secret_updated_at is None
+
+    ws.write_file(env.state_path, json.dumps({**record, "version": 3}).encode(), True)
+    with pytest.raises(RemoteError, match="newer dbtwf") as raised:
+        plan_environment(ws, env, TOKEN)
+    assert raised.value.hint and "upgrade" in raised.value.hint
+
+
+# -- notebook freshness from the record (issue 9 point 6) -----------------------------------
+
+
+def test_an_older_record_exports_once_then_records_the_notebook(databricks: Any, ws: Workspace) -> None:
+    env = make_env()
+    converge(ws, env)
+    record = json.loads(databricks.workspace_file(env.state_path) or b"{}")
+    record.update(notebook_object_id=None, notebook_modified_at=None)
+    ws.write_file(env.state_path, json.dumps(record).encode(), overwrite=True)
+
+    with databricks.recording() as first:
+        changes = converge(ws, env)
+    notebook = next(c for c in changes if c.resource == "notebook")
+    assert notebook.action is Action.NOOP and "export" in notebook.reason
+    assert any(r.query.get("path") == [env.notebook_path] for r in first if r.path.endswith("/export"))
+    # Only the record is written (under the lock): no notebook upload.
+    assert write_kinds(first) == [
+        "POST /api/2.0/workspace/import",
+        "POST /api/2.0/workspace/import",
+        "POST /api/2.0/workspace/delete",
+    ]
+    with databricks.recording() as second:
+        assert not [c for c in converge(ws, env) if c.action is not Action.NOOP]
+    assert not [r for r in second if r.query.get("path") == [env.notebook_path] and "export" in r.path]
+    assert write_kinds(second) == []
+
+
+def test_a_notebook_edited_in_the_workspace_is_seen_without_exporting_it(
+    databricks: Any, ws: Workspace
+) -> None:
+    env = make_env()
+    converge(ws, env)
+    ws.import_notebook(env.notebook_path, "# Databricks notebook source\nprint('edited')\n", overwrite=True)
+    with databricks.recording() as requests:
+        changes = plan_environment(ws, env, TOKEN)
+    notebook = next(c for c in changes if c.resource == "notebook")
+    assert notebook.action is Action.UPDATE and "changed in the workspace" in notebook.reason
+    assert not [r for r in requests if r.path.endswith("/workspace/export") and "run_dbt" in str(r.query)]
+
+
+# -- the lock (issue 8 point 13) --------------------------------------------------------------
+
+NOW = 1_800_000_000.0
+
+
+def hold_lock(ws: Workspace, env: Environment, age: float) -> None:
+    ws.mkdirs(env.notebook_folder)
+    body = {"holder": "ci@runner pid 7", "acquired_at": NOW - age, "environment": env.name, "nonce": "x"}
+    ws.write_file(lock_path(env), json.dumps(body).encode(), overwrite=False)
+
+
+def test_a_lock_seconds_old_is_a_live_run_and_an_hour_old_one_is_stale(
+    databricks: Any, ws: Workspace
+) -> None:
+    env = make_env()
+    hold_lock(ws, env, age=4)
+    with pytest.raises(ConflictError) as live, environment_lock(ws, env, now=lambda: NOW):
+        pass
+    assert "ci@runner pid 7 for 4 s" in live.value.message
+    assert live.value.hint and "probably still going" in live.value.hint and "wait" in live.value.hint
+
+    ws.delete(lock_path(env))
+    hold_lock(ws, env, age=3600)
+    with pytest.raises(ConflictError) as stale, environment_lock(ws, env, now=lambda: NOW):
+        pass
+    assert "for 60 min" in stale.value.message
+    hint = stale.value.hint or ""
+    assert "most likely crashed" in hint and "--break-lock" in hint
+
+
+def test_breaking_a_young_lock_says_whose_and_how_old(databricks: Any, ws: Workspace) -> None:
+    env = make_env()
+    hold_lock(ws, env, age=12)
+    warnings: list[str] = []
+    with environment_lock(ws, env, break_lock=True, now=lambda: NOW, warn=warnings.append):
+        pass
+    (warning,) = warnings
+    assert "ci@runner pid 7 for 12 s" in warning and "may still be going" in warning
+
+    hold_lock(ws, env, age=7200)
+    warnings.clear()
+    with environment_lock(ws, env, break_lock=True, now=lambda: NOW, warn=warnings.append):
+        pass
+    assert warnings == ["breaking the stale lock of environment 'dev' held by ci@runner pid 7 for 2.0 h"]

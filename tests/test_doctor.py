@@ -29,6 +29,7 @@ ALL_CHECKS = [
     "workflow",
     "added tasks",
     "compute",
+    "lock",
 ]
 
 
@@ -73,6 +74,7 @@ def test_fresh_workspace_fails_with_fixes_and_writes_nothing(
         "workflow": "fail",
         "added tasks": "ok",
         "compute": "ok",
+        "lock": "ok",
     }
     for name in ("secret scope", "notebook", "workflow"):
         assert "dbtwf apply" in checks[name]["fix"]

@@ -603,7 +603,8 @@ def test_apply_killed_after_each_write_converges_on_reapply(
     from tests.emulators.databricks import DatabricksEmulator
 
     # How many writes a whole apply makes, measured on a clean workspace.
-    write_config(tmp_path / "dbtwf.toml", "acme.us1.dbt.com", {"dev": {"nightly": DBT_JOB}})
+    dbt_cloud.add_job(DBT_JOB)  # apply proves the token on the environment's dbt job first
+    write_config(tmp_path / "dbtwf.toml", dbt_cloud.url, {"dev": {"nightly": DBT_JOB}})
     with DatabricksEmulator(token=DATABRICKS_TOKEN) as probe:
         env = select_environment(load_config(tmp_path / "dbtwf.toml"), "dev").resolved(probe.user_name)
         from provision.apply import apply_changes
@@ -621,7 +622,7 @@ def test_apply_killed_after_each_write_converges_on_reapply(
         for step, emulator in zip(steps, emulators, strict=True):
             folder = tmp_path / f"step{step}"
             folder.mkdir()
-            write_config(folder / "dbtwf.toml", "acme.us1.dbt.com", {"dev": {"nightly": DBT_JOB}})
+            write_config(folder / "dbtwf.toml", dbt_cloud.url, {"dev": {"nightly": DBT_JOB}})
             holder: list[ApplyProcess] = []
             _kill_after_writes(emulator, step, holder)
             holder.append(ApplyProcess(emulator.url, folder))
@@ -707,9 +708,10 @@ def test_four_concurrent_applies_leave_one_workflow(round_: int, databricks: Dat
 
 
 def test_four_concurrent_apply_processes_leave_one_workflow(
-    tmp_path: Path, databricks: DatabricksEmulator
+    tmp_path: Path, databricks: DatabricksEmulator, dbt_cloud: DbtCloudEmulator
 ) -> None:
-    write_config(tmp_path / "dbtwf.toml", "acme.us1.dbt.com", {"dev": {"nightly": DBT_JOB}})
+    dbt_cloud.add_job(DBT_JOB)  # apply proves the token on the environment's dbt job first
+    write_config(tmp_path / "dbtwf.toml", dbt_cloud.url, {"dev": {"nightly": DBT_JOB}})
     processes = [ApplyProcess(databricks.url, tmp_path) for _ in range(4)]
     results = [(p.wait(timeout=60), p.stderr) for p in processes]
     assert all(code in (0, 1) for code, _ in results), results

@@ -32,7 +32,8 @@ def test_onboard_then_apply_changes_nothing(
     with databricks.recording() as fresh:
         result = invoke(["onboard", "--dbt-job-url", dbt_cloud.job_url(42), "--yes"], cli)
     assert result.exit_code == 0, result.output
-    assert 5 <= len(write_kinds(fresh)) <= 8
+    # mkdirs, lock, state (the scope is dbtwf's), scope, secret, notebook, job, state, unlock.
+    assert 5 <= len(write_kinds(fresh)) <= 9
     config = (tmp_path / "dbtwf.toml").read_text()
     assert "42" in config and DBT_CLOUD_TOKEN not in config
     (job,) = databricks.jobs.values()
@@ -137,6 +138,8 @@ def test_apply_all_converges_every_environment(
     databricks: Any, dbt_cloud: Any, cli: dict[str, str], tmp_path: Path
 ) -> None:
     write_config(tmp_path / "dbtwf.toml", dbt_cloud.url, {"dev": {"nightly": 42}, "prod": {"nightly": 43}})
+    dbt_cloud.add_job(42)  # apply proves the token on each environment's jobs before storing it
+    dbt_cloud.add_job(43)
     result = invoke(["apply", "--all", "--yes"], cli)
     assert result.exit_code == 0, result.output
     envs = sorted(job["settings"]["tags"]["dbtwf-env"] for job in databricks.jobs.values())
@@ -154,6 +157,8 @@ def test_apply_all_reports_a_failed_environment_and_applies_the_others(
     from tests.provision_helpers import make_workspace
 
     write_config(tmp_path / "dbtwf.toml", dbt_cloud.url, {"dev": {"nightly": 42}, "prod": {"nightly": 43}})
+    dbt_cloud.add_job(42)
+    dbt_cloud.add_job(43)
     ws = make_workspace(databricks)
     folder = f"/Users/{databricks.user_name}/.dbtwf/prod"
     ws.mkdirs(folder)  # another apply holds prod's lock
@@ -165,7 +170,8 @@ def test_apply_all_reports_a_failed_environment_and_applies_the_others(
     tags = [job["settings"]["tags"]["dbtwf-env"] for job in databricks.jobs.values()]
     assert tags == ["dev"]
     report = json.loads(result.stdout)
-    assert "error" in report["prod"]
+    assert "error" in report["prod"] and report["prod"]["environment"] == "prod"
+    assert report["dev"]["identity"] == databricks.user_name
     assert {"resource": "workflow", "action": "create"}.items() <= next(
-        change for change in report["dev"] if change["resource"] == "workflow"
+        change for change in report["dev"]["changes"] if change["resource"] == "workflow"
     ).items()

@@ -15,6 +15,7 @@ from provision.token import token_fingerprint
 
 TOKEN = "dbtc_plan_test_token_value"
 SOURCE = "# Databricks notebook source\nprint('runner')\n"
+STORED_AT = 1_700_000_000_000  # the secret's last_updated_timestamp (ms) when dbtwf stored it
 
 
 def make_env(**overrides: Any) -> Environment:
@@ -47,9 +48,11 @@ def in_sync(env: Environment, job_id: int = 11) -> Observed:
             scope_created=True,
             token_salt=salt,
             token_fingerprint=token_fingerprint(TOKEN, salt),
+            secret_updated_at=STORED_AT,
         ),
         workflow={"job_id": job_id, "settings": _with_server_defaults(workflow_settings(env))},
         found_by="state",
+        secret_updated_at=STORED_AT,
     )
 
 

@@ -171,7 +171,7 @@ def test_plan_and_apply_warn_about_a_notebook_every_user_can_edit(
         assert warning in result.stderr, (command, result.output)
         assert result.stderr.count("every workspace user can edit") == 1, result.stderr  # said once
         assert "~/.dbtwf/dev/run_dbt_cloud_job" in result.stderr
-    as_json = json.loads(invoke("plan", "--json").stdout)
+    as_json = json.loads(invoke("plan", "--json").stdout)["changes"]
     assert [c["name"] for c in as_json if c["resource"] == "warning"] == [
         "/Shared/dbtwf/dev/run_dbt_cloud_job"
     ]
@@ -208,7 +208,7 @@ def test_readers_leaving_scope_readers_lose_only_the_read_dbtwf_granted(
     ws.put_acl("dbtwf-dev", "analysts", "WRITE")  # raised by hand: not the READ dbtwf granted any more
     replace_setting(tmp_path, '["analysts", "auditors", "ops"]', "[]")
 
-    planned = json.loads(invoke("plan", "--json").stdout)
+    planned = json.loads(invoke("plan", "--json").stdout)["changes"]
     revoked = [c["name"] for c in planned if c["resource"] == "scope-acl" and c["action"] == "delete"]
     assert revoked == ["dbtwf-dev:auditors"]
     with databricks.recording() as during:
@@ -237,7 +237,7 @@ def test_a_workflow_run_as_a_service_principal_gets_read_on_the_notebook(
     denied = invoke("run")
     assert denied.exit_code == 1 and "lacks the required permissions" in denied.output
 
-    planned = json.loads(invoke("plan", "--json").stdout)
+    planned = json.loads(invoke("plan", "--json").stdout)["changes"]
     notebook = f"/Users/{databricks.user_name}/.dbtwf/dev/run_dbt_cloud_job"
     assert [(c["resource"], c["name"], c["action"]) for c in planned if c["action"] != "no-op"] == [
         ("notebook-acl", f"{notebook}:service-principal:sp-etl-0001", "create"),

@@ -54,8 +54,18 @@ SOURCE_EXTENSIONS = {"PYTHON": "py", "SQL": "sql", "SCALA": "scala", "R": "r"}
 COMMENT_PREFIX = {"PYTHON": "#", "R": "#", "SQL": "--", "SCALA": "//"}
 
 
+_clock_lock = threading.Lock()
+_last_ms = 0
+
+
 def _now_ms() -> int:
-    return int(time.time() * 1000)
+    """Wall-clock milliseconds, strictly increasing: two writes never share a timestamp here,
+    as two writes by people or runs seconds apart never do on a real workspace (secrets/list's
+    last_updated_timestamp and get-status's modified_at are what tell them apart)."""
+    global _last_ms
+    with _clock_lock:
+        _last_ms = max(int(time.time() * 1000), _last_ms + 1)
+        return _last_ms
 
 
 def _invalid(message: str) -> HttpError:
