@@ -180,3 +180,59 @@ def test_scope_readers_need_read(databricks: Any, dbt_cloud: Any) -> None:
     assert missing.status is Status.FAIL and "analysts" in missing.detail
     apply_changes(ws, env, plan_environment(ws, env, DBT_CLOUD_TOKEN), DBT_CLOUD_TOKEN)
     assert readers().status is Status.OK
+
+
+def test_secret_overwritten_outside_dbtwf_is_reported(invoke: Callable[..., Any], databricks: Any) -> None:
+    assert invoke("apply", "--yes").exit_code == 0
+    make_workspace(databricks).put_secret("dbtwf-dev", "dbt-cloud-api-token", "not the token")
+    databricks.reset_log()
+
+    code, checks = doctor_json(invoke)
+
+    assert code == 1
+    secret = checks["secret key"]
+    assert secret["status"] == "fail" and "overwritten outside dbtwf" in secret["detail"]
+    assert "dbtwf apply" in secret["fix"]
+    assert databricks.writes() == []
+    assert not [r for r in databricks.requests if r.path.endswith("/secrets/get")]
+    plan = invoke("plan")
+    assert "overwritten outside dbtwf" in plan.stdout
+
+
+def test_a_stale_lock_is_reported_and_a_live_one_is_not_a_failure(
+    invoke: Callable[..., Any], databricks: Any, dbt_cloud: Any
+) -> None:
+    from provision.state import lock_path
+
+    assert invoke("apply", "--yes").exit_code == 0
+    env = make_env(dbt_host=dbt_cloud.url, dbt_jobs=(DbtJobTask("nightly", DBT_JOB),))
+    ws = make_workspace(databricks)
+    now = 1_800_000_000.0
+
+    def lock_check(age: float) -> Check:
+        ws.delete(lock_path(env))
+        held = {"holder": "ci@runner pid 7", "acquired_at": now - age, "nonce": "x"}
+        ws.write_file(lock_path(env), json.dumps(held).encode(), overwrite=False)
+        checks = diagnose(
+            lambda: env, lambda _: ws, find_token=lambda: (DBT_CLOUD_TOKEN, "a test"), now=lambda: now
+        )
+        return next(c for c in checks if c.name == "lock")
+
+    live = lock_check(age=20)
+    assert live.status is Status.OK and "ci@runner pid 7 for 20 s" in live.detail
+    stale = lock_check(age=3 * 3600)
+    assert stale.status is Status.FAIL and "stale lock" in stale.detail and "3.0 h" in stale.detail
+    assert stale.fix and "--break-lock" in stale.fix
+
+
+def test_doctor_does_not_export_a_notebook_the_record_vouches_for(
+    invoke: Callable[..., Any], databricks: Any
+) -> None:
+    assert invoke("apply", "--yes").exit_code == 0
+    databricks.reset_log()
+    _, checks = doctor_json(invoke)
+    assert checks["notebook"]["status"] == "ok"
+    notebook_exports = [
+        r for r in databricks.requests if r.path.endswith("/workspace/export") and "run_dbt" in str(r.query)
+    ]
+    assert notebook_exports == []
