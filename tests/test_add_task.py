@@ -501,3 +501,47 @@ def test_cli_bad_input_exits_2_without_the_sdk(tmp_path: Path, dbt_cloud: DbtClo
         timeout=60,
     )
     assert done.stdout.strip() == "[2, 2, 2] False", done.stderr
+
+
+def test_a_fresh_environment_and_the_task_are_written_under_one_lock(
+    databricks: DatabricksEmulator, ws: Workspace, env: Environment
+) -> None:
+    job_id = ws.create_job(foreign_settings())
+    databricks.reset_log()
+
+    run_add_task(ws, env, workflow=str(job_id), dbt_job=str(DBT_JOB))
+
+    assert [f"{w.method} {w.path}" for w in databricks.writes()] == [
+        "POST /api/2.0/workspace/mkdirs",
+        "POST /api/2.0/workspace/import",  # the lock, taken once
+        "POST /api/2.0/workspace/import",  # state record: the scope is dbtwf's
+        "POST /api/2.0/secrets/scopes/create",
+        "POST /api/2.0/secrets/put",
+        "POST /api/2.0/workspace/import",  # notebook
+        "POST /api/2.0/workspace/import",  # state record: the task, before it is written
+        "POST /api/2.2/jobs/update",  # the one write to the foreign workflow
+        "POST /api/2.0/workspace/delete",  # the lock released
+    ]
+
+
+def test_a_workflow_changed_after_its_reading_is_not_written(
+    databricks: DatabricksEmulator, ws: Workspace, env: Environment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import provision.add_task as module
+
+    job_id = ws.create_job(foreign_settings())
+    run_add_task(ws, env, workflow=str(job_id), dbt_job=str(DBT_JOB), task_key="first")
+    planned = module.plan_add_task
+
+    def edited_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        changes = planned(*args, **kwargs)
+        ws.update_job(job_id, {"max_concurrent_runs": 9})  # someone edits the workflow right then
+        return changes
+
+    monkeypatch.setattr(module, "plan_add_task", edited_meanwhile)
+    databricks.reset_log()
+    with pytest.raises(ConflictError, match="changed since the plan"):
+        run_add_task(ws, env, workflow=str(job_id), dbt_job=str(DBT_JOB), task_key="second")
+    updates = [w.path for w in databricks.writes() if w.path.endswith("/jobs/update")]
+    assert updates == ["/api/2.2/jobs/update"]  # only the other client's edit
+    assert "second" not in [t["task_key"] for t in databricks.jobs[job_id]["settings"]["tasks"]]

@@ -210,3 +210,59 @@ def test_change_serialises_without_the_token() -> None:
     rendered = repr([c.to_dict() for c in plan(desired(env, token="dbtc_another_token"), in_sync(env))])
     assert "another_token" not in rendered
     assert "another_token" not in repr(desired(env, token="dbtc_another_token"))
+
+
+# -- changes carry what they run; saved plans -------------------------------------------------
+
+
+def test_changes_carry_their_payload_and_never_the_token() -> None:
+    env = make_env()
+    empty = Observed(False, {}, False, False, None, None)
+    changes = {c.resource: c for c in plan(desired(env), empty)}
+    assert changes["notebook"].payload["source"] == SOURCE
+    assert changes["workflow"].payload["settings"] == workflow_settings(env)
+    secret = changes["secret"].payload
+    assert set(secret) == {"salt", "fingerprint"} and TOKEN not in repr(secret)
+
+
+def test_a_saved_plan_round_trips_and_names_what_no_longer_matches() -> None:
+    from provision.plan import Change, Plan, config_digest
+
+    env = make_env()
+    salt = "s1"
+    saved = Plan(
+        environment="dev",
+        workspace_host="https://adb-1.azuredatabricks.net/",
+        identity="me@example.com",
+        config_digest=config_digest(env),
+        changes=(Change("scope", "dbtwf", Action.CREATE, "missing", expect={"exists": False}),),
+        token_salt=salt,
+        token_fingerprint=token_fingerprint(TOKEN, salt),
+    )
+    data = saved.to_json()
+    assert TOKEN.encode() not in data
+    loaded = Plan.from_json(data, "p.json")
+    assert loaded == saved and loaded.changes[0].expect == {"exists": False}
+    same = {"host": "https://adb-1.azuredatabricks.net", "identity": "me@example.com", "env": env}
+    assert loaded.mismatches(**same, token=TOKEN) == []
+    assert loaded.mismatches(**same, token="dbtc_other") == [
+        "the dbt Cloud token is not the one the plan was made with"
+    ]
+    assert (
+        "changed since the plan"
+        in loaded.mismatches(**{**same, "env": make_env(run_timeout_seconds=5)}, token=TOKEN)[0]
+    )
+
+
+def test_old_state_records_migrate_and_newer_ones_are_refused() -> None:
+    import json
+
+    from provision.errors import RemoteError
+
+    v1 = {"environment": "dev", "workflow_job_id": 7, "scope_created": True, "version": 1}
+    record = StateRecord.from_json(json.dumps(v1).encode(), "s.json")
+    assert (record.version, record.workflow_job_id, record.secret_updated_at) == (2, 7, None)
+    unversioned = StateRecord.from_json(b'{"environment": "dev"}', "s.json")
+    assert unversioned.version == 2
+    with pytest.raises(RemoteError, match="newer dbtwf"):
+        StateRecord.from_json(json.dumps({**v1, "version": 3}).encode(), "s.json")

@@ -222,3 +222,59 @@ def test_a_plan_of_another_environment_is_bad_input(
     result = dbtwf("apply", "--plan", str(saved), "--env", "prod", "--yes")
     assert result.exit_code == 2 and "is for environment 'dev'" in result.stderr
     assert databricks.requests == []
+
+
+def test_apply_all_stores_no_token_dbt_cloud_rejects(
+    dbtwf: Callable[..., Any],
+    databricks: Any,
+    dbt_cloud: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.provision_helpers import write_config
+
+    write_config(
+        tmp_path / "dbtwf.toml", dbt_cloud.url, {"dev": {"nightly": DBT_JOB}, "prod": {"nightly": DBT_JOB}}
+    )
+    monkeypatch.setenv("DBT_CLOUD_API_TOKEN", WRONG_TOKEN)
+    result = dbtwf("apply", "--all", "--yes")
+    assert result.exit_code == 1, result.output
+    assert "environment 'dev': dbt Cloud rejected the API token" in result.stderr
+    assert "environment 'prod': dbt Cloud rejected the API token" in result.stderr
+    assert databricks.writes() == []
+
+
+def test_onboard_proves_the_token_once(databricks: Any, dbt_cloud: Any, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from provision.cli import app
+    from tests.provision_helpers import cli_env
+
+    dbt_cloud.add_job(DBT_JOB)
+    result = CliRunner().invoke(
+        app,
+        ["onboard", "--dbt-job-url", dbt_cloud.job_url(DBT_JOB), "--yes"],
+        env=cli_env(tmp_path, databricks.url),
+    )
+    assert result.exit_code == 0, result.output
+    assert [r.path for r in dbt_cloud.requests] == [
+        f"/api/v2/accounts/{dbt_cloud.account_id}/jobs/{DBT_JOB}/"
+    ]
+
+
+def test_a_young_lock_says_wait_and_breaking_it_warns(dbtwf: Callable[..., Any], databricks: Any) -> None:
+    import time
+
+    ws = make_workspace(databricks)
+    ws.mkdirs("/Shared/dbtwf/dev")
+    held = {"holder": "ci@runner pid 7", "acquired_at": time.time() - 5, "environment": "dev", "nonce": "x"}
+    ws.write_file("/Shared/dbtwf/dev/.dbtwf-lock-dev.json", json.dumps(held).encode(), overwrite=False)
+
+    refused = dbtwf("apply", "--yes")
+    assert refused.exit_code == 1
+    assert "locked by ci@runner pid 7 for" in refused.stderr and "probably still going" in refused.stderr
+
+    broken = dbtwf("apply", "--yes", "--break-lock")
+    assert broken.exit_code == 0, broken.output
+    assert "warning: breaking the lock of environment 'dev' held by ci@runner pid 7 for" in broken.stderr
+    assert "may still be going" in broken.stderr
