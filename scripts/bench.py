@@ -39,7 +39,6 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 README_START = "<!-- bench:start -->"
 README_END = "<!-- bench:end -->"
-DBT_HOST = "acme.us1.dbt.com"  # apply never calls dbt Cloud; add-task's check goes to the emulator
 BIN = Path(sys.executable).parent
 
 
@@ -106,6 +105,17 @@ def databricks_emulator() -> Iterator[Any]:
         yield emulator
 
 
+@contextmanager
+def dbt_emulator() -> Iterator[Any]:
+    """dbt Cloud with job 1: apply proves the token on the environment's jobs before storing it."""
+    from tests.conftest import DBT_ACCOUNT_ID, DBT_CLOUD_TOKEN
+    from tests.emulators.dbtcloud import DbtCloudEmulator
+
+    with DbtCloudEmulator(token=DBT_CLOUD_TOKEN, account_id=DBT_ACCOUNT_ID) as emulator:
+        emulator.add_job(1)
+        yield emulator
+
+
 def machine() -> dict[str, Any]:
     model = platform.processor() or platform.machine()
     try:
@@ -134,12 +144,12 @@ def bench_apply(sizes: Sizes, work: Path) -> dict[str, Any]:
 
     fresh: list[tuple[float, dict[str, int]]] = []
     noop: list[tuple[float, dict[str, int]]] = []
-    with databricks_emulator() as emulator:
+    with databricks_emulator() as emulator, dbt_emulator() as dbt:
         for run in range(sizes.runs):
             emulator.reset()
             folder = work / f"apply-{run}"
             folder.mkdir()
-            write_config(folder / "dbtwf.toml", DBT_HOST, {"dev": {"nightly": 1}})
+            write_config(folder / "dbtwf.toml", dbt.url, {"dev": {"nightly": 1}})
             env = {**os.environ, **cli_env(folder, emulator.url)}
             for samples in (fresh, noop):
                 with emulator.recording() as requests:
@@ -308,7 +318,7 @@ def bench_apply_all(sizes: Sizes, work: Path) -> list[dict[str, Any]]:
     from tests.provision_helpers import cli_env, write_config
 
     rows = []
-    with databricks_emulator() as emulator:
+    with databricks_emulator() as emulator, dbt_emulator() as dbt:
         for count in sizes.apply_all_environments:
             walls: list[float] = []
             total: dict[str, int] = {}
@@ -317,7 +327,7 @@ def bench_apply_all(sizes: Sizes, work: Path) -> list[dict[str, Any]]:
                 folder = work / f"all-{count}-{run}"
                 folder.mkdir()
                 write_config(
-                    folder / "dbtwf.toml", DBT_HOST, {f"env{i}": {"nightly": 1} for i in range(count)}
+                    folder / "dbtwf.toml", dbt.url, {f"env{i}": {"nightly": 1} for i in range(count)}
                 )
                 env = {**os.environ, **cli_env(folder, emulator.url)}
                 with emulator.recording() as requests:
@@ -350,8 +360,8 @@ def bench_startup(sizes: Sizes, work: Path) -> dict[str, Any]:
     python = runs([sys.executable, "-c", "pass"], base_env)
     sdk = runs([sys.executable, "-c", "import databricks.sdk"], base_env)
     help_wall = runs(dbtwf_command("--help"), base_env)
-    with databricks_emulator() as emulator:
-        write_config(work / "dbtwf.toml", DBT_HOST, {"dev": {"nightly": 1}})
+    with databricks_emulator() as emulator, dbt_emulator() as dbt:
+        write_config(work / "dbtwf.toml", dbt.url, {"dev": {"nightly": 1}})
         env = {**os.environ, **cli_env(work, emulator.url)}
         timed(dbtwf_command("apply", "--yes"), env)
         plan_wall = runs(dbtwf_command("plan"), env)
