@@ -69,6 +69,12 @@ def execute(
     changes = list(changes)
     if not has_changes(changes):
         return changes
+    unknown = sorted({c.resource for c in changes if c.writes and c.resource not in _HANDLERS})
+    if unknown:
+        raise UsageError(
+            f"this dbtwf cannot carry out changes of kind {', '.join(unknown)}; nothing was changed",
+            "plan again with this dbtwf, or apply with the dbtwf that made the plan",
+        )
     if writes_secret(changes):
         _require_planned_token(changes, token)
         if check_token is not None and token is not None:
@@ -172,7 +178,8 @@ class _Execution:
                 if change.resource == "task" and change.payload.get("op") not in _WRITE_OPS:
                     if change.job_id is not None and change.job_id not in done_tasks and change.writes:
                         done_tasks.add(change.job_id)
-                        self.remove_tasks(change.job_id, [c for c in changes if c.job_id == change.job_id])
+                        same_job = [c for c in changes if c.resource == "task" and c.job_id == change.job_id]
+                        self.remove_tasks(change.job_id, same_job)
                     continue
                 handler = _HANDLERS.get(change.resource)
                 if handler is not None:

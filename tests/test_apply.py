@@ -460,3 +460,20 @@ def test_breaking_a_young_lock_says_whose_and_how_old(databricks: Any, ws: Works
     with environment_lock(ws, env, break_lock=True, now=lambda: NOW, warn=warnings.append):
         pass
     assert warnings == ["breaking the stale lock of environment 'dev' held by ci@runner pid 7 for 2.0 h"]
+
+
+def test_a_change_of_a_kind_this_dbtwf_cannot_run_is_refused_before_any_write(
+    databricks: Any, ws: Workspace
+) -> None:
+    from provision.apply import execute
+    from provision.errors import UsageError
+    from provision.plan import Change
+
+    env = make_env()
+    changes = [
+        *plan_environment(ws, env, TOKEN),
+        Change("folder-acl", env.notebook_folder, Action.CREATE, "new"),
+    ]
+    with pytest.raises(UsageError, match="cannot carry out changes of kind folder-acl"):
+        execute(ws, env, changes, TOKEN)
+    assert databricks.writes() == []
