@@ -81,10 +81,15 @@ def execute(
             check_token(token)  # a rejected token: exit 1, nothing written
     folder_change = next((c for c in changes if c.resource == "folder"), None)
     if folder_change is not None and folder_change.action is Action.CREATE:
-        moved = moved_since_plan(changes, Reader(ws), env)
-        if moved:
+        reader = Reader(ws)
+        moved = moved_since_plan(changes, reader, env)
+        if not moved:
+            ws.mkdirs(env.notebook_folder)  # idempotent; the lock lives in it
+        elif reader.status(env.notebook_folder) is None:
+            # Still no folder, so no dbtwf run is half-way (the folder is its first write):
+            # whatever moved, a fresh plan now is a fair comparison, and a refusal writes nothing.
             return _moved(moved, replan)
-        ws.mkdirs(env.notebook_folder)  # idempotent; the lock lives in it
+        # Else another run made the folder and may still be going: decide under the lock.
         has_folder = True
     elif folder_change is not None:
         has_folder = True

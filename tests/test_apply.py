@@ -318,7 +318,8 @@ def test_a_plan_another_run_carried_out_meanwhile_ends_quietly(databricks: Any, 
     databricks.reset_log()
     done = apply_changes(ws, env, confirmed, TOKEN)
     assert {c.action for c in done} == {Action.NOOP}
-    assert databricks.writes() == []
+    # The folder exists (the other run made it), so the comparison is made under the lock.
+    assert write_kinds(databricks.requests) == LOCK_WRITES
     assert len(owned_jobs(databricks, env)) == 1
 
 
@@ -477,3 +478,17 @@ def test_a_change_of_a_kind_this_dbtwf_cannot_run_is_refused_before_any_write(
     with pytest.raises(UsageError, match="cannot carry out changes of kind folder-acl"):
         execute(ws, env, changes, TOKEN)
     assert databricks.writes() == []
+
+
+def test_a_run_half_way_through_is_waited_for_not_mistaken_for_a_change(
+    databricks: Any, ws: Workspace
+) -> None:
+    env = make_env()
+    confirmed = plan_environment(ws, env, TOKEN)  # nothing there yet
+    # Another apply made the folder, took the lock and recorded the scope as its own.
+    ws.mkdirs(env.notebook_folder)
+    with environment_lock(ws, env):
+        ws.write_file(env.state_path, b'{"environment": "dev", "scope_created": true}', overwrite=True)
+        with pytest.raises(ConflictError, match="locked by") as raised:
+            apply_changes(ws, env, confirmed, TOKEN)
+    assert "probably still going" in (raised.value.hint or "")
