@@ -1,5 +1,6 @@
-"""destroy and the state record over real HTTP (the record side; tests/test_destroy.py: the rest): ownership written as it is created, tasks found
-again without the record, and every record entry checked against the workspace first."""
+"""destroy and the state record over real HTTP: ownership written as it is created, tasks found
+again without the record, and every record entry checked against the workspace first
+(tests/test_destroy.py has destroy's other cases)."""
 
 from __future__ import annotations
 
@@ -176,7 +177,7 @@ def test_a_scope_created_by_a_run_killed_right_after_is_recorded_and_destroyed(
     finally:
         del databricks.record
     ws = make_workspace(databricks)
-    env = select_environment(load_config(tmp_path / "dbtwf.toml"), "dev")
+    env = select_environment(load_config(tmp_path / "dbtwf.toml"), "dev").resolved(databricks.user_name)
     assert env.secret_scope in {s["name"] for s in ws.list_scopes()}
     record = load_state(ws, env)
     assert record is not None and record.scope_created is True

@@ -209,6 +209,8 @@ def test_a_stale_lock_is_reported_and_a_live_one_is_not_a_failure(
     ws = make_workspace(databricks)
     now = 1_800_000_000.0
 
+    ws.mkdirs(env.notebook_folder)
+
     def lock_check(age: float) -> Check:
         ws.delete(lock_path(env))
         held = {"holder": "ci@runner pid 7", "acquired_at": now - age, "nonce": "x"}

@@ -41,7 +41,7 @@ def test_commands_name_environment_host_and_identity_first(
     result = dbtwf(*command)
     assert result.exit_code == 0, result.output
     first = result.stderr.splitlines()[0]
-    assert first == f"environment 'dev' on {databricks.url} as {databricks.user_name}"
+    assert first == f"environment 'dev' in {databricks.url} as {databricks.user_name}"
 
     as_json = json.loads(dbtwf(*command, "--json").stdout)
     assert as_json["environment"] == "dev"
@@ -266,9 +266,10 @@ def test_a_young_lock_says_wait_and_breaking_it_warns(dbtwf: Callable[..., Any],
     import time
 
     ws = make_workspace(databricks)
-    ws.mkdirs("/Shared/dbtwf/dev")
+    folder = f"/Users/{databricks.user_name}/.dbtwf/dev"  # the default: the deployer's home
+    ws.mkdirs(folder)
     held = {"holder": "ci@runner pid 7", "acquired_at": time.time() - 5, "environment": "dev", "nonce": "x"}
-    ws.write_file("/Shared/dbtwf/dev/.dbtwf-lock-dev.json", json.dumps(held).encode(), overwrite=False)
+    ws.write_file(f"{folder}/.dbtwf-lock-dev.json", json.dumps(held).encode(), overwrite=False)
 
     refused = dbtwf("apply", "--yes")
     assert refused.exit_code == 1
