@@ -493,11 +493,33 @@ def _apply_all(ran: Ran, world: World) -> None:
 
 @claim("dbtwf plan --env prod --json")
 def _plan_json(ran: Ran, world: World) -> None:
-    # "the same plan as JSON, for CI": prod was just applied, so every change is a no-op.
-    changes = json.loads(ran.stdout)
+    # "the same plan as JSON, for CI": prod was just applied, so every change is a no-op;
+    # the environment, workspace host and identity are fields of it.
+    plan = json.loads(ran.stdout)
+    assert (plan["environment"], plan["workspace_host"]) == ("prod", world.databricks.url)
+    assert plan["identity"] == world.databricks.user_name
+    changes = plan["changes"]
     assert {"scope", "secret", "notebook", "workflow", "state"} <= {c["resource"] for c in changes}
     assert all({"resource", "name", "action", "reason"} <= set(c) for c in changes)
     assert {c["action"] for c in changes} == {"no-op"}
+
+
+@claim("dbtwf plan --env prod --out prod.plan.json")
+def _plan_out(ran: Ran, world: World) -> None:
+    # "save the plan for review (it holds no secret)"
+    saved = (world.project / "prod.plan.json").read_text(encoding="utf-8")
+    assert DBT_CLOUD_TOKEN not in saved and DBT_CLOUD_TOKEN[-6:] not in saved
+    data = json.loads(saved)
+    assert (data["format"], data["environment"]) == ("dbtwf-plan", "prod")
+    assert data["token"]["fingerprint"]
+    assert ran.databricks_writes == []
+
+
+@claim("dbtwf apply --plan prod.plan.json --yes")
+def _apply_plan(ran: Ran, world: World) -> None:
+    # "carry out exactly that plan, or refuse": prod is as the plan saw it, and in sync.
+    assert "environment 'prod' is up to date" in ran.stdout
+    assert ran.databricks_writes == []
 
 
 @claim("dbtwf add-task --workflow 'Nightly ETL' --dbt-job 1235 --depends-on ingest_orders")
