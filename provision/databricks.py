@@ -118,7 +118,7 @@ def _profile_settings(env: Environment) -> dict[str, Any]:
     names none (it relies on the Azure or Databricks CLI) while DATABRICKS_* credentials are
     set is refused: dbtwf cannot tell which the SDK would use.
     """
-    from provision.config import databricks_config_file, read_databricks_profile
+    from provision.environments import databricks_config_file, read_databricks_profile
 
     name = str(env.databricks_profile)
     values: dict[str, Any] = dict(read_databricks_profile(name) or {})

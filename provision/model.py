@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import urllib.parse
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 MANAGED_BY_TAG = "managed-by"
@@ -134,3 +135,11 @@ def same_scope(a: str, b: str) -> bool:
     """Whether two secret scope names name the same scope: Databricks compares scope names
     case-insensitively ("Secret scope names are case insensitive", docs: workspace secret scopes)."""
     return a.casefold() == b.casefold()
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole dbtwf.toml, read and validated: its environments by name."""
+
+    path: Path
+    environments: dict[str, Environment]

@@ -44,12 +44,8 @@ class OnboardTarget:
 
 def prepare(options: OnboardOptions, existing: Environment | None) -> OnboardTarget:
     """Parse and validate every option (UsageError, exit 2) before anything is sent."""
-    from provision.config import (
-        validate_notebook_path,
-        validate_quartz_cron,
-        validate_scope_name,
-        validate_secret_name,
-    )
+    from provision.names import validate_notebook_path, validate_scope_name, validate_secret_name
+    from provision.quartz import validate_quartz_cron
     from runner.core import RunnerInputError, parse_job_url
 
     try:
@@ -117,6 +113,6 @@ def check_dbt_job(target: OnboardTarget, token: str) -> str:
 
 
 def write_environment(config_path: Path, target: OnboardTarget) -> Environment:
-    from provision.config import upsert_environment
+    from provision.config_writer import upsert_environment
 
     return upsert_environment(config_path, target.env_name, target.values)

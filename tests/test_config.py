@@ -6,21 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from provision.config import (
-    default_task_key,
-    load_config,
-    parse_config,
-    select_environment,
-    upsert_environment,
-    validate_databricks_host,
-    validate_notebook_path,
-    validate_quartz_cron,
-    validate_scope_name,
-    validate_secret_name,
-    validate_timezone,
-)
+from provision.config import default_task_key, load_config, parse_config, select_environment
+from provision.config_writer import upsert_environment
 from provision.errors import ConfigError, UsageError
 from provision.model import Compute, DbtJobTask, Schedule
+from provision.names import (
+    validate_databricks_host,
+    validate_notebook_path,
+    validate_scope_name,
+    validate_secret_name,
+)
+from provision.quartz import validate_quartz_cron, validate_timezone
 
 MINIMAL = """
 [environments.dev]
@@ -532,7 +528,7 @@ def test_environments_sharing_a_workspace_may_not_share_what_dbtwf_owns(
 
 
 def test_the_state_record_is_compared_too() -> None:
-    from provision.config import check_collisions
+    from provision.environments import check_collisions
     from tests.provision_helpers import make_env
 
     dev = make_env("dev", notebook_path="/Shared/x/run")
