@@ -28,7 +28,8 @@ from provision.errors import (
     UsageError,
 )
 from provision.location import NOTEBOOK_ACL, notebook_acl_name, notebook_acl_principal, readers_to_grant
-from provision.model import MANAGED_BY_TAG, MANAGED_BY_VALUE, Environment
+from provision.model import MANAGED_BY_TAG, MANAGED_BY_VALUE, Environment, default_task_key
+from provision.names import validate_task_key
 from provision.plan import Action, Change, has_changes, runner_task, writes_secret
 from runner.core import (
     NOTEBOOK_WIDGETS,
@@ -42,8 +43,6 @@ from runner.core import (
 if TYPE_CHECKING:
     from provision.databricks import Workspace
 
-#: Databricks' rule for task keys (Jobs API: `^[\w\-\_]+$`, 1 to 100 characters).
-_TASK_KEY = re.compile(r"[\w-]{1,100}")
 _COMPUTE_FIELDS = ("existing_cluster_id", "job_cluster_key", "new_cluster", "environment_key")
 _MARK = re.compile(r"Added by dbtwf for environment '([^']*)'")
 
@@ -82,10 +81,6 @@ class AddTaskResult:
 # --- pure parts ----------------------------------------------------------------------------
 
 
-def default_task_key(dbt_job_id: int) -> str:
-    return f"dbt_cloud_{dbt_job_id}"
-
-
 def parse_dbt_job(value: str, env: Environment) -> int:
     """The dbt job id from an id or a dbt job URL; a URL of another host or account is refused."""
     text = value.strip()
@@ -117,14 +112,6 @@ def parse_workflow_ref(value: str) -> int | str:
     if not text:
         raise UsageError("--workflow is empty", "pass the workflow's job id or its exact name")
     return int(text) if text.isdigit() else text
-
-
-def validate_task_key(key: str, what: str = "--task-key") -> None:
-    if not _TASK_KEY.fullmatch(key):
-        raise UsageError(
-            f"{what} {key!r} is not a valid task key",
-            "use 1 to 100 letters, digits, '_' or '-'",
-        )
 
 
 def choose_compute(
@@ -304,6 +291,19 @@ def job_parameter_collisions(settings: dict[str, Any], allowed: tuple[str, ...] 
     ]
 
 
+def task_running(settings: dict[str, Any], env: Environment, dbt_job_id: int) -> str | None:
+    """The key of a task of the workflow that already runs this dbt job on the environment's
+    notebook, or None. Without --task-key that task is the one asked for, whatever its key: a
+    derived key never adds a dbt job twice (as in dbtwf.toml), and a task added before the
+    default key became `dbt_job_<id>` (it was `dbt_cloud_<id>`) is found again."""
+    for task in settings.get("tasks") or []:
+        notebook = task.get("notebook_task") or {}
+        parameters = notebook.get("base_parameters") or {}
+        if notebook.get("notebook_path") == env.notebook_path and parameters.get("job_id") == str(dbt_job_id):
+            return str(task.get("task_key"))
+    return None
+
+
 def is_bundle_managed(settings: dict[str, Any]) -> bool:
     return str((settings.get("deployment") or {}).get("kind", "")).upper() == "BUNDLE"
 
@@ -349,9 +349,9 @@ def check_request(request: AddTaskRequest, env: Environment) -> tuple[int, int |
     dbt_job_id = parse_dbt_job(request.dbt_job, env)
     workflow_ref = parse_workflow_ref(request.workflow)
     task_key = request.task_key or default_task_key(dbt_job_id)
-    validate_task_key(task_key)
+    validate_task_key(task_key, "--task-key")
     for upstream in request.depends_on:
-        validate_task_key(upstream, "--depends-on")
+        validate_task_key(upstream, "--depends-on task key")
         if upstream == task_key:
             raise UsageError(f"task {task_key!r} cannot depend on itself", "drop it from --depends-on")
     if request.cluster_id and request.job_cluster_key:
@@ -394,6 +394,9 @@ def add_task(
             f"workflow {job_id} has no task {', '.join(map(repr, missing))} to depend on",
             "pass existing task keys to --depends-on (see the workflow's Tasks tab)",
         )
+    if request.task_key is None and task_key not in tasks_by_key:
+        running = task_running(settings, env, dbt_job_id)
+        task_key = running if running and running not in request.depends_on else task_key
 
     notes: list[str] = []
     compute, compute_note = choose_compute(

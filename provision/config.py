@@ -56,6 +56,7 @@ from provision.model import (
 from provision.names import (
     ENVIRONMENT_NAME,
     TASK_KEY,
+    TASK_KEY_RULE,
     quoted,
     validate_databricks_host,
     validate_notebook_path,
@@ -108,11 +109,6 @@ def environment_defaults(name: str) -> dict[str, Any]:
         "workflow_name": f"dbt Cloud jobs ({name})",
         "run_timeout_seconds": Environment.run_timeout_seconds,
     }
-
-
-def default_task_key(dbt_job_id: int) -> str:
-    """The task key of a dbt job nobody named: `dbt_job_<id>`."""
-    return f"dbt_job_{dbt_job_id}"
 
 
 # --- reading ----------------------------------------------------------------------------
@@ -341,9 +337,7 @@ def _read_dbt_jobs(read: _Reader) -> tuple[DbtJobTask, ...]:
     tasks: list[DbtJobTask] = []
     for task_key, spec in raw.items():
         if not TASK_KEY.fullmatch(task_key):
-            raise read.fail(
-                "dbt_jobs", "is not a valid task key (letters, digits, -, _ up to 100)", sub=quoted(task_key)
-            )
+            raise read.fail("dbt_jobs", f"is not a valid task key ({TASK_KEY_RULE})", sub=quoted(task_key))
         if isinstance(spec, dict):
             reject_unknown(spec, DBT_JOB_KEYS, read.where("dbt_jobs", task_key), "key")
             if "job_id" not in spec:

@@ -33,6 +33,12 @@ def home_folder(user_name: str) -> str:
     return f"/Users/{user_name}"
 
 
+def default_task_key(dbt_job_id: int) -> str:
+    """The task key of a dbt job nobody named, `dbt_job_<id>`: what `onboard` writes into
+    dbt_jobs and what `add-task` adds without --task-key. The one source of this default."""
+    return f"dbt_job_{dbt_job_id}"
+
+
 @dataclass(frozen=True)
 class DbtJobTask:
     """One dbt Cloud job run by one notebook task of the workflow."""

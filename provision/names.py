@@ -17,12 +17,16 @@ _SECRET_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 _SCOPE_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,128}")
 #: An environment's name: the `NAME` of `[environments.NAME]` and of `--env NAME`.
 ENVIRONMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-TASK_KEY = re.compile(r"[A-Za-z0-9_-]{1,100}")  # the Jobs API's task_key rule
+#: The Jobs API's rule for a task key: `[ 1 .. 100 ] characters ^[\w\-\_]+$`
+#: (docs.databricks.com/api/workspace/jobs/getrun, tasks.task_key). The pattern is an OpenAPI
+#: (ECMA-262) regular expression, where \w is ASCII: [A-Za-z0-9_]. Python's \w is Unicode.
+TASK_KEY = re.compile(r"[A-Za-z0-9_-]{1,100}")
+TASK_KEY_RULE = "1 to 100 ASCII letters, digits, - or _"
 
 
 def quoted(value: object) -> str:
     """A value as the user wrote it in TOML: strings in double quotes, the rest as Python shows it."""
-    return json.dumps(value) if isinstance(value, str) else repr(value)
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
 
 
 def validate_secret_name(value: str, what: str) -> None:
@@ -36,6 +40,12 @@ def validate_scope_name(value: str, what: str) -> None:
     case-insensitively by Databricks)."""
     if not isinstance(value, str) or not _SCOPE_NAME.fullmatch(value):
         raise UsageError(f"{quoted(value)} is not a valid {what} (letters, digits, -, _, ., @ up to 128)")
+
+
+def validate_task_key(key: str, what: str = "task key") -> None:
+    """A Jobs API task key (see TASK_KEY)."""
+    if not isinstance(key, str) or not TASK_KEY.fullmatch(key):
+        raise UsageError(f"{quoted(key)} is not a valid {what} ({TASK_KEY_RULE})")
 
 
 def validate_databricks_host(value: str) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from provision.errors import UsageError
-from provision.model import Environment
+from provision.model import Environment, default_task_key
 
 DEFAULT_ENVIRONMENT = "dev"
 
@@ -82,7 +82,7 @@ def prepare(options: OnboardOptions, existing: Environment | None) -> OnboardTar
 
     values: dict[str, Any] = {"dbt_cloud_host": ref.host, "dbt_cloud_account_id": ref.account_id}
     # upsert_environment merges by task key and does not add a job the environment already runs.
-    values["dbt_jobs"] = {f"dbt_job_{ref.job_id}": ref.job_id}
+    values["dbt_jobs"] = {default_task_key(ref.job_id): ref.job_id}
     optional = {
         "workflow_name": options.workflow_name,
         "notebook_path": options.notebook_path,

@@ -222,6 +222,7 @@ def bench_legacy_cli(sizes: Sizes, work: Path) -> dict[str, Any]:
 def bench_add_task(sizes: Sizes) -> list[dict[str, Any]]:
     from provision.add_task import AddTaskRequest, add_task, build_task
     from provision.apply import apply_changes
+    from provision.model import default_task_key
     from provision.plan import plan_environment
     from tests.conftest import DBT_ACCOUNT_ID, DBT_CLOUD_TOKEN
     from tests.emulators.dbtcloud import DbtCloudEmulator
@@ -261,7 +262,7 @@ def bench_add_task(sizes: Sizes) -> list[dict[str, Any]]:
                     began = time.perf_counter()
                     current = ws.get_job(copy_id) or {}
                     new_settings = dict(current.get("settings") or {})
-                    new_task = build_task(env, task_key="dbt_cloud_2", dbt_job_id=2)
+                    new_task = build_task(env, task_key=default_task_key(2), dbt_job_id=2)
                     new_settings["tasks"] = [*new_settings.get("tasks", []), new_task]
                     ws.reset_job(copy_id, new_settings)
                     elapsed = time.perf_counter() - began

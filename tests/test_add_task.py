@@ -26,7 +26,8 @@ from provision.add_task import (
     task_differences,
 )
 from provision.errors import AuthError, ConflictError, DbtwfError, NotFoundError, UsageError
-from provision.model import Compute, DbtJobTask, Environment
+from provision.model import Compute, DbtJobTask, Environment, default_task_key
+from provision.onboard import OnboardOptions, prepare
 from provision.state import AddedTask, load_state
 from tests.conftest import DATABRICKS_TOKEN, DBT_ACCOUNT_ID, DBT_CLOUD_TOKEN
 from tests.provision_helpers import cli_env, configured_cli, make_workspace, write_config
@@ -85,7 +86,9 @@ def test_local_host_with_scheme_matches_the_url() -> None:
     [
         AddTaskRequest(workflow="1", dbt_job="2", task_key="has space"),
         AddTaskRequest(workflow="1", dbt_job="2", task_key="x" * 101),
-        AddTaskRequest(workflow="1", dbt_job="2", depends_on=("dbt_cloud_2",)),  # itself
+        AddTaskRequest(workflow="1", dbt_job="2", depends_on=("dbt_job_2",)),  # itself
+        AddTaskRequest(workflow="1", dbt_job="2", task_key="clé"),  # the Jobs API's \w is ASCII
+        AddTaskRequest(workflow="1", dbt_job="2", depends_on=("étape",)),
         AddTaskRequest(workflow="1", dbt_job="2", cluster_id="c", job_cluster_key="k"),
         AddTaskRequest(workflow=" ", dbt_job="2"),
     ],
@@ -96,7 +99,12 @@ def test_bad_requests_are_usage_errors(request_: AddTaskRequest) -> None:
 
 
 def test_default_task_key_and_name_or_id() -> None:
-    assert check_request(AddTaskRequest(workflow="12", dbt_job="34"), make_env()) == (34, 12, "dbt_cloud_34")
+    # One default for onboard (dbtwf.toml's dbt_jobs) and add-task: dbt_job_<id>.
+    assert check_request(AddTaskRequest(workflow="12", dbt_job="34"), make_env()) == (34, 12, "dbt_job_34")
+    assert default_task_key(34) == "dbt_job_34"
+    assert prepare(OnboardOptions(f"https://{DBT_HOST}/deploy/70403/projects/1/jobs/34"), None).values[
+        "dbt_jobs"
+    ] == {"dbt_job_34": 34}
     assert check_request(AddTaskRequest(workflow="Nightly", dbt_job="34", task_key="k"), make_env()) == (
         34,
         "Nightly",
@@ -239,7 +247,7 @@ def test_adds_one_task_to_a_150_task_workflow_with_one_write(
 
     result = run_add_task(ws, env, workflow="Nightly ETL", dbt_job=str(DBT_JOB), depends_on=("step_149",))
 
-    assert (result.workflow_id, result.action, result.task_key) == (job_id, "create", f"dbt_cloud_{DBT_JOB}")
+    assert (result.workflow_id, result.action, result.task_key) == (job_id, "create", f"dbt_job_{DBT_JOB}")
     updates = job_writes(databricks)
     assert [w.path.rsplit("/", 1)[-1] for w in updates] == ["update"]
     assert updates[0].json() == {"job_id": job_id, "new_settings": {"tasks": [result.task]}}
@@ -268,6 +276,31 @@ def test_same_task_again_writes_nothing(
 
     assert again.action == "no-op"
     assert databricks.writes() == []
+
+
+@pytest.mark.parametrize("earlier_key", ["nightly_dbt", "dbt_cloud_{job}"])
+def test_a_dbt_job_the_workflow_runs_is_not_added_again_under_the_default_key(
+    databricks: DatabricksEmulator, ws: Workspace, env: Environment, earlier_key: str
+) -> None:
+    """Without --task-key, the task that already runs the dbt job on this notebook is the one,
+    whatever its key: one the user chose, or `dbt_cloud_<id>`, add-task's default before it
+    became `dbt_job_<id>` (so re-running an old command adds no second task)."""
+    job_id = ws.create_job(foreign_settings())
+    earlier = run_add_task(
+        ws, env, workflow=str(job_id), dbt_job=str(DBT_JOB), task_key=earlier_key.format(job=DBT_JOB)
+    )
+    databricks.reset_log()
+
+    again = run_add_task(ws, env, workflow=str(job_id), dbt_job=str(DBT_JOB))
+
+    assert (again.action, again.task_key) == ("no-op", earlier.task_key)
+    assert databricks.writes() == []
+    keys = [t["task_key"] for t in databricks.jobs[job_id]["settings"]["tasks"]]
+    assert default_task_key(DBT_JOB) not in keys and earlier.task_key in keys
+    # An explicit key still adds the job again, as asked.
+    assert (
+        run_add_task(ws, env, workflow=str(job_id), dbt_job=str(DBT_JOB), task_key="twice").action == "create"
+    )
 
 
 def test_other_task_under_the_key_needs_replace(
@@ -434,7 +467,7 @@ def test_cli_adds_the_task_and_says_so(invoke: Callable[..., Any], databricks: D
     job_id = make_workspace(databricks).create_job(foreign_settings())
     result = invoke("--workflow", "Nightly ETL", "--dbt-job", str(DBT_JOB), "--depends-on", "step_002")
     assert result.exit_code == 0, result.output
-    assert f"added task 'dbt_cloud_{DBT_JOB}' (dbt job {DBT_JOB}) in workflow {job_id}" in result.stdout
+    assert f"added task 'dbt_job_{DBT_JOB}' (dbt job {DBT_JOB}) in workflow {job_id}" in result.stdout
     again = invoke("--workflow", str(job_id), "--dbt-job", str(DBT_JOB), "--depends-on", "step_002")
     assert again.exit_code == 0 and "already in workflow" in again.stdout
     assert DBT_CLOUD_TOKEN not in result.output + again.output

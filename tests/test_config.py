@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from provision.config import default_task_key, load_config, parse_config, select_environment
+from provision.config import load_config, parse_config, select_environment
 from provision.config_writer import upsert_environment
 from provision.errors import ConfigError, UsageError
-from provision.model import Compute, DbtJobTask, Schedule
+from provision.model import Compute, DbtJobTask, Schedule, default_task_key
 from provision.names import (
     validate_databricks_host,
     validate_notebook_path,
@@ -221,6 +221,7 @@ def test_bad_environment_values(snippet: str, expected: str) -> None:
         ('a = "12"', '[environments.dev.dbt_jobs] a: must be a positive integer, got "12"'),
         ("a = 0", "[environments.dev.dbt_jobs] a: must be a positive integer, got 0"),
         ('"bad key" = 1', '[environments.dev.dbt_jobs] "bad key": is not a valid task key'),
+        ('"clé" = 1', '[environments.dev.dbt_jobs] "clé": is not a valid task key (1 to 100 ASCII'),
         ("a = { jobid = 1 }", '[environments.dev.dbt_jobs] a: unknown key "jobid"; did you mean job_id?'),
         ('a = { depends_on = ["b"] }', "[environments.dev.dbt_jobs] a: job_id is missing"),
         ('a = { job_id = 1, depends_on = ["zz"] }', '"zz" is not a task of this environment (known: a)'),

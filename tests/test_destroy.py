@@ -115,13 +115,13 @@ def test_destroy_stops_before_any_write_when_a_foreign_task_depends_on_an_added_
         {"name": "Nightly ETL", "tasks": [{"task_key": "ingest", "notebook_task": notebook}]}
     )
     assert invoke("add-task", "--workflow", str(job_id), "--dbt-job", "42", "--yes", env=cli).exit_code == 0
-    report = {"task_key": "report", "depends_on": [{"task_key": "dbt_cloud_42"}], "notebook_task": notebook}
+    report = {"task_key": "report", "depends_on": [{"task_key": "dbt_job_42"}], "notebook_task": notebook}
     ws.update_job(job_id, {"tasks": [report]})
     databricks.reset_log()
 
     result = invoke("destroy", "--yes", env=cli)
     assert result.exit_code == 1, result.output
-    assert "'report'" in result.output and "'dbt_cloud_42'" in result.output and "hint:" in result.output
+    assert "'report'" in result.output and "'dbt_job_42'" in result.output and "hint:" in result.output
     assert databricks.writes() == []
 
 

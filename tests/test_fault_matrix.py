@@ -46,7 +46,7 @@ from provision.cli import app
 from provision.config import load_config, select_environment
 from provision.databricks import Workspace
 from provision.errors import ConflictError, DbtwfError
-from provision.model import Environment
+from provision.model import Environment, default_task_key
 from provision.plan import has_changes, is_owned, plan_environment, render_runner_notebook
 from provision.state import load_state, lock_path
 from runner.core import DbtCloudError, DbtRunFailedError, RunSettings, run_dbt_job
@@ -454,7 +454,7 @@ def test_add_task_under_faults_keeps_foreign_tasks(
     first = cli(*add)
     plan.off()
     TALLY.note("add-task", kind, first.exit_code != 0, plan.fired, outcome_of(first))
-    key = f"dbt_cloud_{SECOND_DBT_JOB}"
+    key = default_task_key(SECOND_DBT_JOB)
     assert_foreign_untouched(databricks, job_id, before, added=key)
     if first.exit_code == 0:
         assert key in [t["task_key"] for t in databricks.jobs[job_id]["settings"]["tasks"]]

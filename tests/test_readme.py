@@ -525,13 +525,13 @@ def _apply_plan(ran: Ran, world: World) -> None:
 @claim("dbtwf add-task --workflow 'Nightly ETL' --dbt-job 1235 --depends-on ingest_orders")
 def _add_task(ran: Ran, world: World) -> None:
     # "adds one notebook task ... a single jobs/update whose new_settings holds only the new
-    # task, never a jobs/reset"; "The task key defaults to dbt_cloud_<job id>"
-    added = task(world, "Nightly ETL", "dbt_cloud_1235")
+    # task, never a jobs/reset"; "The task key defaults to dbt_job_<job id>"
+    added = task(world, "Nightly ETL", "dbt_job_1235")
     assert added["depends_on"] == [{"task_key": "ingest_orders"}]
     assert added["notebook_task"]["base_parameters"] == {"job_id": "1235"}
     job_writes = [r for r in ran.databricks_writes if "/jobs/" in r.path]
     assert [r.path.rsplit("/", 1)[1] for r in job_writes] == ["update"]
-    assert [t["task_key"] for t in job_writes[0].json()["new_settings"]["tasks"]] == ["dbt_cloud_1235"]
+    assert [t["task_key"] for t in job_writes[0].json()["new_settings"]["tasks"]] == ["dbt_job_1235"]
 
 
 @claim(

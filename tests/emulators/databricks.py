@@ -39,7 +39,9 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,128}")  # secret keys
 # security/secrets/workspace-secret-scopes: "consist of alphanumeric characters, dashes,
 # underscores, @, and periods ... Secret scope names are case insensitive").
 SCOPE_NAME_PATTERN = re.compile(r"[A-Za-z0-9_.@\-]{1,128}")
-TASK_KEY_PATTERN = re.compile(r"[\w\-]{1,100}")
+# task_key: "[ 1 .. 100 ] characters ^[\w\-\_]+$" (docs.databricks.com/api/workspace/jobs/getrun), an
+# OpenAPI (ECMA-262) pattern whose \w is ASCII; Python's \w would also take "é".
+TASK_KEY_PATTERN = re.compile(r"[\w\-]{1,100}", re.ASCII)
 SECRET_VALUE_MAX_BYTES = 128 * 1024
 ARRAY_PAGE_SIZE = 100  # jobs/get and runs/get (API 2.2) page their arrays at 100 elements
 PAGED_JOB_ARRAYS = ("tasks", "job_clusters", "parameters", "environments")
