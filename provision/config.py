@@ -50,7 +50,7 @@ from provision.model import (
     DbtJobTask,
     Environment,
     Schedule,
-    default_notebook_path,
+    environment_defaults,
     normalize_host,
 )
 from provision.names import (
@@ -95,20 +95,6 @@ COMPUTE_KEYS = ("cluster_id", "job_cluster")
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _MAX_WORKFLOW_NAME = 4096  # the Jobs API's limit on a job name
-
-
-# --- defaults ---------------------------------------------------------------------------
-
-
-def environment_defaults(name: str) -> dict[str, Any]:
-    """The values an environment gets when neither it nor `[defaults]` sets them."""
-    return {
-        "secret_scope": f"dbtwf-{name}",
-        "secret_key": "dbt-cloud-api-token",
-        "notebook_path": default_notebook_path(name),
-        "workflow_name": f"dbt Cloud jobs ({name})",
-        "run_timeout_seconds": Environment.run_timeout_seconds,
-    }
 
 
 # --- reading ----------------------------------------------------------------------------

@@ -11,13 +11,12 @@ from typing import Any
 from provision.config import (
     COMPUTE_KEYS,
     ENVIRONMENT_KEYS,
-    environment_defaults,
     parse_config,
     parse_toml,
     reject_unknown,
 )
 from provision.errors import ConfigError, UsageError
-from provision.model import Environment, default_task_key
+from provision.model import Environment, default_task_key, environment_defaults
 from provision.names import ENVIRONMENT_NAME, quoted
 
 _NEW_FILE_HEADER = (

@@ -28,6 +28,23 @@ def default_notebook_path(env_name: str) -> str:
     return f"{HOME_PREFIX}.dbtwf/{env_name}/run_dbt_cloud_job"
 
 
+DEFAULT_SECRET_KEY = "dbt-cloud-api-token"  # noqa: S105 - a key name, not a secret
+DEFAULT_RUN_TIMEOUT_SECONDS = 4 * 3600
+
+
+def environment_defaults(env_name: str) -> dict[str, Any]:
+    """What an environment gets for each key that neither it nor `[defaults]` sets, by the
+    file's key names. The one source of these defaults: the config reader, the config writer
+    (which leaves a default value out of the file) and ``Environment`` itself use it."""
+    return {
+        "secret_scope": f"dbtwf-{env_name}",
+        "secret_key": DEFAULT_SECRET_KEY,
+        "notebook_path": default_notebook_path(env_name),
+        "workflow_name": f"dbt Cloud jobs ({env_name})",
+        "run_timeout_seconds": DEFAULT_RUN_TIMEOUT_SECONDS,
+    }
+
+
 def home_folder(user_name: str) -> str:
     """A user's (or service principal's, by application id) home folder."""
     return f"/Users/{user_name}"
@@ -76,23 +93,25 @@ class Environment:
     #: The workspace this environment must act on (normalised, see ``normalize_host``); any
     #: command refuses when the credentials resolve to another one. None: not pinned.
     databricks_host: str | None = None
-    secret_scope: str = "dbtwf"  # noqa: S105 - a scope name, not a secret
-    secret_key: str = "dbt-cloud-api-token"  # noqa: S105 - a key name, not a secret
-    #: Absolute, or under the deploying identity's home (``~/...``, see ``resolved``);
-    #: empty means ``default_notebook_path(name)``.
+    #: Empty: ``environment_defaults(name)``'s, as for notebook_path and workflow_name.
+    secret_scope: str = ""
+    secret_key: str = DEFAULT_SECRET_KEY
+    #: Absolute, or under the deploying identity's home (``~/...``, see ``resolved``).
     notebook_path: str = ""
-    workflow_name: str = "dbt Cloud jobs"
+    workflow_name: str = ""
     schedule: Schedule | None = None
     compute: Compute = field(default_factory=Compute)
     failure_emails: tuple[str, ...] = ()
     #: How long the runner waits for a dbt run before cancelling it and failing.
-    run_timeout_seconds: int = 4 * 3600
+    run_timeout_seconds: int = DEFAULT_RUN_TIMEOUT_SECONDS
     #: Principals (users, groups, service principals) given READ on the secret scope.
     scope_readers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if not self.notebook_path:
-            object.__setattr__(self, "notebook_path", default_notebook_path(self.name))
+        defaults = environment_defaults(self.name)
+        for key in ("secret_scope", "notebook_path", "workflow_name"):
+            if not getattr(self, key):
+                object.__setattr__(self, key, defaults[key])
 
     @property
     def in_home(self) -> bool:

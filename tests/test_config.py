@@ -9,7 +9,7 @@ import pytest
 from provision.config import load_config, parse_config, select_environment
 from provision.config_writer import upsert_environment
 from provision.errors import ConfigError, UsageError
-from provision.model import Compute, DbtJobTask, Schedule, default_task_key
+from provision.model import Compute, DbtJobTask, Environment, Schedule, default_task_key, environment_defaults
 from provision.names import (
     validate_databricks_host,
     validate_notebook_path,
@@ -94,6 +94,20 @@ def test_minimal_environment_gets_every_default_a_newcomer_never_types() -> None
     resolved = env.resolved("ana@example.com")
     assert resolved.notebook_path == "/Users/ana@example.com/.dbtwf/dev/run_dbt_cloud_job"
     assert resolved.state_path == "/Users/ana@example.com/.dbtwf/dev/.dbtwf-state-dev.json"
+
+
+def test_an_environment_built_in_code_has_the_defaults_the_file_gives() -> None:
+    """One source of the defaults: an Environment made without them (as plan, add-task and the
+    tests make them) is the environment a dbtwf.toml that names none of them reads as."""
+    from_file = parse(MINIMAL)["dev"]
+    in_code = Environment(
+        name="dev",
+        dbt_cloud_host="ab123.us1.dbt.com",
+        dbt_cloud_account_id=70403,
+        dbt_jobs=from_file.dbt_jobs,
+    )
+    assert in_code == from_file
+    assert {key: getattr(in_code, key) for key in environment_defaults("dev")} == environment_defaults("dev")
 
 
 def test_defaults_merge_under_each_environment_and_env_placeholder_expands() -> None:

@@ -51,7 +51,7 @@ def test_the_default_is_one_value_in_the_home_folder() -> None:
     resolved = env.resolved("sp-1234")
     assert resolved.notebook_path == "/Users/sp-1234/.dbtwf/qa/run_dbt_cloud_job"
     assert resolved.resolved("someone-else") is resolved  # absolute: nothing left to resolve
-    from provision.config import environment_defaults
+    from provision.model import environment_defaults
 
     assert environment_defaults("qa")["notebook_path"] == default_notebook_path("qa")
 

@@ -202,7 +202,7 @@ def test_scope_reader_acl_is_granted_but_never_downgraded() -> None:
     env = make_env(scope_readers=("analysts", "admins"))
     observed = replace(in_sync(env), scope_acls={"admins": "MANAGE"})
     changes = {c.name: c.action for c in plan(desired(env), observed) if c.resource == "scope-acl"}
-    assert changes == {"dbtwf:analysts": Action.CREATE, "dbtwf:admins": Action.NOOP}
+    assert changes == {"dbtwf-dev:analysts": Action.CREATE, "dbtwf-dev:admins": Action.NOOP}
 
 
 def test_change_serialises_without_the_token() -> None:
