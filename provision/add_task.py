@@ -128,10 +128,9 @@ def choose_compute(
     workflow (the one of the first dependency that has one, else the only one), because a
     workflow built on job clusters may run where serverless is not enabled and the notebook
     only makes HTTP calls, so sharing an already started cluster costs nothing; serverless.
-    Several job clusters and no way to pick one: stop and ask, rather than guess.
+    Several job clusters and no way to pick one: stop and ask, rather than guess. Both flags
+    at once were refused by check_request.
     """
-    if cluster_id and job_cluster_key:
-        raise UsageError("--cluster-id and --job-cluster-key exclude each other", "pass at most one of them")
     job_clusters = [
         c["job_cluster_key"] for c in settings.get("job_clusters") or [] if "job_cluster_key" in c
     ]
