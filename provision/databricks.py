@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from provision.errors import AuthError, ConflictError, DbtwfError, NotFoundError, RemoteError, UsageError
@@ -624,13 +624,3 @@ def _fields(settings: object) -> dict[str, Any]:
     return _without_none(
         {field.name: getattr(settings, field.name) for field in dataclasses.fields(settings)}
     )
-
-
-def tags_of(job: dict[str, Any]) -> dict[str, str]:
-    """A job's tags from a jobs/get or jobs/list answer."""
-    tags = (job.get("settings") or {}).get("tags") or {}
-    return {str(key): str(value) for key, value in tags.items()}
-
-
-def job_ids(jobs: Iterable[dict[str, Any]]) -> list[int]:
-    return [int(job["job_id"]) for job in jobs if "job_id" in job]

@@ -48,3 +48,8 @@ class ConflictError(RemoteError):
 
 class RunFailedError(DbtwfError):
     """A workflow or dbt run ended in failure, cancellation or timeout (exit 1)."""
+
+
+class RunInterruptedError(RunFailedError):
+    """The user pressed Ctrl-C while `dbtwf run` waited; the Databricks run was cancelled (exit 1,
+    as the contract has only 0/1/2 and `python -m runner` also exits 1 when interrupted)."""

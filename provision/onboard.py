@@ -39,7 +39,6 @@ class OnboardTarget:
     dbt_host: str
     dbt_account_id: int
     dbt_job_id: int
-    dbt_job_name: str | None = None
 
 
 def prepare(options: OnboardOptions, existing: Environment | None) -> OnboardTarget:

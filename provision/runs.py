@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from provision.errors import DbtwfError, NotFoundError, RunFailedError
+from provision.errors import DbtwfError, NotFoundError, RunFailedError, RunInterruptedError
 from runner.core import PollPolicy
 
 if TYPE_CHECKING:
@@ -32,11 +32,6 @@ TERMINAL_LIFE_CYCLE_STATES = frozenset({"TERMINATED", "SKIPPED", "INTERNAL_ERROR
 _SUCCESS_RESULTS = frozenset({"SUCCESS"})
 #: The error text of a task can be long (a whole traceback); the CLI shows its end.
 _ERROR_TAIL_CHARS = 2000
-
-
-class RunInterruptedError(RunFailedError):
-    """The user pressed Ctrl-C while waiting; the Databricks run was cancelled (exit 1, as the contract
-    has only 0/1/2 and `python -m runner` also exits 1 when interrupted)."""
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,11 @@ from typing import Any
 import pytest
 
 from provision.apply import apply_changes
-from provision.errors import NotFoundError, RunFailedError
+from provision.errors import NotFoundError, RunFailedError, RunInterruptedError
 from provision.model import DbtJobTask, Environment
 from provision.plan import plan_environment
 from provision.runs import (
     DbtRun,
-    RunInterruptedError,
     RunSnapshot,
     dbt_run_from_output,
     owned_workflow_id,
