@@ -32,6 +32,7 @@ CONFIG_ENVVAR = "DBTWF_CONFIG"
 ENV_ENVVAR = "DBTWF_ENV"
 _SETTINGS_KEY = "dbtwf.settings"
 _GLOBAL_PANEL = "Global options"
+_HELP_OPTION_NAMES = ["-h", "--help"]
 
 # Frameworks signal help, usage errors and exits with exceptions that must pass through
 # untouched. Click may be vendored (typer >= 0.22) or a separate package, so find its
@@ -138,9 +139,31 @@ def _report_error(error: DbtwfError) -> None:
         err_console.print(f"[bold]hint:[/] {escape(redact(error.hint))}", markup=True)
 
 
+def _help_metavars(command: Any, ctx: Any) -> None:
+    """Typer's rich help labels each option with its Python type: `<bool>` for a flag, which
+    takes no value, and `<list[str]>` for a repeatable option, which takes one `<str>` each
+    time. Label a flag with nothing and a repeatable option with its element, in every command
+    (--help included: click makes that option once per command and keeps it)."""
+    for param in [*command.params, command.get_help_option(ctx)]:
+        if getattr(param, "param_type_name", None) != "option" or param.metavar is not None:
+            continue
+        if param.is_flag:
+            param.metavar = ""
+        elif param.multiple and callable(getattr(param, "bare_type", None)):
+            label = str(param.bare_type())
+            param.metavar = f"<{label.removeprefix('list[').removesuffix(']')}>"
+    for sub in (getattr(command, "commands", None) or {}).values():
+        _help_metavars(sub, ctx)
+
+
 class _DbtwfGroup(TyperGroup):
     """Turns project errors into messages and exit codes for every command, under main()
     and under CliRunner alike."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        # Here, not in __init__: typer adds --install-completion after building the group.
+        _help_metavars(self, self.context_class(self, help_option_names=_HELP_OPTION_NAMES))
+        return super().main(*args, **kwargs)
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -192,9 +215,9 @@ app = typer.Typer(
         "  dbtwf token set"
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,  # plain tracebacks, and never local variables (tokens)
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings={"help_option_names": _HELP_OPTION_NAMES},
 )
 
 
@@ -865,7 +888,7 @@ def add_task_command(
     workflow: Annotated[str, typer.Option("--workflow", help="The workflow's job id or exact name.")],
     dbt_job: Annotated[str, typer.Option("--dbt-job", help="The dbt job's id or URL.")],
     task_key: Annotated[
-        str | None, typer.Option("--task-key", help="The new task's key.", show_default="dbt_cloud_<job id>")
+        str | None, typer.Option("--task-key", help="The new task's key.", show_default="dbt_job_<job id>")
     ] = None,
     depends_on: Annotated[
         list[str] | None, typer.Option("--depends-on", help="A task it runs after (repeatable).")

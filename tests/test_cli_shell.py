@@ -84,6 +84,36 @@ def test_every_command_is_reached_and_has_help_with_examples() -> None:
         assert "--config" in result.output and "--env" in result.output, path
 
 
+def test_help_labels_values_not_python_types() -> None:
+    """A flag takes no value and a repeatable option one string each time: typer's rich help
+    labelled them <bool> and <list[str]> (every command, --help included)."""
+    for path in [[], *all_command_paths()]:
+        output = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "200"}).output
+        assert "<bool>" not in output and "<list[" not in output, (path, output)
+    add_task = CliRunner().invoke(app, ["add-task", "--help"], env={"COLUMNS": "200"}).output
+    rows = {line.split()[1]: line for line in add_task.splitlines() if line.startswith("│ ")}
+    assert "<str>" in rows["--depends-on"] and "(repeatable)" in rows["--depends-on"]
+    assert "<" not in rows["--yes"] and "<" not in rows["--help"]
+    assert "dbt_job_<job id>" in rows["--task-key"]
+
+
+def test_shell_completion_is_offered_and_completes_commands_and_options() -> None:
+    assert "--install-completion" in invoke("--help").output
+    script = CliRunner().invoke(app, ["--show-completion", "bash"], prog_name="dbtwf")
+    assert script.exit_code == 0 and "_DBTWF_COMPLETE=complete_bash" in script.output
+
+    def complete(words: str) -> list[str]:
+        env = {
+            "_DBTWF_COMPLETE": "complete_bash",
+            "COMP_WORDS": words,
+            "COMP_CWORD": str(len(words.split()) - 1),
+        }
+        return CliRunner().invoke(app, [], prog_name="dbtwf", env=env).output.split()
+
+    assert complete("dbtwf add") == ["add-task"]
+    assert complete("dbtwf add-task --dep") == ["--depends-on"]
+
+
 def test_help_and_input_errors_never_import_the_sdk(tmp_path: Path) -> None:
     # One interpreter runs every --help and two early failures, then reports what was imported.
     bad_config = tmp_path / "bad.toml"
@@ -113,6 +143,8 @@ def test_help_and_input_errors_never_import_the_sdk(tmp_path: Path) -> None:
         token = {"DBT_CLOUD_API_TOKEN": "dbtc_x_123456789"}
         for args in runs:
             codes[" ".join(args)] = CliRunner().invoke(app, args, env=token).exit_code
+        completion = {"_DBTWF_COMPLETE": "complete_bash", "COMP_WORDS": "dbtwf run --", "COMP_CWORD": "2"}
+        codes["completion"] = CliRunner().invoke(app, [], prog_name="dbtwf", env=completion).exit_code
         sdk = sorted(m for m in sys.modules if m.startswith("databricks"))
         print(json.dumps({"codes": codes, "sdk": sdk}))
     """
@@ -124,6 +156,7 @@ def test_help_and_input_errors_never_import_the_sdk(tmp_path: Path) -> None:
     assert len(helps) >= 10 and set(helps.values()) == {0}
     assert report["codes"][f"--config {bad_config} plan"] == 2
     assert report["codes"]["onboard --dbt-job-url https://example.com/not/a/job --yes"] == 2
+    assert report["codes"]["completion"] == 0
 
 
 @pytest.mark.parametrize(
