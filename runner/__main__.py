@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  python -m runner --job-id 3 --host ab123.us1.dbt.com --account-id 1 --no-wait\n"
         "  python -m runner --job-id 3 --step 'dbt build -s tag:daily' --timeout 3600",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        # No prefixes: `--timeout-seconds 3600` must not quietly become --timeout-seconds-override.
+        allow_abbrev=False,
     )
     where = parser.add_argument_group("which job")
     where.add_argument("--job-id", help="dbt job id (env DBT_CLOUD_JOB_ID)")

@@ -116,6 +116,25 @@ def test_cli_exits_2_on_bad_input_before_any_request(
     assert dbt_cloud.requests == []
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--timeout-seconds", "3600"),  # was taken as --timeout-seconds-override 3600
+        ("--threads", "4"),  # was taken as --threads-override 4
+        ("--reuse",),  # was taken as --reuse-running
+    ],
+)
+def test_cli_takes_options_only_by_their_full_names(
+    args: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from runner.__main__ import build_parser
+
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["--job-id", "5", *args])
+    assert exited.value.code == 2
+    assert f"unrecognized arguments: {' '.join(args)}" in capsys.readouterr().err
+
+
 # --- the rendered notebook, executed -------------------------------------------------------
 
 
