@@ -92,6 +92,8 @@ _TOP_LEVEL_KEYS = ("defaults", "environments")
 # Tables whose keys merge with `[defaults]` one by one; any other value replaces it whole.
 _MERGED_TABLES = ("schedule", "job_cluster")
 COMPUTE_KEYS = ("cluster_id", "job_cluster")
+# An environment's own tables: [environments.NAME.dbt_jobs], ...
+_SUB_TABLES = ("dbt_jobs", "schedule", "job_cluster")
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _MAX_WORKFLOW_NAME = 4096  # the Jobs API's limit on a job name
@@ -191,10 +193,28 @@ class _Reader:
     def __init__(self, path: Path, name: str, values: dict[str, Any], from_defaults: set[str]) -> None:
         self.path, self.name, self.values, self.from_defaults = path, name, values, from_defaults
 
+    def header(self, key: str | None = None) -> str:
+        """`[environments.prod]`, or `[environments.prod.schedule]` for a key."""
+        table = "defaults" if key in self.from_defaults else f"environments.{self.name}"
+        return f"[{table}{'.' + key if key else ''}]"
+
     def table(self, key: str | None = None) -> str:
         """`dbtwf.toml: [environments.prod]`, or `[environments.prod.schedule]` for a key."""
-        table = "defaults" if key in self.from_defaults else f"environments.{self.name}"
-        return f"{self.path}: [{table}{'.' + key if key else ''}]"
+        return f"{self.path}: {self.header(key)}"
+
+    def reject_misplaced(self) -> None:
+        """A setting of the environment found inside one of its sub-tables: in TOML every line
+        after a [table] header belongs to that table, so a key appended at the end of the file
+        lands in the last one. Say so, rather than judge it as that table's entry."""
+        for key in _SUB_TABLES:
+            table = self.values.get(key)
+            for name in table if isinstance(table, dict) else ():
+                if name in ENVIRONMENT_KEYS:
+                    also = "; a task named like a setting needs another key" if key == "dbt_jobs" else ""
+                    raise ConfigError(
+                        f"{self.path}: {name} is inside {self.header(key)}; move it above that table",
+                        hint=f"in TOML, every key after a [table] header belongs to that table{also}",
+                    )
 
     def where(self, key: str, sub: str | None = None) -> str:
         """Where a value lives: `... [environments.prod] key:` or `... [environments.prod.key] sub:`."""
@@ -237,6 +257,7 @@ def _resolve_environment(
 ) -> Environment:
     merged, from_defaults = _merge(defaults, table)
     read = _Reader(path, name, merged, from_defaults)
+    read.reject_misplaced()
     fallback = environment_defaults(name)
 
     host = read.string("dbt_cloud_host") or os.environ.get(HOST_ENVVAR, "").strip()

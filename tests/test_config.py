@@ -254,6 +254,34 @@ def test_bad_dbt_jobs(jobs: str, expected: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("appended", "table"),
+    [
+        ('cluster_id = "0101-123456-abcdefgh"', "[environments.dev.dbt_jobs]"),
+        ('dbt_cloud_host = "ab123.us1.dbt.com"', "[environments.dev.dbt_jobs]"),  # before "missing"
+        ("run_timeout_seconds = 3600", "[environments.dev.dbt_jobs]"),  # would pass as a dbt job id
+        (
+            '[environments.dev.schedule]\nquartz_cron = "0 0 6 * * ?"\nworkflow_name = "x"',
+            "[environments.dev.schedule]",
+        ),
+        (
+            '[environments.dev.job_cluster]\nspark_version = "15.4.x-scala2.12"\nsecret_key = "k"',
+            "[environments.dev.job_cluster]",
+        ),
+        ('[defaults.schedule]\nquartz_cron = "0 0 6 * * ?"\nfailure_emails = []', "[defaults.schedule]"),
+    ],
+)
+def test_a_setting_appended_into_a_sub_table_is_named_as_misplaced(appended: str, table: str) -> None:
+    """TOML gives every line after a [table] header to that table: a setting appended at the end
+    of the file lands in the last one. Say where it is, not "must be a positive integer"."""
+    text = MINIMAL.replace('dbt_cloud_host = "ab123.us1.dbt.com"', "") if "host" in appended else MINIMAL
+    setting = appended.rsplit("\n", 1)[-1].split(" =")[0]
+    with pytest.raises(ConfigError) as caught:
+        parse(f"{text}{appended}\n")
+    assert caught.value.message == f"dbtwf.toml: {setting} is inside {table}; move it above that table"
+    assert "[table] header" in (caught.value.hint or "")
+
+
+@pytest.mark.parametrize(
     ("schedule", "expected"),
     [
         ('timezone = "UTC"', "[environments.dev.schedule] quartz_cron: missing"),
