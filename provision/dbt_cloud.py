@@ -10,12 +10,14 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from provision.errors import AuthError, NotFoundError, RemoteError, UsageError
+from provision.token import READ_TOKEN_HINT
 from runner.core import (
     DbtCloudAuthError,
     DbtCloudClient,
     DbtCloudError,
     DbtCloudNotFoundError,
     RunnerInputError,
+    check_token,
 )
 
 if TYPE_CHECKING:
@@ -26,6 +28,13 @@ def fetch_dbt_job(
     host: str, account_id: int, job_id: int, token: str, *, timeout: float = 30.0
 ) -> dict[str, Any]:
     """The job's definition; proves the token works and the job exists in the account."""
+    try:
+        check_token(token, "it came from DBT_CLOUD_API_TOKEN or the keyring")
+    except RunnerInputError as error:  # never sent: http.client's refusal would quote it whole
+        raise UsageError(
+            str(error),
+            f"copy the token again from dbt Cloud: `dbtwf token set`, or `{READ_TOKEN_HINT}`",
+        ) from None
     try:
         client = DbtCloudClient(host, account_id, token, timeout=timeout)
     except RunnerInputError as error:  # the host rule (https, or http to loopback): nothing sent

@@ -365,7 +365,16 @@ def check_token(token: object, where: str) -> str:
         raise RunnerInputError(f"no dbt Cloud API token: {where}")
     if token != token.strip() or any(ch.isspace() for ch in token):
         raise RunnerInputError(f"the dbt Cloud API token contains whitespace; store it again ({where})")
+    if not _TOKEN_TEXT.fullmatch(token):
+        # http.client would refuse it with an error quoting the whole header, token and all.
+        raise RunnerInputError(
+            f"the dbt Cloud API token holds a character a token never has (not printable ASCII); "
+            f"store it again ({where})"
+        )
     return token
+
+
+_TOKEN_TEXT = re.compile(r"[\x21-\x7e]+")  # what an Authorization header can carry as is
 
 
 # --- the client -----------------------------------------------------------------------
@@ -509,7 +518,7 @@ class DbtCloudClient:
     ) -> None:
         self.base_url = base_url(host)
         self.account_id = account_id
-        self._token = token
+        self._token = check_token(token, "set DBT_CLOUD_API_TOKEN, or store it again")
         self.timeout = timeout
         self.max_retries = max_retries
         self._sleep = sleep
