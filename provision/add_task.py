@@ -111,7 +111,12 @@ def parse_workflow_ref(value: str) -> int | str:
     text = value.strip()
     if not text:
         raise UsageError("--workflow is empty", "pass the workflow's job id or its exact name")
-    return int(text) if text.isdigit() else text
+    if text.isascii() and text.isdigit():
+        try:
+            return parse_int(text, "--workflow")
+        except RunnerInputError as error:
+            raise UsageError(str(error), "pass the workflow's job id or its exact name") from None
+    return text
 
 
 def choose_compute(

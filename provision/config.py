@@ -64,6 +64,7 @@ from provision.names import (
     validate_secret_name,
 )
 from provision.quartz import validate_quartz_cron, validate_timezone
+from runner.core import MAX_ID
 
 HOST_ENVVAR = "DBT_CLOUD_HOST"
 ACCOUNT_ENVVAR = "DBT_CLOUD_ACCOUNT_ID"
@@ -243,6 +244,8 @@ class _Reader:
     def positive_int(self, key: str, value: Any, sub: str | None = None) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise self.fail(key, f"must be a positive integer, got {quoted(value)}", sub)
+        if value > MAX_ID:  # TOML's integers are 64-bit; Python's tomllib reads any size
+            raise self.fail(key, f"must be a positive integer below 2**63, got {quoted(value)}", sub)
         return value
 
     def strings(self, key: str) -> tuple[str, ...]:
@@ -271,7 +274,7 @@ def _resolve_environment(
     account: Any = merged.get("dbt_cloud_account_id")
     if account is None and os.environ.get(ACCOUNT_ENVVAR, "").strip():
         account = os.environ[ACCOUNT_ENVVAR].strip()
-        if not account.isdigit():
+        if not (account.isascii() and account.isdigit()):
             raise ConfigError(f"{ACCOUNT_ENVVAR}: must be a positive integer, got {quoted(account)}")
         account = int(account)
     if account is None:

@@ -124,9 +124,16 @@ class JobRef:
 def parse_int(value: object, what: str) -> int:
     """An id as a positive integer, or a RunnerInputError naming ``what`` and the value."""
     text = str(value).strip()
-    if not text.isdigit() or int(text) <= 0:
-        raise RunnerInputError(f"{what} must be a positive integer, got {text!r}")
+    # ASCII digits only: str.isdigit() also passes '²', which int() then refuses with a bare
+    # ValueError; and no more than an int64, as both services' ids are.
+    if not _ASCII_DIGITS.fullmatch(text) or not 0 < int(text[:20]) <= MAX_ID:
+        shown = text if len(text) <= 40 else f"{text[:40]}... ({len(text)} characters)"
+        raise RunnerInputError(f"{what} must be a positive integer, got {shown!r}")
     return int(text)
+
+
+_ASCII_DIGITS = re.compile(r"[0-9]+")
+MAX_ID = 2**63 - 1  # ids are int64 in the Jobs API and in dbt Cloud's
 
 
 def parse_job_url(url: str) -> JobRef:

@@ -65,3 +65,45 @@ def test_a_token_with_a_newline_or_non_ascii_is_refused_without_being_printed(
         DbtCloudClient(dbt_cloud.url, 1, token)
     assert SECRET_TAIL not in str(refused.value)
     assert dbt_cloud.requests == []
+
+
+# --- ids: '²' passed str.isdigit() and crashed int(); ids beyond int64 were accepted ---------
+
+
+def test_odd_ids_are_bad_input_everywhere_before_any_request(
+    cli: Path,  # noqa: F811
+    databricks: DatabricksEmulator,
+    dbt_cloud: DbtCloudEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """'²' (a digit to str.isdigit, not to int) made add-task and the runner fail with
+    "unexpected ValueError" (exit 1); 5,000 digits hit int()'s limit the same way; an id
+    beyond int64 went out to both services."""
+    dbt_cloud.add_job(DBT_JOB, scenario=Scenario(outcome="success", polls=1))
+    write_config(cli, dbt_cloud.url, {"dev": {"nightly": DBT_JOB}})
+    for odd in ("\u00b2", "9" * 5000, str(2**63)):
+        tries = [("--workflow", "1", "--dbt-job", odd)]
+        if odd.isascii():  # '²' as --workflow is a workflow's name
+            tries.append(("--workflow", odd, "--dbt-job", str(DBT_JOB)))
+        for args in tries:
+            result = dbtwf("add-task", *args, "--yes")
+            assert result.exit_code == 2, (args, result.output)
+            assert "must be a positive integer" in result.stderr and "unexpected" not in result.stderr
+            assert len(result.stderr) < 400, result.stderr  # not 5,000 digits echoed back
+        url = f"{dbt_cloud.url}/deploy/1/projects/1/jobs/{odd}"
+        assert runner_main(["--job-url", url]) == 2, odd
+        assert runner_main(["--job-id", odd, "--host", dbt_cloud.url, "--account-id", "1"]) == 2, odd
+        assert "must be a positive integer" in capsys.readouterr().err
+
+    # dbt_cloud_account_id beyond int64 in dbtwf.toml, or '²' in DBT_CLOUD_ACCOUNT_ID
+    cli.write_text(cli.read_text().replace("dbt_cloud_account_id = ", f"dbt_cloud_account_id = {2**70}  # "))
+    planned = dbtwf("plan")
+    assert planned.exit_code == 2 and "below 2**63" in planned.stderr, planned.output
+    write_config(cli, dbt_cloud.url, {"dev": {"nightly": DBT_JOB}})
+    cli.write_text("\n".join(line for line in cli.read_text().splitlines() if "account_id" not in line))
+    monkeypatch.setenv("DBT_CLOUD_ACCOUNT_ID", "\u00b2")
+    planned = dbtwf("plan")
+    assert planned.exit_code == 2 and "DBT_CLOUD_ACCOUNT_ID" in planned.stderr, planned.output
+    assert [r for r in databricks.requests if r.is_write] == []
+    assert dbt_cloud.requests == []
