@@ -181,11 +181,22 @@ def base_url(host: str) -> str:
     if not text:
         raise RunnerInputError("the dbt Cloud host is empty; give it as ACCOUNT_PREFIX.us1.dbt.com or a URL")
     if "://" in text:
+        if not text.isprintable() or any(ch.isspace() for ch in text):
+            # urlsplit drops tabs and newlines: 'good.com\n.evil' would mean good.com.evil.
+            raise RunnerInputError(f"the dbt Cloud host {host!r} holds whitespace or control characters")
         parts = urlsplit(text)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise RunnerInputError(f"the dbt Cloud host {host!r} is not an http(s) URL")
-        if "@" in parts.netloc:
+        if "@" in text:
+            # Also after '#' or '?': https://evil#@good.com reads as good.com and goes to evil.
             raise RunnerInputError(f"the dbt Cloud host {host!r} holds user info before '@': give a host")
+        if parts.query or parts.fragment or "#" in text or "?" in text:
+            raise RunnerInputError(f"the dbt Cloud host {host!r} holds a query or fragment: give a host")
+        if not _URL_NETLOC.fullmatch(parts.netloc) or not _valid_port(parts.netloc):
+            raise RunnerInputError(
+                f"the dbt Cloud host {host!r} is not a host name with an optional port, "
+                "like ACCOUNT_PREFIX.us1.dbt.com or 127.0.0.1:8080"
+            )
         if parts.scheme == "http" and not is_loopback_host(parts.hostname):
             raise RunnerInputError(
                 f"the dbt Cloud host {host!r} uses plain http, which would send the API token "
@@ -196,6 +207,19 @@ def base_url(host: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9.-]+(:\d+)?", text):
         raise RunnerInputError(f"the dbt Cloud host {host!r} is not a host name")
     return f"https://{text}"
+
+
+# A host name or IPv4 address, or a bracketed IPv6 address, then an optional port: ASCII only,
+# so what a reader sees is the host the token goes to.
+_URL_NETLOC = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+
+
+def _valid_port(netloc: str) -> bool:
+    try:
+        port = urlsplit(f"//{netloc}").port
+    except ValueError:
+        return False
+    return port is None or port > 0
 
 
 def parse_job_id(value: object) -> int:

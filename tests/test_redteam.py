@@ -7,6 +7,7 @@ marked xfail(strict=True) with the fix they need.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,42 @@ def test_odd_ids_are_bad_input_everywhere_before_any_request(
     assert planned.exit_code == 2 and "DBT_CLOUD_ACCOUNT_ID" in planned.stderr, planned.output
     assert [r for r in databricks.requests if r.is_write] == []
     assert dbt_cloud.requests == []
+
+
+# --- a dbt host that reads as one host and sends the token to another ----------------------
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "https://dbt.evil.invalid#@acme.us1.dbt.com",  # reads as acme..., urllib goes to evil
+        "https://dbt.evil.invalid?@acme.us1.dbt.com",
+        "https://acme.us1.dbt.com\n.evil.invalid",  # urlsplit drops the newline: acme...com.evil...
+        "https://acme.us1.dbt.com:abc",
+        "https://acme.us1.dbt.com:99999",
+        "https://\uff41cme.us1.dbt.com",  # fullwidth 'a': shown as one name, resolved as another
+    ],
+)
+def test_a_dbt_host_that_reads_as_another_is_refused_at_config_validation(
+    host: str,
+    cli: Path,  # noqa: F811
+    databricks: DatabricksEmulator,
+    dbt_cloud: DbtCloudEmulator,
+) -> None:
+    """Before: plan and `apply --yes` accepted each (the token unchanged, nothing checked the
+    host) and uploaded a notebook that would send the token to the host urllib reads."""
+    write_config(cli, "placeholder.invalid", {"dev": {"nightly": DBT_JOB}})
+    text = cli.read_text().replace('"placeholder.invalid"', json_string(host))
+    cli.write_text(text)
+    for args in (("plan",), ("apply", "--yes")):
+        result = dbtwf(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "dbt_cloud_host" in result.stderr and "Traceback" not in result.output
+    assert [r for r in databricks.requests if r.is_write] == []
+    with pytest.raises(RunnerInputError):
+        DbtCloudClient(host, 1, DBT_CLOUD_TOKEN)
+
+
+def json_string(text: str) -> str:
+    """A TOML basic string (JSON's escapes are TOML's)."""
+    return json.dumps(text)
