@@ -97,11 +97,14 @@ class StateRecord:
                     int(t["job_id"]),
                     str(t["task_key"]),
                     int(t["dbt_job_id"]),
-                    t.get("replaced"),
-                    t.get("written"),
+                    _object_or_none(t.get("replaced"), "replaced"),
+                    _object_or_none(t.get("written"), "written"),
                 )
-                for t in raw.get("added_tasks", [])
+                for t in _list(raw.get("added_tasks", []), "added_tasks")
             ]
+            readers = _list(raw.get("granted_readers", []), "granted_readers")
+            if not all(isinstance(p, str) for p in readers):
+                raise TypeError("granted_readers holds a value that is not a principal name")
             return cls(
                 environment=str(raw["environment"]),
                 workflow_job_id=_optional_int(raw.get("workflow_job_id")),
@@ -113,7 +116,7 @@ class StateRecord:
                 notebook_object_id=_optional_int(raw.get("notebook_object_id")),
                 notebook_modified_at=_optional_int(raw.get("notebook_modified_at")),
                 added_tasks=added,
-                granted_readers=[str(p) for p in raw.get("granted_readers", [])],
+                granted_readers=list(readers),
                 version=STATE_VERSION,
             )
         except (ValueError, TypeError, KeyError) as error:
@@ -121,6 +124,20 @@ class StateRecord:
                 f"the dbtwf state record {where} is unreadable: {error}",
                 "delete it in the workspace; the next apply finds the workflow again by its tags",
             ) from None
+
+
+def _list(value: Any, name: str) -> list[Any]:
+    # A string or an object iterates too ('users' as five principals): only a list is a list.
+    if not isinstance(value, list):
+        raise TypeError(f"{name} is not a list")
+    return value
+
+
+def _object_or_none(value: Any, name: str) -> dict[str, Any] | None:
+    # A task is an object: anything else would crash destroy halfway through its plan.
+    if value is not None and not isinstance(value, dict):
+        raise TypeError(f"an added task's {name!r} is not a task object")
+    return value
 
 
 def _optional_int(value: Any) -> int | None:

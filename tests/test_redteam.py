@@ -147,3 +147,56 @@ def test_a_dbt_host_that_reads_as_another_is_refused_at_config_validation(
 def json_string(text: str) -> str:
     """A TOML basic string (JSON's escapes are TOML's)."""
     return json.dumps(text)
+
+
+# --- a state record of the wrong shape ------------------------------------------------------
+
+
+def _foreign_workflow(databricks: DatabricksEmulator) -> int:
+    from tests.test_security import sdk
+
+    settings = {"name": "Foreign ETL", "tasks": [{"task_key": "ingest", "notebook_task": THEIR_NOTEBOOK}]}
+    return int(sdk(databricks).api_client.do("POST", "/api/2.2/jobs/create", body=settings)["job_id"])
+
+
+THEIR_NOTEBOOK = {"notebook_path": "/Repos/etl/ingest"}
+
+
+@pytest.mark.parametrize(
+    "tampering",
+    [
+        {"replaced": "x"},  # destroy: unexpected AttributeError ('str' object has no attribute 'get')
+        {"written": [1]},  # destroy: unexpected TypeError (list indices must be integers)
+        {"granted_readers": "users"},  # read as five principals u, s, e, r, s
+    ],
+)
+def test_a_state_record_of_the_wrong_shape_is_refused_before_any_write(
+    tampering: dict[str, object],
+    cli: Path,  # noqa: F811
+    databricks: DatabricksEmulator,
+    dbt_cloud: DbtCloudEmulator,
+) -> None:
+    from tests.provision_helpers import make_workspace
+
+    dbt_cloud.add_job(DBT_JOB, scenario=Scenario(outcome="success", polls=1))
+    write_config(cli, dbt_cloud.url, {"dev": {"nightly": DBT_JOB}})
+    assert dbtwf("apply", "--yes").exit_code == 0
+    theirs = _foreign_workflow(databricks)
+    assert dbtwf("add-task", "--workflow", str(theirs), "--dbt-job", str(DBT_JOB), "--yes").exit_code == 0
+    state_path = f"/Users/{databricks.user_name}/.dbtwf/dev/.dbtwf-state-dev.json"
+    record = json.loads(databricks.workspace_file(state_path) or b"{}")
+    if "granted_readers" in tampering:
+        record.update(tampering)
+    else:
+        record["added_tasks"][0].update(tampering)
+    make_workspace(databricks).write_file(state_path, json.dumps(record).encode(), overwrite=True)
+    databricks.reset_log()
+
+    for args in (("destroy", "--yes"), ("plan",)):
+        result = dbtwf(*args)
+        assert result.exit_code == 1, (args, result.output)
+        assert "state record" in result.stderr and "unreadable" in result.stderr, result.output
+        assert "unexpected" not in result.stderr
+    assert [r for r in databricks.requests if r.is_write] == []
+    tasks = [t["task_key"] for t in databricks.jobs[theirs]["settings"]["tasks"]]
+    assert tasks == ["ingest", f"dbt_job_{DBT_JOB}"]  # the user's task and dbtwf's, both still there
