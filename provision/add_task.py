@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from provision.apply import execute
+from provision.change import Action, Change, has_changes, writes_secret
 from provision.dbt_cloud import fetch_dbt_job
+from provision.desired import runner_task
 from provision.errors import (
     ConflictError,
     DbtwfError,
@@ -30,7 +32,6 @@ from provision.errors import (
 from provision.location import NOTEBOOK_ACL, notebook_acl_name, notebook_acl_principal, readers_to_grant
 from provision.model import MANAGED_BY_TAG, MANAGED_BY_VALUE, Environment, default_task_key
 from provision.names import validate_task_key
-from provision.plan import Action, Change, has_changes, runner_task, writes_secret
 from runner.core import (
     NOTEBOOK_WIDGETS,
     PINNED_PARAMETERS,
@@ -483,7 +484,10 @@ def plan_add_task(
 ) -> list[Change]:
     """The environment's scope, secret, folder and notebook as apply would make them (no
     workflow), the task, and the state record, each with what it expects to find."""
-    from provision.plan import Reader, desired_state, observe, plan, with_expectations
+    from provision.desired import desired_state
+    from provision.observe import Reader, observe
+    from provision.plan import plan
+    from provision.probes import with_expectations
 
     reader = Reader(ws)
     reader.remember_job(job)

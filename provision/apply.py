@@ -24,18 +24,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from provision.change import Action, Change, has_changes, writes_secret
+from provision.desired import is_owned, merged_settings
 from provision.errors import ConflictError, DbtwfError, UsageError
-from provision.plan import (
-    Action,
-    Change,
-    Plan,
-    Reader,
-    has_changes,
-    is_owned,
-    merged_settings,
-    moved_since_plan,
-    writes_secret,
-)
+from provision.observe import Reader
+from provision.probes import moved_since_plan
+from provision.saved_plan import Plan
 from provision.state import AddedTask, StateRecord, environment_lock
 
 if TYPE_CHECKING:
@@ -440,7 +434,7 @@ def plan_all(
 ) -> list[EnvironmentResult]:
     """Plans every environment concurrently (each its own workspace and lock); a plan that
     stores the token proves it with ``check_token`` first."""
-    from provision.plan import make_plan
+    from provision.saved_plan import make_plan
 
     results = [EnvironmentResult(environment) for environment in environments]
 

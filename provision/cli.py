@@ -470,7 +470,7 @@ def plan_command(
     """Show what apply would change in the environment (create / update / no-op per resource)."""
     settings = cli_context(ctx, config, env, debug)
     from provision.output import err_console, render_changes
-    from provision.plan import make_plan
+    from provision.saved_plan import make_plan
 
     environment = load_environment(settings)
     ws, environment = connect_environment(environment)
@@ -567,7 +567,7 @@ def _plan_confirm_apply(
 
     ``verified_jobs``: dbt jobs the token was already proven on (onboard checks its job first).
     """
-    from provision.plan import make_plan
+    from provision.saved_plan import make_plan
 
     header = _header(ws, environment, as_json)
     plan = make_plan(ws, environment, token, identity=header["identity"], adopt=adopt)
@@ -601,8 +601,8 @@ def _confirm_and_execute(
     replan: Any = None,
 ) -> None:
     from provision.apply import execute
+    from provision.change import has_changes, writes_secret
     from provision.output import console, print_warnings, render_changes
-    from provision.plan import has_changes, writes_secret
 
     if not has_changes(changes):
         if as_json:
@@ -634,7 +634,7 @@ def _confirm_and_execute(
 def _apply_saved_plan(settings: Settings, path: Path, *, yes: bool, as_json: bool, break_lock: bool) -> None:
     """`apply --plan FILE`: exactly the saved changes, if the workspace, config and token still match."""
     from provision.config import load_config, select_environment
-    from provision.plan import Plan
+    from provision.saved_plan import Plan
     from provision.token import resolve_token
 
     try:
@@ -722,9 +722,9 @@ def destroy_command(
 ) -> None:
     """Remove what dbtwf created for the environment, and nothing else."""
     settings = cli_context(ctx, config, env, debug)
+    from provision.change import has_changes
     from provision.destroy import destroy_changes, plan_destroy
     from provision.output import console, render_changes
-    from provision.plan import has_changes
 
     environment = load_environment(settings)
     ws, environment = connect_environment(environment)

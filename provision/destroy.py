@@ -19,8 +19,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from provision.add_task import is_dbtwf_task, task_differences
+from provision.change import Action, Change
+from provision.desired import is_owned
 from provision.errors import ConflictError
-from provision.plan import Action, Change, Reader, find_owned_workflow, is_owned, with_expectations
+from provision.observe import Reader, find_owned_workflow
+from provision.probes import with_expectations
 from provision.state import AddedTask, StateRecord
 
 if TYPE_CHECKING:

@@ -21,8 +21,9 @@ from provision.errors import DbtwfError
 from provision.model import ENVIRONMENT_TAG, MANAGED_BY_TAG, MANAGED_BY_VALUE, Environment
 
 if TYPE_CHECKING:
+    from provision.change import Change
     from provision.databricks import Workspace
-    from provision.plan import Change, Reader
+    from provision.observe import Reader
     from provision.state import StateRecord
 
 _APPLY_FIX = "run `dbtwf apply`"
@@ -116,7 +117,7 @@ class _Doctor:
     def reader(self) -> Reader:
         """The workspace reads of the whole diagnosis, each made once (the planner's Reader)."""
         if self._reader is None:
-            from provision.plan import Reader
+            from provision.observe import Reader
 
             self._reader = Reader(self.ws)
         return self._reader
@@ -127,7 +128,9 @@ class _Doctor:
     def changes(self, *, include_workflow: bool) -> list[Change]:
         """What `dbtwf apply` would do now (the planner's answer, on the same reads)."""
         if include_workflow not in self._changes:
-            from provision.plan import desired_state, observe, plan
+            from provision.desired import desired_state
+            from provision.observe import observe
+            from provision.plan import plan
 
             observed = observe(self.reader, self.env, include_workflow=include_workflow)
             self._changes[include_workflow] = plan(
@@ -276,7 +279,7 @@ class _Doctor:
         return f"{facts.checked_path}: only you, those you granted and workspace admins can edit it"
 
     def notebook(self) -> str:
-        from provision.plan import Action
+        from provision.change import Action
 
         env = self.env
         change = next(c for c in self.changes(include_workflow=False) if c.resource == "notebook")
@@ -289,12 +292,13 @@ class _Doctor:
         return f"{env.notebook_path} is {change.reason}"
 
     def workflow(self) -> str:
-        from provision.plan import Action, is_owned
+        from provision.change import Action
+        from provision.desired import is_owned
 
         env = self.env
         record = self.state_record()
         if record is None or record.workflow_job_id is None:
-            from provision.plan import find_owned_workflow
+            from provision.observe import find_owned_workflow
 
             find_owned_workflow(self.reader, env, record)  # deployed from elsewhere: says where
             raise _Failed(f"no workflow recorded for environment {env.name!r}", _APPLY_FIX)

@@ -281,7 +281,7 @@ def security_changes(
 ) -> list[Any]:
     """Pure: the READ grants dbtwf made that ``scope_readers`` no longer lists (revoked), the
     workflow's run-as identity's CAN_READ on the notebook, and the warnings to show."""
-    from provision.plan import Action, Change
+    from provision.change import Action, Change
 
     changes: list[Change] = []
     for principal in sorted(set(granted_readers) - set(env.scope_readers)):

@@ -20,7 +20,7 @@ from rich.text import Text
 from provision.token import TOKEN_ENV
 
 if TYPE_CHECKING:
-    from provision.plan import Change
+    from provision.change import Change
 
 #: Results (tables, JSON) on stdout; errors, warnings and progress on stderr.
 # soft_wrap: messages keep their own line breaks; rich would cut them at 80 columns in a pipe.

@@ -176,7 +176,7 @@ def bench_legacy_cli(sizes: Sizes, work: Path) -> dict[str, Any]:
     databricks-cli 0.18 drops the port of DATABRICKS_HOST, so it talks to http://127.0.0.1
     through a local forward proxy to the emulator (as tests/test_legacy_databricks_cli.py does).
     """
-    from provision.plan import render_runner_notebook, workflow_settings
+    from provision.desired import render_runner_notebook, workflow_settings
     from tests.conftest import DATABRICKS_TOKEN
     from tests.emulators.proxy import ForwardProxy, legacy_cli_env
     from tests.provision_helpers import make_env

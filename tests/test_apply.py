@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 
 from provision.apply import apply_changes
+from provision.change import Action
 from provision.databricks import Workspace
 from provision.errors import ConflictError
 from provision.model import DbtJobTask, Environment, Schedule
-from provision.plan import Action, plan_environment
+from provision.plan import plan_environment
 from provision.state import environment_lock, load_state, lock_path
 from tests.provision_helpers import make_env, make_workspace, write_kinds
 
@@ -467,8 +468,8 @@ def test_a_change_of_a_kind_this_dbtwf_cannot_run_is_refused_before_any_write(
     databricks: Any, ws: Workspace
 ) -> None:
     from provision.apply import execute
+    from provision.change import Change
     from provision.errors import UsageError
-    from provision.plan import Change
 
     env = make_env()
     changes = [

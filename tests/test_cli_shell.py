@@ -286,8 +286,8 @@ def test_debug_shows_the_traceback_of_a_project_error_too(config: Path) -> None:
 def test_render_changes_table_json_and_redaction(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from provision.change import Action, Change
     from provision.output import register_secret, render_changes, summarize
-    from provision.plan import Action, Change
 
     # The registry lives as long as the process (one CLI run); here that is the whole test
     # session, so the secret goes into a set of this test's own, dropped when it ends.

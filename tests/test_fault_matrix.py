@@ -42,12 +42,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from typer.testing import CliRunner
 
+from provision.change import has_changes
 from provision.cli import app
 from provision.config import load_config, select_environment
 from provision.databricks import Workspace
+from provision.desired import is_owned, render_runner_notebook
 from provision.errors import ConflictError, DbtwfError
 from provision.model import Environment, default_task_key
-from provision.plan import has_changes, is_owned, plan_environment, render_runner_notebook
+from provision.plan import plan_environment
 from provision.state import load_state, lock_path
 from runner.core import DbtCloudError, DbtRunFailedError, RunSettings, run_dbt_job
 from tests.conftest import DATABRICKS_TOKEN, DBT_ACCOUNT_ID, DBT_CLOUD_TOKEN

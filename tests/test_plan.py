@@ -7,9 +7,12 @@ from typing import Any
 
 import pytest
 
+from provision.change import Action
+from provision.desired import Desired, workflow_settings
 from provision.errors import ConflictError
 from provision.model import Compute, DbtJobTask, Environment, Schedule
-from provision.plan import Action, Desired, Observed, plan, workflow_differences, workflow_settings
+from provision.observe import Observed
+from provision.plan import plan, workflow_differences
 from provision.state import StateRecord
 from provision.token import token_fingerprint
 
@@ -226,7 +229,9 @@ def test_changes_carry_their_payload_and_never_the_token() -> None:
 
 
 def test_a_saved_plan_round_trips_and_names_what_no_longer_matches() -> None:
-    from provision.plan import Change, Plan, config_digest
+    from provision.change import Change
+    from provision.desired import config_digest
+    from provision.saved_plan import Plan
 
     env = make_env()
     salt = "s1"

@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from provision.apply import apply_changes
+from provision.change import Action
 from provision.destroy import destroy_changes, plan_destroy
 from provision.doctor import Status, diagnose
-from provision.plan import Action, plan_environment
+from provision.plan import plan_environment
 from tests.conftest import DBT_CLOUD_TOKEN
 from tests.provision_helpers import make_env, make_workspace
 

@@ -12,11 +12,12 @@ import pytest
 
 from provision.add_task import AddTaskRequest, add_task
 from provision.apply import apply_changes
+from provision.change import Action
 from provision.databricks import Workspace
 from provision.destroy import destroy_changes, plan_destroy
 from provision.errors import RemoteError
 from provision.model import DbtJobTask, Environment
-from provision.plan import Action, plan_environment
+from provision.plan import plan_environment
 from tests.conftest import DBT_CLOUD_TOKEN
 from tests.provision_helpers import make_env, make_workspace
 

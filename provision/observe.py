@@ -1,0 +1,223 @@
+"""Reading the workspace: what it holds of an environment, each object read once.
+
+``Reader`` makes each read once per plan (or per check); ``observe`` turns the reads into
+``Observed``, the planner's input. The owned workflow is found by the state record's job
+id, else by its name and dbtwf's tags.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from provision.desired import is_owned
+from provision.location import (
+    LocationFacts,
+    check_same_deployment,
+    observe_location,
+    observe_scope_acls,
+)
+from provision.model import Environment, same_scope
+from provision.state import StateRecord
+
+if TYPE_CHECKING:
+    from provision.databricks import Workspace
+
+
+class Reader:
+    """The workspace reads of one plan or one check, each made once.
+
+    The planner and the executor's re-check under the lock read through a Reader each and
+    compute what they compare with the same ``PROBES``, so "changed since the plan" means a
+    different answer from the workspace, never a different way of asking.
+    """
+
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
+        self._cache: dict[tuple[str, Any], Any] = {}
+
+    def _once(self, key: tuple[str, Any], read: Callable[[], Any]) -> Any:
+        if key not in self._cache:
+            self._cache[key] = read()
+        return self._cache[key]
+
+    def scope_names(self) -> frozenset[str]:
+        return frozenset(
+            self._once(("scopes", None), lambda: [str(s.get("name")) for s in self.ws.list_scopes()])
+        )
+
+    def has_scope(self, name: str) -> bool:
+        """Whether the scope exists, compared as Databricks does: case-insensitively."""
+        return any(same_scope(existing, name) for existing in self.scope_names())
+
+    def scope_acls(self, env: Environment, *, required: bool) -> dict[str, str]:
+        """The scope's ACLs as ``location.observe_scope_acls`` reads them (a refusal to list
+        them fails the plan only when it needs them), cached like ``acls``."""
+        key = ("acls", env.secret_scope)
+        if key not in self._cache:
+            acls = observe_scope_acls(self.ws, env, required=required)
+            self._cache[key] = [{"principal": p, "permission": level} for p, level in acls.items()]
+        return self.acls(env.secret_scope)
+
+    def acls(self, scope: str) -> dict[str, str]:
+        items = self._once(("acls", scope), lambda: self.ws.list_acls(scope))
+        return {str(a.get("principal")): str(a.get("permission")) for a in items}
+
+    def secrets(self, scope: str) -> dict[str, int | None]:
+        """Key -> last_updated_timestamp (ms); never a value."""
+        items = self._once(("secrets", scope), lambda: self.ws.list_secrets(scope))
+        return {
+            str(s.get("key")): (
+                int(s["last_updated_timestamp"]) if s.get("last_updated_timestamp") is not None else None
+            )
+            for s in items
+        }
+
+    def status(self, path: str) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = self._once(("status", path), lambda: self.ws.get_status(path))
+        return found
+
+    def export(self, path: str) -> str | None:
+        found: str | None = self._once(("export", path), lambda: self.ws.export_source(path))
+        return found
+
+    def file(self, path: str) -> bytes | None:
+        found: bytes | None = self._once(("file", path), lambda: self.ws.read_file(path))
+        return found
+
+    def job(self, job_id: int) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = self._once(("job", job_id), lambda: self.ws.get_job(job_id))
+        return found
+
+    def remember_job(self, job: dict[str, Any]) -> None:
+        """A jobs/get answer read elsewhere in the same plan (add-task's workflow)."""
+        self._cache[("job", int(job["job_id"]))] = job
+
+    def jobs_named(self, name: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self._once(
+            ("named", name.lower()), lambda: self.ws.list_jobs(name=name)
+        )
+        return found
+
+    def jobs_with_tasks(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self._once(("all-jobs", None), self.ws.list_jobs_with_tasks)
+        return found
+
+    def state(self, env: Environment) -> StateRecord | None:
+        data = self.file(env.state_path)
+        return None if data is None else StateRecord.from_json(data, env.state_path)
+
+
+# -- observed state ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Observed:
+    scope_exists: bool
+    #: principal -> permission on the scope
+    scope_acls: Mapping[str, str]
+    secret_exists: bool
+    folder_exists: bool
+    #: The notebook's exported source: read only when the record cannot tell freshness.
+    notebook_source: str | None
+    state: StateRecord | None
+    #: The owned workflow (a jobs/get answer), found by the state's job id or by name and tags.
+    workflow: Mapping[str, Any] | None = None
+    #: How it was found: "state" or "tags" (state lost, or written by another machine).
+    found_by: str | None = None
+    #: A job id in the state record that no longer exists (deleted by hand).
+    stale_job_id: int | None = None
+    #: Jobs with the workflow's name but without dbtwf's tags for this environment.
+    foreign_same_name: tuple[int, ...] = ()
+    #: Several jobs carry our tags for this environment: which one is ours is ambiguous.
+    duplicate_owned: tuple[int, ...] = ()
+    #: The notebook's get-status answer (object_id, modified_at, ...), None when missing.
+    notebook_status: Mapping[str, Any] | None = None
+    #: The secret's last_updated_timestamp in secrets/list (ms).
+    secret_updated_at: int | None = None
+    #: The identity applying, and who can edit/read the notebook (see provision.location).
+    deployer: str | None = None
+    location: LocationFacts | None = None
+
+
+def find_owned_workflow(
+    reader: Reader, env: Environment, state: StateRecord | None
+) -> tuple[dict[str, Any] | None, str | None, int | None, tuple[int, ...], tuple[int, ...]]:
+    """(workflow, found_by, stale_job_id, foreign_same_name, duplicate_owned)."""
+    stale: int | None = None
+    if state is not None and state.workflow_job_id is not None:
+        job = reader.job(state.workflow_job_id)
+        if job is not None and is_owned(job, env):
+            return job, "state", None, (), ()
+        if job is None:
+            stale = state.workflow_job_id
+    owned, foreign = named_jobs(reader, env)
+    if len(owned) > 1:
+        return None, None, stale, foreign, tuple(owned)
+    if owned:
+        job = reader.job(owned[0])
+        if job is not None:
+            check_same_deployment(env, job)  # deployed from another notebook: another identity's
+        return job, "tags", stale, foreign, ()
+    return None, None, stale, foreign, ()
+
+
+def named_jobs(reader: Reader, env: Environment) -> tuple[list[int], tuple[int, ...]]:
+    named = reader.jobs_named(env.workflow_name)
+    owned = sorted(int(job["job_id"]) for job in named if is_owned(job, env))
+    foreign = tuple(sorted(int(job["job_id"]) for job in named if not is_owned(job, env)))
+    return owned, foreign
+
+
+def recorded_upload(state: StateRecord | None) -> bool:
+    return bool(
+        state is not None
+        and state.notebook_sha256
+        and state.notebook_object_id is not None
+        and state.notebook_modified_at is not None
+    )
+
+
+def status_stamp(status: Mapping[str, Any] | None) -> tuple[Any, Any]:
+    status = status or {}
+    return status.get("object_id"), status.get("modified_at")
+
+
+def observe(reader: Reader, env: Environment, *, include_workflow: bool = True) -> Observed:
+    state = reader.state(env)
+    # First the workflow: deployed by another identity, it is their scope and notebook too.
+    workflow, found_by, stale, foreign, duplicates = (
+        find_owned_workflow(reader, env, state) if include_workflow else (None, None, None, (), ())
+    )
+    scope_exists = reader.has_scope(env.secret_scope)
+    acls: dict[str, str] = {}
+    secrets: dict[str, int | None] = {}
+    if scope_exists:
+        required = bool(env.scope_readers or (state is not None and state.granted_readers))
+        acls = reader.scope_acls(env, required=required)
+        secrets = reader.secrets(env.secret_scope)
+    status = reader.status(env.notebook_path)
+    folder_exists = status is not None or reader.status(env.notebook_folder) is not None
+    # The export is the fallback: only when the record cannot say whether the notebook is
+    # still what dbtwf uploaded (an older record, or a workspace without modified_at).
+    notebook = None
+    if status is not None and not (recorded_upload(state) and None not in status_stamp(status)):
+        notebook = reader.export(env.notebook_path)
+    return Observed(
+        scope_exists=scope_exists,
+        scope_acls=acls,
+        secret_exists=env.secret_key in secrets,
+        folder_exists=folder_exists,
+        notebook_source=notebook,
+        state=state,
+        workflow=workflow,
+        found_by=found_by,
+        stale_job_id=stale,
+        foreign_same_name=foreign,
+        duplicate_owned=duplicates,
+        notebook_status=status,
+        secret_updated_at=secrets.get(env.secret_key),
+        deployer=reader.ws.current_user_name(),
+        location=observe_location(reader.ws, env),
+    )
