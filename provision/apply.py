@@ -30,7 +30,7 @@ from provision.errors import ConflictError, DbtwfError, UsageError
 from provision.observe import Reader
 from provision.probes import moved_since_plan
 from provision.saved_plan import Plan
-from provision.state import AddedTask, StateRecord, environment_lock
+from provision.state import AddedTask, StateRecord, environment_lock, token_fingerprint
 
 if TYPE_CHECKING:
     from provision.databricks import Workspace
@@ -123,8 +123,6 @@ def _moved(moved: list[str], replan: Callable[[], list[Change]] | None) -> list[
 
 
 def _require_planned_token(changes: list[Change], token: str | None) -> None:
-    from provision.token import token_fingerprint
-
     for change in changes:
         if change.resource != "secret" or change.action not in (Action.CREATE, Action.UPDATE):
             continue

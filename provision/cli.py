@@ -129,7 +129,8 @@ def connect_environment(env: Environment) -> tuple[Workspace, Environment]:
 def _report_error(error: DbtwfError) -> None:
     from rich.markup import escape
 
-    from provision.output import err_console, redact
+    from provision.output import err_console
+    from provision.token import redact
 
     if error.details:
         err_console.print(redact(error.details), markup=False, highlight=False)
@@ -179,7 +180,8 @@ class _DbtwfGroup(TyperGroup):
             sys.stderr.write("interrupted\n")
             raise typer.Exit(1) from None
         except Exception as error:  # noqa: BLE001 - the last resort: one line (or a redacted traceback)
-            from provision.output import err_console, redact
+            from provision.output import err_console
+            from provision.token import redact
 
             if _settings(ctx).debug:
                 _print_traceback(error)
@@ -196,7 +198,7 @@ class _DbtwfGroup(TyperGroup):
 def _print_traceback(error: BaseException) -> None:
     """The traceback --debug shows, through the same redaction as every other message: an
     exception's text (a remote answer, a URL) may carry the token."""
-    from provision.output import redact
+    from provision.token import redact
 
     sys.stderr.write(redact("".join(traceback.format_exception(error))))
     sys.stderr.flush()
@@ -304,8 +306,8 @@ def token_set(
 ) -> None:
     """Store the dbt Cloud token in the OS keyring, read from a hidden prompt or stdin."""
     cli_context(ctx, config, env, debug)
-    from provision.output import console, err_console, register_secret
-    from provision.token import TOKEN_ENV, mask, store_token, usable_keyring
+    from provision.output import console, err_console
+    from provision.token import TOKEN_ENV, mask, register_secret, store_token, usable_keyring
 
     if ctx.args:
         raise UsageError(
@@ -424,7 +426,8 @@ def _optional_token() -> str | None:
 
 
 def _warn(text: str) -> None:
-    from provision.output import err_console, redact
+    from provision.output import err_console
+    from provision.token import redact
 
     err_console.print(f"warning: {redact(text)}", markup=False)
 
@@ -921,8 +924,8 @@ def add_task_command(
     """Add a task running a dbt Cloud job to a workflow dbtwf does not own."""
     settings = cli_context(ctx, config, env, debug)
     from provision.add_task import AddTaskRequest, add_task, check_request
-    from provision.output import console, err_console, redact
-    from provision.token import resolve_token
+    from provision.output import console, err_console
+    from provision.token import redact, resolve_token
 
     environment = load_environment(settings)
     request = AddTaskRequest(
@@ -1025,7 +1028,8 @@ class _RunStatus:
     status, URL) is a result: a column of the live table, else a line on stdout."""
 
     def __init__(self) -> None:
-        from provision.output import console, err_console, redact
+        from provision.output import console, err_console
+        from provision.token import redact
 
         self._console = console
         self._err = err_console
@@ -1128,7 +1132,8 @@ def doctor_command(
     """Check each link from the config to the compute and say what to fix."""
     settings = cli_context(ctx, config, env, debug)
     from provision.doctor import Status, all_passed, diagnose
-    from provision.output import console, print_json, redact
+    from provision.output import console, print_json
+    from provision.token import redact
 
     checks = diagnose(lambda: load_environment(settings), connect_workspace)
     passed = all_passed(checks)

@@ -14,6 +14,7 @@ from typing import Any
 
 from provision.change import digest
 from provision.model import ENVIRONMENT_TAG, MANAGED_BY_TAG, MANAGED_BY_VALUE, Environment
+from provision.state import new_salt
 
 #: Seconds the task may run past the runner's own timeout, so the runner can cancel the
 #: dbt run and report it before Databricks kills the task.
@@ -137,13 +138,7 @@ class Desired:
     #: Only compared against the state record's salted fingerprint; never shown or stored.
     token: str | None = field(default=None, repr=False)
     #: The salt a first fingerprint is made with (the record's own salt wins when it has one).
-    fresh_salt: str = field(default_factory=lambda: _new_salt())
-
-
-def _new_salt() -> str:
-    from provision.token import new_salt
-
-    return new_salt()
+    fresh_salt: str = field(default_factory=new_salt)
 
 
 def desired_state(env: Environment, token: str | None) -> Desired:

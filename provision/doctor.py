@@ -184,7 +184,7 @@ class _Doctor:
 
     def secret_key(self) -> str:
         from provision.plan import format_ms
-        from provision.token import token_fingerprint
+        from provision.state import token_fingerprint
 
         env = self.env
         listed = self.reader.secrets(env.secret_scope)

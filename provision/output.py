@@ -7,7 +7,6 @@ reached an error message by accident is still never shown.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -17,7 +16,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from provision.token import TOKEN_ENV
+from provision.token import redact
 
 if TYPE_CHECKING:
     from provision.change import Change
@@ -29,27 +28,6 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 _ACTION_STYLES = {"create": "green", "update": "yellow", "delete": "red", "no-op": "dim"}
 _ACTION_SIGNS = {"create": "+", "update": "~", "delete": "-", "no-op": "="}
-_REDACTED = "***"
-# Values shorter than this could match ordinary words; real tokens are far longer.
-_MIN_SECRET_LENGTH = 8
-_secrets: set[str] = set()
-
-
-def register_secret(value: str) -> None:
-    """Remember a secret (the dbt token once resolved) so :func:`redact` hides it."""
-    if len(value) >= _MIN_SECRET_LENGTH:
-        _secrets.add(value)
-
-
-def redact(text: str) -> str:
-    """``text`` with every known secret replaced by ``***``."""
-    known = set(_secrets)
-    from_env = os.environ.get(TOKEN_ENV, "").strip()
-    if len(from_env) >= _MIN_SECRET_LENGTH:
-        known.add(from_env)
-    for secret in sorted(known, key=len, reverse=True):
-        text = text.replace(secret, _REDACTED)
-    return text
 
 
 def print_json(data: Any) -> None:

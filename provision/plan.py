@@ -26,6 +26,7 @@ from provision.errors import ConflictError
 from provision.location import security_changes
 from provision.observe import Observed, Reader, observe, recorded_upload, status_stamp
 from provision.probes import with_expectations
+from provision.state import token_fingerprint
 
 if TYPE_CHECKING:
     from provision.databricks import Workspace
@@ -161,8 +162,6 @@ def plan(
 
 
 def _plan_secret(desired: Desired, observed: Observed) -> Change:
-    from provision.token import token_fingerprint
-
     env = desired.env
     name = f"{env.secret_scope}/{env.secret_key}"
     state = observed.state

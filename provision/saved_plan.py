@@ -11,6 +11,7 @@ from provision.change import Change, writes_secret
 from provision.desired import config_digest
 from provision.errors import UsageError
 from provision.plan import plan_environment
+from provision.state import new_salt, token_fingerprint
 
 if TYPE_CHECKING:
     from provision.databricks import Workspace
@@ -93,8 +94,6 @@ class Plan:
 
     def mismatches(self, *, host: str, identity: str, env: Environment, token: str | None) -> list[str]:
         """What no longer matches what the plan saw; empty when it may run."""
-        from provision.token import token_fingerprint
-
         found: list[str] = []
         if host.rstrip("/") != self.workspace_host.rstrip("/"):
             found.append(f"the workspace is {host}, the plan was made for {self.workspace_host}")
@@ -115,8 +114,6 @@ class Plan:
 def make_plan(
     ws: Workspace, env: Environment, token: str | None, *, identity: str, adopt: bool = False
 ) -> Plan:
-    from provision.token import new_salt, token_fingerprint
-
     changes = plan_environment(ws, env, token, adopt=adopt)
     salt = new_salt() if token is not None else ""
     return Plan(

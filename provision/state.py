@@ -16,9 +16,11 @@ environment cannot both create it, and a crashed apply's lock can be broken expl
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
 import logging
 import os
+import secrets
 import socket
 import time
 import uuid
@@ -138,6 +140,18 @@ def _object_or_none(value: Any, name: str) -> dict[str, Any] | None:
     if value is not None and not isinstance(value, dict):
         raise TypeError(f"an added task's {name!r} is not a task object")
     return value
+
+
+def new_salt() -> str:
+    """A fresh random salt for :func:`token_fingerprint`."""
+    return secrets.token_hex(16)
+
+
+def token_fingerprint(token: str, salt: str) -> str:
+    """Salted SHA-256 of the token: lets the state record notice a changed token without
+    keeping the token. The salt (random per environment) keeps equal tokens from having
+    equal fingerprints and rules out precomputed tables."""
+    return hashlib.sha256(f"{salt}\0{token}".encode()).hexdigest()
 
 
 def _optional_int(value: Any) -> int | None:

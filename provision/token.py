@@ -7,9 +7,7 @@ Never from argv, never written to a file by dbtwf: it reaches Databricks only in
 from __future__ import annotations
 
 import getpass
-import hashlib
 import os
-import secrets
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -228,8 +226,6 @@ def token_source() -> tuple[str, str] | None:
 def resolve_token(*, interactive: bool) -> str:
     """The dbt Cloud token: ``DBT_CLOUD_API_TOKEN``, then the OS keyring, then a hidden prompt
     (only when ``interactive`` and stdin is a terminal). UsageError (exit 2) when none."""
-    from provision.output import register_secret
-
     keyring_problem: str | None = None
     try:
         found = token_source()
@@ -248,13 +244,26 @@ def resolve_token(*, interactive: bool) -> str:
     raise UsageError(message, hint=NO_TOKEN_HINT)
 
 
-def new_salt() -> str:
-    """A fresh random salt for :func:`token_fingerprint`."""
-    return secrets.token_hex(16)
+# -- keeping it out of every output ---------------------------------------------------------
+
+_REDACTED = "***"
+# Values shorter than this could match ordinary words; real tokens are far longer.
+_MIN_SECRET_LENGTH = 8
+_secrets: set[str] = set()
 
 
-def token_fingerprint(token: str, salt: str) -> str:
-    """Salted SHA-256 of the token: lets the state record notice a changed token without
-    keeping the token. The salt (random per environment) keeps equal tokens from having
-    equal fingerprints and rules out precomputed tables."""
-    return hashlib.sha256(f"{salt}\0{token}".encode()).hexdigest()
+def register_secret(value: str) -> None:
+    """Remember a secret (the dbt token once resolved) so :func:`redact` hides it."""
+    if len(value) >= _MIN_SECRET_LENGTH:
+        _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    """``text`` with every known secret replaced by ``***``."""
+    known = set(_secrets)
+    from_env = os.environ.get(TOKEN_ENV, "").strip()
+    if len(from_env) >= _MIN_SECRET_LENGTH:
+        known.add(from_env)
+    for secret in sorted(known, key=len, reverse=True):
+        text = text.replace(secret, _REDACTED)
+    return text

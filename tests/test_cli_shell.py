@@ -287,11 +287,12 @@ def test_render_changes_table_json_and_redaction(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from provision.change import Action, Change
-    from provision.output import register_secret, render_changes, summarize
+    from provision.output import render_changes, summarize
+    from provision.token import register_secret
 
     # The registry lives as long as the process (one CLI run); here that is the whole test
     # session, so the secret goes into a set of this test's own, dropped when it ends.
-    monkeypatch.setattr("provision.output._secrets", set())
+    monkeypatch.setattr("provision.token._secrets", set())
     register_secret("dbtc_leaked_0123456789")
     changes = [
         Change("scope", "dbtwf-prod", Action.CREATE, "missing"),

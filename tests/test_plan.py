@@ -13,8 +13,7 @@ from provision.errors import ConflictError
 from provision.model import Compute, DbtJobTask, Environment, Schedule
 from provision.observe import Observed
 from provision.plan import plan, workflow_differences
-from provision.state import StateRecord
-from provision.token import token_fingerprint
+from provision.state import StateRecord, token_fingerprint
 
 TOKEN = "dbtc_plan_test_token_value"
 SOURCE = "# Databricks notebook source\nprint('runner')\n"

@@ -18,6 +18,7 @@ from provision.destroy import destroy_changes, plan_destroy
 from provision.errors import RemoteError
 from provision.model import DbtJobTask, Environment
 from provision.plan import plan_environment
+from provision.state import new_salt, token_fingerprint
 from tests.conftest import DBT_CLOUD_TOKEN
 from tests.provision_helpers import make_env, make_workspace
 
@@ -158,3 +159,12 @@ def test_a_record_from_a_newer_dbtwf_is_refused_before_anything_is_written(
     with pytest.raises(RemoteError, match="newer dbtwf"):
         plan_environment(ws, env, DBT_CLOUD_TOKEN)
     assert databricks.writes() == []
+
+
+def test_fingerprint_is_salted_and_hides_the_token() -> None:
+    salt = new_salt()
+    fingerprint = token_fingerprint(DBT_CLOUD_TOKEN, salt)
+    assert fingerprint == token_fingerprint(DBT_CLOUD_TOKEN, salt)
+    assert fingerprint != token_fingerprint(DBT_CLOUD_TOKEN, new_salt())
+    assert fingerprint != token_fingerprint(DBT_CLOUD_TOKEN + "x", salt)
+    assert len(fingerprint) == 64 and DBT_CLOUD_TOKEN not in fingerprint

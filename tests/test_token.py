@@ -20,7 +20,6 @@ from typer.testing import CliRunner
 from provision import token as token_module
 from provision.cli import app
 from provision.errors import UsageError
-from provision.output import redact
 from tests.conftest import DBT_CLOUD_TOKEN
 
 PLAINTEXT = "keyrings.alt.file.PlaintextKeyring"
@@ -135,7 +134,7 @@ def test_resolve_token_order(file_keyring: Path, monkeypatch: pytest.MonkeyPatch
     assert token_module.resolve_token(interactive=False) == DBT_CLOUD_TOKEN
     monkeypatch.delenv("DBT_CLOUD_API_TOKEN")
     # A resolved token is hidden from every message the CLI prints.
-    assert redact("rejected dbtc_from_the_keyring_0123456789!") == "rejected ***!"
+    assert token_module.redact("rejected dbtc_from_the_keyring_0123456789!") == "rejected ***!"
 
 
 def test_headless_machine_gets_pointed_to_the_variable(
@@ -178,15 +177,6 @@ def test_mask_shows_only_a_known_prefix_and_the_length() -> None:
     assert token_module.mask(DBT_CLOUD_TOKEN) == "dbtc_…(37 chars)"
     assert token_module.mask("dbtu_" + "x" * 27) == "dbtu_…(32 chars)"
     assert token_module.mask("abcdefghijklmnop") == "…(16 chars)"
-
-
-def test_fingerprint_is_salted_and_hides_the_token() -> None:
-    salt = token_module.new_salt()
-    fingerprint = token_module.token_fingerprint(DBT_CLOUD_TOKEN, salt)
-    assert fingerprint == token_module.token_fingerprint(DBT_CLOUD_TOKEN, salt)
-    assert fingerprint != token_module.token_fingerprint(DBT_CLOUD_TOKEN, token_module.new_salt())
-    assert fingerprint != token_module.token_fingerprint(DBT_CLOUD_TOKEN + "x", salt)
-    assert len(fingerprint) == 64 and DBT_CLOUD_TOKEN not in fingerprint
 
 
 def test_token_persists_across_processes(tmp_path: Path) -> None:
