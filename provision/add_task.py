@@ -27,6 +27,7 @@ from provision.errors import (
     ConflictError,
     DbtwfError,
     NotFoundError,
+    UnknownNameError,
     UsageError,
 )
 from provision.location import NOTEBOOK_ACL, notebook_acl_name, notebook_acl_principal, readers_to_grant
@@ -145,7 +146,7 @@ def choose_compute(
     if job_cluster_key:
         if job_cluster_key not in job_clusters:
             known = ", ".join(job_clusters) or "none"
-            raise UsageError(
+            raise UnknownNameError(
                 f"the workflow has no job cluster {job_cluster_key!r} (it has: {known})",
                 "pass one of its job cluster keys, --cluster-id, or neither for serverless",
             )
@@ -321,14 +322,14 @@ def resolve_workflow(ws: Workspace, ref: int | str) -> dict[str, Any]:
     if isinstance(ref, int):
         job = ws.get_job(ref)
         if job is None:
-            raise NotFoundError(
+            raise UnknownNameError(
                 f"workflow {ref} not found in {ws.host}",
                 "check the job id in the workflow's URL (…/jobs/<id>) or pass its name",
             )
         return job
     candidates = ws.list_jobs(name=ref)
     if not candidates:
-        raise NotFoundError(
+        raise UnknownNameError(
             f"no workflow named {ref!r} in {ws.host}",
             "check the name (exact, case-insensitive) or pass the workflow's job id",
         )
@@ -395,7 +396,7 @@ def add_task(
     tasks_by_key = {t.get("task_key"): t for t in settings.get("tasks") or []}
     missing = [key for key in request.depends_on if key not in tasks_by_key]
     if missing:
-        raise UsageError(
+        raise UnknownNameError(
             f"workflow {job_id} has no task {', '.join(map(repr, missing))} to depend on",
             "pass existing task keys to --depends-on (see the workflow's Tasks tab)",
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from provision.errors import AuthError, NotFoundError, RemoteError, UsageError
+from provision.errors import AuthError, RemoteError, UnknownNameError, UsageError
 from provision.token import READ_TOKEN_HINT
 from runner.core import (
     DbtCloudAuthError,
@@ -48,7 +48,7 @@ def fetch_dbt_job(
             f"account {account_id}'s jobs",
         ) from None
     except DbtCloudNotFoundError:
-        raise NotFoundError(
+        raise UnknownNameError(
             f"dbt job {job_id} not found in account {account_id} on {host}",
             "copy the job id or URL from dbt Cloud's Deploy > Jobs page",
         ) from None

@@ -30,6 +30,12 @@ class ConfigError(UsageError):
     """dbtwf.toml is missing, malformed or holds an invalid value (exit 2)."""
 
 
+class UnknownNameError(UsageError):
+    """The command line or dbtwf.toml names something that does not exist where it is looked
+    up (a workflow, a task to depend on, a dbt job): bad input, found before any write (exit 2).
+    Something that exists but stands in the way (a task key taken, a lock) is a ConflictError."""
+
+
 class RemoteError(DbtwfError):
     """Databricks or dbt Cloud refused or failed an operation (exit 1)."""
 

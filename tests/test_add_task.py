@@ -25,7 +25,7 @@ from provision.add_task import (
     parse_dbt_job,
     task_differences,
 )
-from provision.errors import AuthError, ConflictError, DbtwfError, NotFoundError, UsageError
+from provision.errors import AuthError, ConflictError, DbtwfError, UnknownNameError, UsageError
 from provision.model import Compute, DbtJobTask, Environment, default_task_key
 from provision.onboard import OnboardOptions, prepare
 from provision.state import AddedTask, load_state
@@ -351,12 +351,13 @@ def test_ambiguous_name_lists_candidates_and_stops(
 def test_missing_workflow_and_missing_dbt_job_write_nothing(
     databricks: DatabricksEmulator, ws: Workspace, env: Environment
 ) -> None:
-    with pytest.raises(NotFoundError, match="workflow 987654 not found"):
+    # A name the user gave that does not exist is bad input (exit 2), found before any write.
+    with pytest.raises(UnknownNameError, match="workflow 987654 not found"):
         run_add_task(ws, env, workflow="987654", dbt_job=str(DBT_JOB))
-    with pytest.raises(NotFoundError, match="no workflow named 'nope'"):
+    with pytest.raises(UnknownNameError, match="no workflow named 'nope'"):
         run_add_task(ws, env, workflow="nope", dbt_job=str(DBT_JOB))
     job_id = ws.create_job(foreign_settings())
-    with pytest.raises(NotFoundError, match="dbt job 777 not found"):
+    with pytest.raises(UnknownNameError, match="dbt job 777 not found"):
         run_add_task(ws, env, workflow=str(job_id), dbt_job="777")
     assert databricks.writes() == [w for w in databricks.writes() if w.path.endswith("/jobs/create")]
 
@@ -473,12 +474,26 @@ def test_cli_adds_the_task_and_says_so(invoke: Callable[..., Any], databricks: D
     assert DBT_CLOUD_TOKEN not in result.output + again.output
 
 
-def test_cli_workflow_id_not_found_exits_1(
-    invoke: Callable[..., Any], databricks: DatabricksEmulator
-) -> None:
-    result = invoke("--workflow", "424242", "--dbt-job", str(DBT_JOB))
-    assert result.exit_code == 1
-    assert "workflow 424242 not found" in result.stderr and "hint:" in result.stderr
+def test_cli_exit_codes_follow_one_rule(invoke: Callable[..., Any], databricks: DatabricksEmulator) -> None:
+    """A name the user gave that does not exist is bad input: exit 2, before any write. What
+    exists but stands in the way (a task key taken by another task) is exit 1."""
+    job_id = make_workspace(databricks).create_job(foreign_settings())
+    databricks.reset_log()
+    cases = [
+        (["--workflow", "424242"], 2, "workflow 424242 not found"),
+        (["--workflow", "No Such ETL"], 2, "no workflow named 'No Such ETL'"),
+        (["--workflow", str(job_id), "--depends-on", "nope"], 2, f"workflow {job_id} has no task 'nope'"),
+        (["--workflow", str(job_id), "--job-cluster-key", "nope"], 2, "has no job cluster 'nope'"),
+        (["--workflow", str(job_id), "--dbt-job", "777"], 2, "dbt job 777 not found"),
+        (["--workflow", str(job_id), "--task-key", "step_001"], 1, "already has a task 'step_001'"),
+    ]
+    for args, code, message in cases:
+        dbt_job = [] if "--dbt-job" in args else ["--dbt-job", str(DBT_JOB)]
+        result = invoke(*args, *dbt_job)
+        assert (result.exit_code, message in result.stderr, "hint:" in result.stderr) == (code, True, True), (
+            args,
+            result.output,
+        )
     assert databricks.writes() == []
 
 

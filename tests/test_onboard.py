@@ -60,11 +60,12 @@ def test_onboard_rejects_a_bad_token_before_touching_databricks(
     assert databricks.requests == [] and not (tmp_path / "dbtwf.toml").exists()
 
 
-def test_onboard_unknown_dbt_job_exits_1_and_writes_nothing(
+def test_onboard_unknown_dbt_job_exits_2_and_writes_nothing(
     databricks: Any, dbt_cloud: Any, cli: dict[str, str], tmp_path: Path
 ) -> None:
+    # The URL names a job that does not exist: bad input (exit 2), like an unknown workflow.
     result = invoke(["onboard", "--dbt-job-url", dbt_cloud.job_url(999), "--yes"], cli)
-    assert result.exit_code == 1 and "999" in result.output
+    assert result.exit_code == 2 and "dbt job 999 not found" in result.output
     assert databricks.requests == [] and not (tmp_path / "dbtwf.toml").exists()
 
 
