@@ -6,8 +6,10 @@ shape), the tags that mark a workflow as dbtwf's, and the digest a saved plan is
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +48,49 @@ def render_runner_notebook(env: Environment) -> str:
             timeout_seconds=env.run_timeout_seconds,
         )
     )
+
+
+#: The values a rendered notebook fixes, as the plan names them when they change.
+_NOTEBOOK_CONSTANTS = (
+    ("dbt_cloud_host", "the dbt host"),
+    ("dbt_cloud_account_id", "the dbt account"),
+    ("secret_scope", "the secret scope"),
+    ("secret_key", "the secret key"),
+    ("timeout_seconds", "the run timeout"),
+)
+_CONSTANT_LINE = re.compile(r"\s*(dbt_cloud_host|dbt_cloud_account_id|secret_scope|secret_key)=(.+),\s*")
+_TIMEOUT_LINE = re.compile(r"dbutils\.widgets\.text\('timeout_seconds', ('[^']*')")
+
+
+def notebook_constants(source: str) -> dict[str, object]:
+    """The values a runner notebook fixes (host, account, scope, key, the timeout widget's
+    default), read back from its source; what cannot be found is left out."""
+    found: dict[str, object] = {}
+    for line in source.splitlines():
+        match = _CONSTANT_LINE.fullmatch(line) or _TIMEOUT_LINE.match(line)
+        if match is None:
+            continue
+        name, literal = (match[1], match[2]) if match.re is _CONSTANT_LINE else ("timeout_seconds", match[1])
+        try:
+            value = ast.literal_eval(literal)
+        except (ValueError, SyntaxError):
+            continue
+        found[name] = int(value) if name == "timeout_seconds" and str(value).isdigit() else value
+    return found
+
+
+def notebook_difference(uploaded: str, rendered: str) -> str:
+    """Why the workspace's notebook is not the rendered one, in words: the constants that
+    changed (old -> new), else the runner code itself."""
+    before, after = notebook_constants(uploaded), notebook_constants(rendered)
+    if not before:
+        return "differs from the runner notebook dbtwf renders (not one dbtwf uploaded?)"
+    changed = [
+        f"{label} changed ({before.get(name)!r} -> {after.get(name)!r})"
+        for name, label in _NOTEBOOK_CONSTANTS
+        if before.get(name) != after.get(name)
+    ]
+    return "; ".join(changed) if changed else "the runner code changed (another dbtwf version)"
 
 
 def sha256_text(text: str) -> str:

@@ -130,12 +130,12 @@ class _Doctor:
         if include_workflow not in self._changes:
             from provision.desired import desired_state
             from provision.observe import observe
-            from provision.plan import plan
+            from provision.plan import plan, with_notebook_source
 
+            desired = desired_state(self.env, self._token)
             observed = observe(self.reader, self.env, include_workflow=include_workflow)
-            self._changes[include_workflow] = plan(
-                desired_state(self.env, self._token), observed, include_workflow=include_workflow
-            )
+            observed = with_notebook_source(self.reader, self.env, observed, desired)
+            self._changes[include_workflow] = plan(desired, observed, include_workflow=include_workflow)
         return self._changes[include_workflow]
 
     # -- the links ------------------------------------------------------------------------

@@ -18,10 +18,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from provision.change import Action, Change, has_changes
-from provision.desired import MANAGED_JOB_FIELDS, Desired, desired_state, merged_settings, sha256_text
+from provision.desired import (
+    MANAGED_JOB_FIELDS,
+    Desired,
+    desired_state,
+    merged_settings,
+    notebook_difference,
+    sha256_text,
+)
 from provision.errors import ConflictError
 from provision.location import security_changes
 from provision.observe import Observed, Reader, observe, recorded_upload, status_stamp
@@ -212,15 +220,35 @@ def _plan_notebook(desired: Desired, observed: Observed) -> tuple[Change, bool]:
             return Change("notebook", path, Action.UPDATE, why, None, upload), False
         if state.notebook_sha256 != wanted:
             return Change(
-                "notebook", path, Action.UPDATE, "differs from the runner version", None, upload
+                "notebook", path, Action.UPDATE, _why_differs(desired, observed), None, upload
             ), False
         return Change("notebook", path, Action.NOOP, "current (unchanged since dbtwf uploaded it)"), False
     if not same_notebook(observed.notebook_source or "", desired.notebook_source):
-        return Change("notebook", path, Action.UPDATE, "differs from the runner version", None, upload), False
+        return Change("notebook", path, Action.UPDATE, _why_differs(desired, observed), None, upload), False
     if None in stamp:
         return Change("notebook", path, Action.NOOP, "current (compared by export)"), False
     found = {"record": {"sha256": wanted, "object_id": stamp[0], "modified_at": stamp[1]}}
     return Change("notebook", path, Action.NOOP, "current (compared by export)", None, found), True
+
+
+def _why_differs(desired: Desired, observed: Observed) -> str:
+    if observed.notebook_source is None:
+        return "differs from the runner version"
+    return notebook_difference(observed.notebook_source, desired.notebook_source)
+
+
+def with_notebook_source(reader: Reader, env: Environment, observed: Observed, desired: Desired) -> Observed:
+    """``observed`` with the notebook's source also when the record vouches for a notebook
+    that is no longer the rendered one: one export, only when it is about to be replaced
+    anyway, so the plan can say what changed (the dbt host, the runner code, ...)."""
+    state, status = observed.state, observed.notebook_status
+    if observed.notebook_source is not None or status is None or state is None or not recorded_upload(state):
+        return observed
+    if status_stamp(status) != (state.notebook_object_id, state.notebook_modified_at):
+        return observed  # changed in the workspace: that is the reason given
+    if state.notebook_sha256 == sha256_text(desired.notebook_source):
+        return observed
+    return replace(observed, notebook_source=reader.export(env.notebook_path))
 
 
 def _plan_workflow(desired: Desired, observed: Observed, *, adopt: bool) -> Change:
@@ -266,6 +294,9 @@ def plan_environment(
     """Observe the workspace and plan. ``include_workflow=False`` leaves the workflow out
     (add-task only needs the scope, secret and notebook)."""
     reader = Reader(ws)
-    observed = observe(reader, env, include_workflow=include_workflow)
-    changes = plan(desired_state(env, token), observed, adopt=adopt, include_workflow=include_workflow)
+    desired = desired_state(env, token)
+    observed = with_notebook_source(
+        reader, env, observe(reader, env, include_workflow=include_workflow), desired
+    )
+    changes = plan(desired, observed, adopt=adopt, include_workflow=include_workflow)
     return with_expectations(changes, reader, env)

@@ -238,3 +238,19 @@ def test_doctor_does_not_export_a_notebook_the_record_vouches_for(
         r for r in databricks.requests if r.path.endswith("/workspace/export") and "run_dbt" in str(r.query)
     ]
     assert notebook_exports == []
+
+
+def test_a_changed_dbt_host_is_named_by_plan_and_doctor(
+    invoke: Callable[..., Any], tmp_path: Path, dbt_cloud: Any
+) -> None:
+    assert invoke("apply", "--yes").exit_code == 0
+    config = tmp_path / "dbtwf.toml"
+    moved = dbt_cloud.url.replace("127.0.0.1", "localhost")
+    config.write_text(config.read_text().replace(dbt_cloud.url, moved))
+    expected = f"the dbt host changed ({dbt_cloud.url!r} -> {moved!r})"
+
+    planned = json.loads(invoke("plan", "--json").stdout)
+    (notebook,) = [change for change in planned["changes"] if change["resource"] == "notebook"]
+    assert (notebook["action"], notebook["reason"]) == ("update", expected)
+    _, checks = doctor_json(invoke)
+    assert expected in checks["notebook"]["detail"]

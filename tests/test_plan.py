@@ -270,3 +270,38 @@ def test_old_state_records_migrate_and_newer_ones_are_refused() -> None:
     assert unversioned.version == 2
     with pytest.raises(RemoteError, match="newer dbtwf"):
         StateRecord.from_json(json.dumps({**v1, "version": 3}).encode(), "s.json")
+
+
+def test_a_notebook_update_says_what_changed() -> None:
+    """Not "differs from the runner version" when only a constant changed: which one, from what to what."""
+    from provision.desired import notebook_difference, render_runner_notebook, sha256_text
+
+    env = make_env()
+    uploaded = render_runner_notebook(env)
+    moved = replace(env, dbt_cloud_host="emea.dbt.com")
+    assert notebook_difference(uploaded, render_runner_notebook(moved)) == (
+        "the dbt host changed ('acme.us1.dbt.com' -> 'emea.dbt.com')"
+    )
+    both = notebook_difference(
+        uploaded, render_runner_notebook(replace(env, secret_key="k2", run_timeout_seconds=60))
+    )
+    assert (
+        both
+        == "the secret key changed ('dbt-cloud-api-token' -> 'k2'); the run timeout changed (14400 -> 60)"
+    )
+    edited_core = uploaded.replace("import ", "import  ", 1)
+    assert notebook_difference(edited_core, uploaded) == "the runner code changed (another dbtwf version)"
+
+    # The planner says it, whether the record vouches for the upload or the export is compared.
+    record = StateRecord(environment="dev", notebook_sha256=sha256_text(uploaded))
+    record.notebook_object_id, record.notebook_modified_at = 5, 1
+    vouched = replace(in_sync(moved), state=record, notebook_status={"object_id": 5, "modified_at": 1})
+    wanted = Desired(
+        env=moved, notebook_source=render_runner_notebook(moved), workflow=workflow_settings(moved)
+    )
+    for observed in (
+        replace(vouched, notebook_source=uploaded),
+        replace(in_sync(moved), notebook_source=uploaded),
+    ):
+        (notebook,) = [c for c in plan(wanted, observed) if c.resource == "notebook"]
+        assert notebook.reason == "the dbt host changed ('acme.us1.dbt.com' -> 'emea.dbt.com')"
