@@ -27,6 +27,15 @@ if TYPE_CHECKING:
     from provision.state import StateRecord
 
 _APPLY_FIX = "run `dbtwf apply`"
+#: What to do about a config or sign-in failure that does not say itself.
+_CONFIG_FIX = (
+    "correct the config file where the detail points (`dbtwf plan` reports the same), or write the "
+    "environment with `dbtwf onboard --dbt-job-url URL`"
+)
+_AUTH_FIX = (
+    "check DATABRICKS_HOST and DATABRICKS_TOKEN, or the environment's databricks_profile and that "
+    "profile in ~/.databrickscfg (`databricks auth login --host WORKSPACE_URL` creates one)"
+)
 #: Secret ACL permissions that include READ.
 _READ_OR_HIGHER = frozenset({"READ", "WRITE", "MANAGE"})
 #: Cluster states a job can run on (a terminated cluster is started by the job).
@@ -93,8 +102,11 @@ class _Doctor:
         assert self._ws is not None
         return self._ws
 
-    def run(self, name: str, needs: tuple[str, ...], check: Callable[[], str]) -> None:
-        """Record ``check``'s outcome under ``name``, or SKIP when a needed link did not pass."""
+    def run(
+        self, name: str, needs: tuple[str, ...], check: Callable[[], str], fix: str | None = None
+    ) -> None:
+        """Record ``check``'s outcome under ``name``, or SKIP when a needed link did not pass.
+        ``fix`` is what to do when the failure itself does not say."""
         passed = {c.name for c in self.checks if c.status in (Status.OK, Status.WARN)}
         missing = [need for need in needs if need not in passed]
         if missing:
@@ -105,9 +117,9 @@ class _Doctor:
         except _Warned as warned:
             self.checks.append(Check(name, Status.WARN, warned.detail, warned.fix))
         except _Failed as failed:
-            self.checks.append(Check(name, Status.FAIL, failed.detail, failed.fix))
+            self.checks.append(Check(name, Status.FAIL, failed.detail, failed.fix or fix))
         except DbtwfError as error:
-            self.checks.append(Check(name, Status.FAIL, error.message, error.hint))
+            self.checks.append(Check(name, Status.FAIL, error.message, error.hint or fix))
         except Exception as error:  # noqa: BLE001 - one broken link must not hide the others
             self.checks.append(
                 Check(name, Status.FAIL, f"unexpected {type(error).__name__}: {error}", "re-run with --debug")
@@ -369,7 +381,8 @@ class _Doctor:
         if cluster is None:
             raise _Failed(
                 f"cluster {cluster_id} does not exist",
-                "set compute.existing_cluster_id in dbtwf.toml to an existing cluster (none: serverless)",
+                f"set cluster_id of environment {self.env.name!r} in dbtwf.toml to an existing cluster's id "
+                "(or remove it to run on serverless)",
             )
         state = str(cluster.get("state") or "UNKNOWN")
         if state not in _USABLE_CLUSTER_STATES:
@@ -391,8 +404,8 @@ def diagnose(
 
         find_token = token_source
     doctor = _Doctor(load_environment, connect, find_token, now)
-    doctor.run("config", (), doctor.config)
-    doctor.run("databricks auth", ("config",), doctor.databricks_auth)
+    doctor.run("config", (), doctor.config, _CONFIG_FIX)
+    doctor.run("databricks auth", ("config",), doctor.databricks_auth, _AUTH_FIX)
     doctor.run("dbt token", (), doctor.dbt_token)
     doctor.run("dbt jobs", ("config", "dbt token"), doctor.dbt_jobs)
     doctor.run("secret scope", ("databricks auth",), doctor.secret_scope)
@@ -411,3 +424,12 @@ def diagnose(
 def all_passed(checks: list[Check]) -> bool:
     """No check failed or was skipped (warnings do not fail doctor; they are shown)."""
     return all(check.status in (Status.OK, Status.WARN) for check in checks)
+
+
+def exit_code(checks: list[Check]) -> int:
+    """0 when no check failed (warnings are shown, not failures); 2 when the config cannot be
+    used (bad input: every link that needs it was skipped, so nothing was sent); 1 otherwise."""
+    if all_passed(checks):
+        return 0
+    config_failed = any(check.name == "config" and check.status is Status.FAIL for check in checks)
+    return 2 if config_failed else 1

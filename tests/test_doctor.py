@@ -154,7 +154,16 @@ def test_compute_on_an_existing_cluster(databricks: Any, dbt_cloud: Any) -> None
         return next(c for c in checks if c.name == "compute")
 
     missing = run()
-    assert missing.status is Status.FAIL and "does not exist" in missing.detail and missing.fix
+    assert missing.status is Status.FAIL and "does not exist" in missing.detail
+    # The fix names the key the config takes (and only that one).
+    assert missing.fix is not None and "set cluster_id of environment 'dev'" in missing.fix
+    assert "existing_cluster_id" not in missing.fix and "compute." not in missing.fix
+    from provision.config import parse_config
+
+    text = '[environments.dev]\ndbt_cloud_host = "a.dbt.com"\ndbt_cloud_account_id = 1\n'
+    text += 'cluster_id = "0101-abc"\n[environments.dev.dbt_jobs]\nnightly = 1\n'
+    parsed = parse_config(text, Path("dbtwf.toml"))
+    assert parsed.environments["dev"].compute.existing_cluster_id == "0101-abc"
     databricks.add_cluster("0101-abc", state="TERMINATED")
     assert run().status is Status.OK
     databricks.add_cluster("0101-abc", state="ERROR")
@@ -238,6 +247,27 @@ def test_doctor_does_not_export_a_notebook_the_record_vouches_for(
         r for r in databricks.requests if r.path.endswith("/workspace/export") and "run_dbt" in str(r.query)
     ]
     assert notebook_exports == []
+
+
+def test_config_and_auth_failures_say_what_to_do(invoke: Callable[..., Any], tmp_path: Path) -> None:
+    (tmp_path / "dbtwf.toml").write_text('[environments.dev]\nsecret_scop = "x"\n')
+    _, checks = doctor_json(invoke)
+    assert checks["config"]["status"] == "fail" and checks["config"]["fix"]
+
+    from provision.errors import ConfigError, RemoteError
+
+    def unusable() -> Any:
+        raise ConfigError("dbtwf.toml: [environments.dev] timezone: not a time zone")
+
+    def unreachable(env: Any) -> Any:
+        raise RemoteError("cannot reach Databricks at https://adb-1.example.invalid (DATABRICKS_HOST)")
+
+    token = (DBT_CLOUD_TOKEN, "a test")
+    (config, *_) = diagnose(unusable, unreachable, find_token=lambda: token)
+    assert config.status is Status.FAIL and "dbtwf onboard" in (config.fix or "")
+    auth = diagnose(lambda: make_env(), unreachable, find_token=lambda: token)[1]
+    assert auth.name == "databricks auth" and auth.status is Status.FAIL
+    assert "DATABRICKS_HOST" in (auth.fix or "") and "databricks auth login" in (auth.fix or "")
 
 
 def test_a_changed_dbt_host_is_named_by_plan_and_doctor(
