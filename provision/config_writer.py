@@ -4,6 +4,7 @@ keeping the file's comments and layout, and validates the whole file before a by
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ _NEW_FILE_HEADER = (
 )
 
 
-def upsert_environment(path: Path, name: str, values: dict[str, Any]) -> Environment:
+def upsert_environment(path: Path, name: str, values: dict[str, Any], *, write: bool = True) -> Environment:
     """Create or update `[environments.NAME]`, keeping the file's comments and layout.
 
     ``values`` uses the file's keys. A value equal to what would apply anyway (the
@@ -33,7 +34,8 @@ def upsert_environment(path: Path, name: str, values: dict[str, Any]) -> Environ
     None removes the key. `dbt_jobs` merges by task key; a job given under its derived key
     (`dbt_job_<id>`) that the environment already runs under another key is not added twice.
     `schedule` merges key by key. Setting cluster_id drops job_cluster and vice versa.
-    The whole file is validated before anything is written.
+    The whole file is validated before anything is written; with ``write=False`` nothing is
+    (the environment as it would be, for a plan made before asking).
     """
     import tomlkit
 
@@ -83,7 +85,8 @@ def upsert_environment(path: Path, name: str, values: dict[str, Any]) -> Environ
 
     text = tomlkit.dumps(document)
     config = parse_config(text, path)  # validate everything before writing a byte
-    _write_atomically(path, text)
+    if write:
+        _write_atomically(path, text)
     return config.environments[name]
 
 
@@ -133,12 +136,17 @@ def _upsert_schedule(table: Any, schedule: Mapping[str, Any]) -> None:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    """Write next to the file, then rename: an interrupted write never leaves half a config."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    """Write next to the file, then rename: an interrupted write never leaves half a config.
+    A symlinked config is written where the link points (the link stays a link), and an
+    existing file keeps its permissions."""
+    target = Path(os.path.realpath(path))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
         temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
+        if target.exists():
+            temporary.chmod(stat.S_IMODE(target.stat().st_mode))
+        os.replace(temporary, target)
     except OSError as error:
         temporary.unlink(missing_ok=True)
         raise ConfigError(f"{path}: cannot write the config file: {error}") from None

@@ -176,3 +176,21 @@ def test_apply_all_reports_a_failed_environment_and_applies_the_others(
     assert {"resource": "workflow", "action": "create"}.items() <= next(
         change for change in report["dev"]["changes"] if change["resource"] == "workflow"
     ).items()
+
+
+def test_the_config_is_written_through_a_symlink_and_keeps_its_mode(tmp_path: Path) -> None:
+    from provision.config_writer import upsert_environment
+
+    real = tmp_path / "dotfiles" / "dbtwf.toml"
+    real.parent.mkdir()
+    write_config(real, "https://ab123.us1.dbt.com", {"dev": {"nightly": 42}})
+    real.chmod(0o640)
+    link = tmp_path / "dbtwf.toml"
+    link.symlink_to(real)
+    upsert_environment(link, "prod", {"dbt_jobs": {"nightly": 43}})
+    assert link.is_symlink() and link.resolve() == real
+    assert "[environments.prod" in real.read_text() and oct(real.stat().st_mode & 0o777) == oct(0o640)
+    # Planning only writes nothing.
+    before = real.read_bytes()
+    upsert_environment(link, "qa", {"dbt_jobs": {"nightly": 44}}, write=False)
+    assert real.read_bytes() == before
