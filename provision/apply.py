@@ -429,9 +429,10 @@ def plan_all(
     connect: Callable[[Environment], Workspace],
     *,
     check_token: Callable[[Environment, str], None] | None = None,
+    adopt: bool = False,
 ) -> list[EnvironmentResult]:
     """Plans every environment concurrently (each its own workspace and lock); a plan that
-    stores the token proves it with ``check_token`` first."""
+    stores the token proves it with ``check_token`` first. ``adopt`` as for one environment."""
     from provision.saved_plan import make_plan
 
     results = [EnvironmentResult(environment) for environment in environments]
@@ -441,7 +442,7 @@ def plan_all(
 
         ws = result.workspace = connect(result.environment)
         result.environment = resolve_location(ws, result.environment)
-        result.plan = make_plan(ws, result.environment, token, identity=ws.current_user())
+        result.plan = make_plan(ws, result.environment, token, identity=ws.current_user(), adopt=adopt)
         result.changes = list(result.plan.changes)
         if check_token is not None and token is not None and writes_secret(result.changes):
             check_token(result.environment, token)
@@ -455,6 +456,7 @@ def apply_all(
     token: str | None,
     *,
     break_lock: bool,
+    adopt: bool = False,
     warn: Callable[[str], None] | None = None,
 ) -> None:
     """Applies the pending plans concurrently; each result then holds what was done or its error."""
@@ -468,6 +470,7 @@ def apply_all(
             result.changes,
             token,
             break_lock=break_lock,
+            adopt=adopt,
             warn=None if warn is None else (lambda text: warn(f"environment {env.name!r}: {text}")),
         )
 

@@ -52,6 +52,10 @@ class ConflictError(RemoteError):
     """The remote state forbids the change: a lock is held, a task key is taken, a name is ambiguous."""
 
 
+class DeclinedError(DbtwfError):
+    """The user answered no when asked to confirm: nothing was changed (exit 1, one plain line)."""
+
+
 class RunFailedError(DbtwfError):
     """A workflow or dbt run ended in failure, cancellation or timeout (exit 1)."""
 

@@ -1,17 +1,25 @@
 """`dbtwf onboard`: from a dbt job URL to a provisioned environment in one command.
 
-Order matters for "nothing half-done": every input is validated and the token and the job
-are checked against dbt Cloud before the config file or Databricks is touched.
+Order matters for "nothing half-done": every input is validated (exit 2) and the token and
+the job are checked against dbt Cloud before Databricks is touched; the environment is
+worked out in memory, Databricks is signed in to and the plan shown and confirmed before
+dbtwf.toml is written (and a token typed at the prompt kept in the keyring). Answering no
+leaves everything as it was.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from provision.errors import UsageError
+from provision.errors import ConfigError, ConflictError, DbtwfError, UsageError
 from provision.model import Environment, default_task_key
+
+if TYPE_CHECKING:
+    from provision.databricks import Workspace
+    from provision.flows import Interaction, Outcome
 
 DEFAULT_ENVIRONMENT = "dev"
 
@@ -111,7 +119,91 @@ def check_dbt_job(target: OnboardTarget, token: str) -> str:
     return str(job.get("name") or f"job {target.dbt_job_id}")
 
 
-def write_environment(config_path: Path, target: OnboardTarget) -> Environment:
-    from provision.config_writer import upsert_environment
+# -- the flow --------------------------------------------------------------------------------
 
-    return upsert_environment(config_path, target.env_name, target.values)
+
+def prepare_target(options: OnboardOptions, config_path: Path) -> OnboardTarget:
+    """Every option parsed and checked against the environment it updates (exit 2); nothing sent."""
+    from provision.config import load_config, select_environment
+
+    existing = None
+    if config_path.exists():
+        known = load_config(config_path)
+        try:  # the environment onboard updates; none yet means a new one
+            existing = select_environment(known, options.env_name)
+        except ConfigError:
+            existing = None
+    return prepare(options, existing)
+
+
+@dataclass(frozen=True)
+class OnboardToken:
+    value: str = field(repr=False)
+    #: Typed at the prompt (neither the variable nor the keyring had one): kept in the keyring
+    #: for the next command, once the plan is confirmed.
+    typed: bool = False
+
+
+def resolve_onboard_token(yes: bool) -> OnboardToken:
+    """The token from the variable or the keyring, else the hidden prompt (without --yes)."""
+    from provision.token import resolve_token, token_source
+
+    try:
+        configured = token_source() is not None
+    except UsageError:
+        configured = False
+    return OnboardToken(resolve_token(interactive=not yes), typed=not configured)
+
+
+def onboard(
+    target: OnboardTarget,
+    config_path: Path,
+    token: OnboardToken,
+    ui: Interaction,
+    *,
+    connect: Callable[[Environment], tuple[Workspace, Environment]],
+    break_lock: bool,
+) -> tuple[Workspace, Environment, Outcome]:
+    """Check the job, plan the environment in memory, ask; then write dbtwf.toml and apply."""
+    from provision.config_writer import upsert_environment
+    from provision.flows import apply_environment
+
+    job_name = check_dbt_job(target, token.value)
+    ui.say(f"dbt job {target.dbt_job_id} ({job_name}) found; the token works")
+    pending = upsert_environment(config_path, target.env_name, target.values, write=False)
+    ws, environment = connect(pending)  # signs in to Databricks: a refusal writes nothing
+
+    def write_config() -> None:
+        written = upsert_environment(config_path, target.env_name, target.values)
+        ui.say(f"wrote environment {written.name!r} to {config_path}")
+        if written != pending:
+            raise ConflictError(
+                f"{config_path} changed while onboard was asking; the plan shown is not the one of "
+                f"environment {written.name!r} as written, so nothing was applied",
+                "run `dbtwf plan`, then `dbtwf apply`",
+            )
+        if token.typed:
+            _keep_token(token.value, ui)
+
+    outcome = apply_environment(
+        ws,
+        environment,
+        token.value,
+        ui,
+        break_lock=break_lock,
+        verified_jobs=frozenset({target.dbt_job_id}),
+        confirmed=write_config,
+    )
+    return ws, environment, outcome
+
+
+def _keep_token(token: str, ui: Interaction) -> None:
+    from provision.token import store_token
+
+    try:
+        where = store_token(token)
+    except DbtwfError as error:
+        ui.note(f"the token is not kept in a keyring: {error.message}")
+    else:
+        if where.warning:
+            ui.warn(where.warning)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Annotated
 
 import pytest
 import typer
@@ -165,7 +166,13 @@ def test_help_and_input_errors_never_import_the_sdk(tmp_path: Path) -> None:
         ["--env", "staging", "plan"],
         ["plan", "--env", "staging"],
         ["-e", "staging", "plan"],
+        ["--env=staging", "plan"],
+        ["plan", "--env=staging"],
+        ["plan", "-e", "staging"],
+        ["plan", "-estaging"],
+        ["plan", "--json", "-e", "staging", "--adopt"],  # among the command's own options
         ["--env", "dev", "plan", "--env", "staging"],  # after the command wins
+        ["-e", "dev", "plan", "--env=staging"],
     ],
 )
 def test_env_option_before_or_after_the_command(config: Path, args: list[str]) -> None:
@@ -174,6 +181,41 @@ def test_env_option_before_or_after_the_command(config: Path, args: list[str]) -
     assert 'dbtwf.toml: no environment "staging" (known: dev, prod)' in result.stderr
     assert "hint: pick one with --env" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_no_command_declares_the_global_options_itself() -> None:
+    """Declared once (the app callback); every command takes them after its name all the same."""
+    root = typer.main.get_command(app)
+    globals_ = {"--config", "--env", "-e", "--debug"}
+    assert globals_ <= {name for param in root.params for name in param.opts}
+
+    def leaves(command: object) -> list[object]:
+        subcommands = getattr(command, "commands", None)
+        return [command] if subcommands is None else [c for sub in subcommands.values() for c in leaves(sub)]
+
+    for command in leaves(root):
+        declared = {name for param in command.params for name in param.opts}  # type: ignore[attr-defined]
+        assert not declared & globals_, command
+
+
+def test_a_commands_own_option_of_the_same_name_stays_its_own() -> None:
+    from provision.commands.shell import DbtwfGroup, DbtwfTyper, global_options, settings
+
+    own = DbtwfTyper(cls=DbtwfGroup)
+    own.callback()(global_options)
+
+    @own.command("deploy")
+    def deploy(ctx: typer.Context, env: Annotated[str, typer.Option("--env")] = "none") -> None:
+        print(f"own {env}, global {settings(ctx).env_name}, debug {settings(ctx).debug}")
+
+    @own.command("other")
+    def other() -> None:
+        pass
+
+    result = CliRunner().invoke(own, ["-e", "outer", "deploy", "--env", "inner", "--debug"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "own inner, global outer, debug True"
+    assert CliRunner().invoke(own, ["deploy", "-e", "x"]).exit_code == 2  # -e belongs to --env's option
 
 
 def test_typed_option_beats_the_environment_variable(config: Path) -> None:
@@ -243,11 +285,10 @@ def test_version() -> None:
 
 UNEXPECTED = """
     import sys
-    from provision.cli import app, main, cli_context, DebugOption
+    from provision.cli import app, main
 
     @app.command("boom")
-    def boom(ctx: __import__("typer").Context, debug: DebugOption = False) -> None:
-        cli_context(ctx, None, None, debug)
+    def boom() -> None:
         raise RuntimeError("kaboom")
 
     sys.argv = ["dbtwf", *sys.argv[1:]]
@@ -324,3 +365,45 @@ def test_render_changes_table_json_and_redaction(
     }
     assert "dbtc_leaked" not in json.dumps(data)
     assert summarize([changes[2]]) == "nothing to change (1 unchanged)"
+
+
+LATE_INTERRUPT = """
+    import atexit, sys, time
+    from provision.cli import app, main
+
+    def linger() -> None:
+        print("exiting", flush=True)
+        time.sleep(30)
+
+    @app.command("slow-exit")
+    def slow_exit() -> None:
+        atexit.register(linger)  # the process lingers after the command ended, as it may
+        print("applied environment 'dev'", flush=True)
+
+    sys.argv = ["dbtwf", "slow-exit"]
+    main()
+"""
+
+
+def test_ctrl_c_after_the_last_message_exits_1() -> None:
+    """Ctrl-C once the command has said its last word (Python still exiting) is exit 1 too,
+    never a traceback or death by SIGINT (130)."""
+    import signal
+
+    process = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(LATE_INTERRUPT)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "applied environment 'dev'\n"
+        assert process.stdout.readline() == "exiting\n"  # main() has returned
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=20)
+    finally:
+        process.kill()
+    assert process.returncode == 1, stderr
+    assert stderr.strip() == "interrupted"

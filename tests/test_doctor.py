@@ -249,8 +249,13 @@ def test_doctor_does_not_export_a_notebook_the_record_vouches_for(
     assert notebook_exports == []
 
 
-def test_config_and_auth_failures_say_what_to_do(invoke: Callable[..., Any], tmp_path: Path) -> None:
+def test_bracketed_text_is_shown_and_config_and_auth_failures_say_what_to_do(
+    invoke: Callable[..., Any], tmp_path: Path
+) -> None:
     (tmp_path / "dbtwf.toml").write_text('[environments.dev]\nsecret_scop = "x"\n')
+    table = invoke("doctor")
+    assert table.exit_code == 2
+    assert "[environments.dev]" in table.stdout  # not eaten as rich markup
     _, checks = doctor_json(invoke)
     assert checks["config"]["status"] == "fail" and checks["config"]["fix"]
 

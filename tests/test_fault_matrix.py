@@ -342,7 +342,7 @@ def cli(
     """The CLI with the SDK client given a short timeout and the simulated retry clock."""
     clock = SimulatedClock([])
     workspace = fast_workspace(databricks, clock)
-    monkeypatch.setattr("provision.cli.connect_workspace", lambda environment: workspace)
+    monkeypatch.setattr("provision.commands.shell.connect_workspace", lambda environment: workspace)
     dbt_cloud.add_job(DBT_JOB, scenario=Scenario(outcome="success", polls=1))
     dbt_cloud.add_job(SECOND_DBT_JOB, name="Marts", scenario=Scenario(outcome="success", polls=1))
     return Cli(tmp_path, cli_env(tmp_path, databricks.url), workspace, clock)
@@ -422,9 +422,14 @@ def test_onboard_under_faults_converges(
     cli.clock.plans.append(plan)
     plan.seeded(kind, seed, DATABRICKS_ENDPOINTS)
 
-    first = cli("onboard", "--dbt-job-url", dbt_cloud.job_url(DBT_JOB), "--yes")
+    onboard = ("onboard", "--dbt-job-url", dbt_cloud.job_url(DBT_JOB), "--yes")
+    first = cli(*onboard)
     plan.off()
     TALLY.note("onboard", kind, first.exit_code != 0, plan.fired, outcome_of(first))
+    if not (cli.tmp_path / "dbtwf.toml").exists():
+        # Stopped while planning, before the plan was confirmed: nothing written anywhere.
+        assert first.exit_code != 0 and not databricks.jobs.keys() - {foreign_id}
+        cli.ok(*onboard)
     env = cli.environment
     if first.exit_code == 0:  # a success must be true: nothing left to do
         assert_converged(databricks, cli.workspace, env)

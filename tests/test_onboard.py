@@ -178,6 +178,67 @@ def test_apply_all_reports_a_failed_environment_and_applies_the_others(
     ).items()
 
 
+@pytest.fixture
+def asked(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A terminal that answers no to every question (and records them)."""
+    questions: list[str] = []
+
+    def answer(question: str, **_: Any) -> bool:
+        questions.append(question)
+        return False
+
+    monkeypatch.setattr("provision.commands.shell.can_ask", lambda: True)
+    monkeypatch.setattr("typer.confirm", answer)
+    return questions
+
+
+@pytest.mark.parametrize("answer", ["no", "ctrl-c"])
+def test_onboard_writes_the_config_only_once_confirmed(
+    tmp_path: Path,
+    databricks: Any,
+    dbt_cloud: Any,
+    cli: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    asked: list[str],
+    answer: str,
+) -> None:
+    dbt_cloud.add_job(42)
+    dbt_cloud.add_job(43)
+    config = write_config(tmp_path / "dbtwf.toml", dbt_cloud.url, {"dev": {"nightly": 42}})
+    before = config.read_bytes()
+    if answer == "ctrl-c":
+
+        def interrupt(question: str, **_: Any) -> bool:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr("typer.confirm", interrupt)
+    with databricks.recording() as requests:
+        result = invoke(["onboard", "--env", "prod", "--dbt-job-url", dbt_cloud.job_url(43)], cli)
+    assert result.exit_code == 1, result.output
+    assert config.read_bytes() == before  # asked (or interrupted) before a byte of it was written
+    assert requests and [r for r in requests if r.is_write] == []  # signed in and planned, nothing written
+    assert "create  scope" in result.stdout  # the plan was shown
+    last = result.stderr.strip().splitlines()[-1]
+    if answer == "no":
+        assert asked == ["apply these changes to environment 'prod'?"]
+        assert last == "environment 'prod' not applied; nothing was changed"  # a plain line, exit 1
+    else:
+        assert last == "interrupted"
+
+
+def test_onboard_refused_by_databricks_writes_no_config(
+    tmp_path: Path, databricks: Any, dbt_cloud: Any, cli: dict[str, str]
+) -> None:
+    dbt_cloud.add_job(42)
+    result = invoke(
+        ["onboard", "--dbt-job-url", dbt_cloud.job_url(42), "--yes"],
+        {**cli, "DATABRICKS_TOKEN": "dapi-wrong"},
+    )
+    assert result.exit_code == 1, result.output
+    assert "rejected the credentials" in result.stderr
+    assert not (tmp_path / "dbtwf.toml").exists()
+
+
 def test_the_config_is_written_through_a_symlink_and_keeps_its_mode(tmp_path: Path) -> None:
     from provision.config_writer import upsert_environment
 
@@ -194,3 +255,40 @@ def test_the_config_is_written_through_a_symlink_and_keeps_its_mode(tmp_path: Pa
     before = real.read_bytes()
     upsert_environment(link, "qa", {"dbt_jobs": {"nightly": 44}}, write=False)
     assert real.read_bytes() == before
+
+
+def test_apply_says_which_environment_and_where_the_workflow_is(
+    tmp_path: Path, databricks: Any, dbt_cloud: Any, cli: dict[str, str]
+) -> None:
+    write_config(tmp_path / "dbtwf.toml", dbt_cloud.url, {"dev": {"nightly": 42}, "prod": {"nightly": 43}})
+    dbt_cloud.add_job(42)
+    for _ in range(2):  # created, then up to date: the workflow is named both times
+        result = invoke(["apply", "--yes"], cli)
+        assert result.exit_code == 0, result.output
+        (job_id,) = databricks.jobs
+        header = f"environment 'dev' in {databricks.url} as {databricks.user_name}"
+        assert f"{header} (chosen by default; --env picks one of dev, prod)" in result.stderr
+        assert f"workflow {job_id}: {databricks.url}/jobs/{job_id}" in result.stdout
+        assert "next: `dbtwf run` runs the workflow now" in result.stderr
+    explicit = invoke(["--env", "dev", "plan"], cli)
+    assert f"{header}\n" in explicit.stderr  # chosen: nothing to add
+
+
+def test_apply_all_adopts_with_adopt_and_says_what_is_up_to_date(
+    tmp_path: Path, databricks: Any, dbt_cloud: Any, cli: dict[str, str]
+) -> None:
+    from tests.provision_helpers import make_workspace
+
+    write_config(tmp_path / "dbtwf.toml", dbt_cloud.url, {"dev": {"nightly": 42}, "prod": {"nightly": 43}})
+    dbt_cloud.add_job(42)
+    dbt_cloud.add_job(43)
+    theirs = make_workspace(databricks).create_job({"name": "dbt Cloud jobs (dev)", "tasks": []})
+    refused = invoke(["apply", "--all", "--yes"], cli)
+    assert refused.exit_code == 1 and "--adopt" in refused.stderr
+    adopted = invoke(["apply", "--all", "--adopt", "--yes"], cli)
+    assert adopted.exit_code == 0, adopted.output
+    assert databricks.jobs[theirs]["settings"]["tags"]["dbtwf-env"] == "dev"
+    # prod was applied by the first run; dev was left alone until --adopt.
+    assert adopted.stderr.strip().endswith("applied 1 environment (dev); 1 environment (prod) up to date")
+    again = invoke(["apply", "--all", "--yes"], cli)
+    assert again.exit_code == 0 and again.stderr.strip().endswith("2 environments (dev, prod) up to date")

@@ -429,9 +429,10 @@ def _token_show(ran: Ran, world: World) -> None:
 
 @claim("dbtwf onboard --dbt-job-url https://ab123.us1.dbt.com/deploy/70403/projects/1/jobs/1234")
 def _onboard(ran: Ran, world: World) -> None:
-    # "writes the dev environment into ./dbtwf.toml, checks the token and the job against dbt
-    # Cloud, shows the plan, asks, then creates the secret scope, the secret, the notebook, the
-    # workflow and a state record"
+    # "checks the token and the job against dbt Cloud, ... shows the plan for the dev environment
+    # and asks; only then does it write the environment into ./dbtwf.toml ... and create the
+    # secret scope, the secret, the notebook, the workflow and a state record. It ends with the
+    # workflow's id and page."
     env = environment(world, "dev")
     assert [job.job_id for job in env.dbt_jobs] == [1234]
     assert any(r.path.endswith("/jobs/1234/") for r in ran.dbt_requests), "the job was not checked"
@@ -442,7 +443,10 @@ def _onboard(ran: Ran, world: World) -> None:
     assert world.databricks.secret_value(env.secret_scope, env.secret_key) == DBT_CLOUD_TOKEN
     assert world.databricks.workspace_file(env.notebook_path) is not None
     assert world.databricks.workspace_file(env.state_path) is not None
-    assert len(workflows_named(world, env.workflow_name)) == 1
+    (workflow,) = [job["job_id"] for job in workflows_named(world, env.workflow_name)]
+    assert f"workflow {workflow}: {world.databricks.url}/jobs/{workflow}" in ran.stdout
+    asked = ran.stdout.index("apply these changes to environment 'dev'?")
+    assert ran.stdout.index("wrote environment 'dev'") > asked  # the config only once confirmed
 
 
 @claim("dbtwf run")

@@ -20,11 +20,11 @@ from typing import Any
 import keyring
 import keyring.core
 import pytest
-import typer
 from click.testing import Result
 from typer.testing import CliRunner
 
-from provision.cli import DebugOption, _DbtwfGroup, app, cli_context
+from provision.cli import app
+from provision.commands.shell import DbtwfGroup, DbtwfTyper, global_options
 from provision.errors import RemoteError
 from runner.__main__ import main as runner_main
 from runner.core import DbtCloudClient, DbtCloudRedirectError
@@ -442,12 +442,12 @@ def test_the_hints_never_put_the_token_in_shell_history() -> None:
             assert pattern not in text, f"{path.relative_to(ROOT)} invites the token into shell history"
 
 
-_debug_app = typer.Typer(cls=_DbtwfGroup)
+_debug_app = DbtwfTyper(cls=DbtwfGroup)
+_debug_app.callback()(global_options)
 
 
 @_debug_app.command("boom")
-def _boom(ctx: typer.Context, kind: str, debug: DebugOption = False) -> None:
-    cli_context(ctx, None, None, debug)
+def _boom(kind: str) -> None:
     try:
         raise ValueError(f"the server echoed {DBT_CLOUD_TOKEN}")
     except ValueError as cause:
