@@ -104,12 +104,12 @@ def test_readme_exit_codes_are_the_contracts_three() -> None:
 
 
 def test_ctrl_c_exits_1_with_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import provision.cli
+    from provision.commands import shell
 
     def interrupted(settings: Any) -> Any:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(provision.cli, "load_environment", interrupted)
+    monkeypatch.setattr(shell, "load_environment", interrupted)
     result = invoke("plan", env={"DBTWF_CONFIG": str(tmp_path / "dbtwf.toml")})
     assert result.exit_code == 1
     assert result.output.strip() == "interrupted"

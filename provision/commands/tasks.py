@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from provision.commands import shell
-from provision.commands.provision import YesOption
+from provision.commands.provision import BreakLockOption, YesOption
 from provision.errors import UsageError
 
 ADD_TASK_EPILOG = (
@@ -44,9 +44,7 @@ def add_task_command(
     job_cluster_key: Annotated[
         str | None, typer.Option("--job-cluster-key", help="Run on this job cluster of the workflow.")
     ] = None,
-    break_lock: Annotated[
-        bool, typer.Option("--break-lock", help="Remove a stale lock left by a crashed dbtwf first.")
-    ] = False,
+    break_lock: BreakLockOption = False,
     allow_job_parameter: Annotated[
         list[str] | None,
         typer.Option(
