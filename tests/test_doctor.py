@@ -270,7 +270,7 @@ def test_bracketed_text_is_shown_and_config_and_auth_failures_say_what_to_do(
     token = (DBT_CLOUD_TOKEN, "a test")
     (config, *_) = diagnose(unusable, unreachable, find_token=lambda: token)
     assert config.status is Status.FAIL and "dbtwf onboard" in (config.fix or "")
-    auth = diagnose(lambda: make_env(), unreachable, find_token=lambda: token)[1]
+    auth = diagnose(lambda: make_env(), unreachable, find_token=lambda: None)[1]  # nothing sent
     assert auth.name == "databricks auth" and auth.status is Status.FAIL
     assert "DATABRICKS_HOST" in (auth.fix or "") and "databricks auth login" in (auth.fix or "")
 
