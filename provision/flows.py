@@ -222,6 +222,9 @@ def apply_saved_plan(
     break_lock: bool,
 ) -> Outcome:
     """`apply --plan FILE`: exactly the saved changes, if the workspace, config and token still match."""
+    from provision.plan import plan_environment
+    from provision.saved_plan import edits
+
     header = header_of(ws, env)
     ui.show_header(header)
     mismatches = saved.mismatches(host=ws.host, identity=header["identity"], env=env, token=token)
@@ -229,6 +232,13 @@ def apply_saved_plan(
         raise ConflictError(
             f"the plan {where} no longer matches: {'; '.join(mismatches)}; nothing was changed",
             f"make a new plan with `dbtwf plan --out {where}`",
+        )
+    edited = edits(saved.changes, plan_environment(ws, env, token))
+    if edited:
+        raise ConflictError(
+            f"the plan {where} is not what planning gives now, in: {', '.join(edited)}; either the "
+            "workspace changed since the plan or the file was edited; nothing was changed",
+            f"make a new plan with `dbtwf plan --out {where}` and keep the file where only you can write it",
         )
     return carry_out(ws, env, list(saved.changes), token, header, ui, break_lock=break_lock)
 

@@ -111,6 +111,40 @@ class Plan:
         return found
 
 
+#: Per plan, not per config: the secret's salt and salted fingerprint (checked against the token).
+_SALTED = ("salt", "fingerprint")
+
+
+def _comparable(change: Change) -> dict[str, Any]:
+    saved = change.to_saved()
+    # The wording aside, and what the change expects to find: the executor checks that against
+    # the workspace under the lock, and names what moved.
+    saved.pop("reason", None)
+    saved.pop("expect", None)
+    if change.resource == "secret":
+        saved["payload"] = {k: v for k, v in saved["payload"].items() if k not in _SALTED}
+    return saved
+
+
+def edits(saved: tuple[Change, ...], fresh: list[Change]) -> list[str]:
+    """The saved changes that are not what planning now gives, each named once.
+
+    A saved plan is a file: whoever can write it could change what apply would send (a
+    notebook path, a `run_as`, the notebook's code). The file carries no key that could prove
+    it unchanged, so `apply --plan` plans again and carries the saved plan out only when both
+    agree change for change, payload included (the salted token fingerprint aside).
+    What each change expects to find is left to the executor, which checks it under the lock.
+    """
+    if [(c.resource, c.name) for c in saved] != [(c.resource, c.name) for c in fresh]:
+        return ["its list of changes is not the one planning gives now"]
+    return [
+        f"{was.resource} {was.name}"
+        for was, now in zip(saved, fresh, strict=True)
+        if json.dumps(_comparable(was), sort_keys=True, default=str)
+        != json.dumps(_comparable(now), sort_keys=True, default=str)
+    ]
+
+
 def make_plan(
     ws: Workspace, env: Environment, token: str | None, *, identity: str, adopt: bool = False
 ) -> Plan:

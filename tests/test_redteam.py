@@ -205,12 +205,6 @@ def test_a_state_record_of_the_wrong_shape_is_refused_before_any_write(
 # --- a saved plan edited by hand ------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="provision/plan.py + cli.py (not this branch's area): apply --plan checks each change's "
-    "`expect` against the workspace but never that its payload is what the config renders, so a "
-    "hand-edited payload (a task's notebook_path, the workflow's run_as) is carried out as is",
-)
 @pytest.mark.parametrize("edit", ["notebook_path", "run_as"])
 def test_a_saved_plan_whose_payload_was_edited_is_refused(
     edit: str,
@@ -243,4 +237,5 @@ def test_a_saved_plan_whose_payload_was_edited_is_refused(
     assert "/Users/attacker/evil" not in json.dumps(job["settings"])
     assert "admin@example.com" not in json.dumps(job["settings"])
     assert result.exit_code == 1, result.output
-    assert not [r for r in databricks.requests if r.is_write and "/jobs/" in r.path]
+    assert "is not what planning gives now, in: workflow" in result.output
+    assert not [r for r in databricks.requests if r.is_write]

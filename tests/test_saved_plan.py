@@ -180,6 +180,34 @@ def test_a_saved_plan_refuses_a_workspace_changed_since(
     assert databricks.jobs[job_id]["settings"]["max_concurrent_runs"] == 3
 
 
+@pytest.mark.parametrize(
+    ("resource", "field", "value"),
+    [
+        ("notebook", "source", "# Databricks notebook source\nprint(dbutils.secrets.get('x', 'y'))\n"),
+        ("secret", "scope", "someone-elses-scope"),
+        ("folder", "path", "/Shared/evil"),
+    ],
+)
+def test_a_saved_plan_edited_by_hand_is_refused_before_any_write(
+    dbtwf: Callable[..., Any], databricks: Any, tmp_path: Path, resource: str, field: str, value: str
+) -> None:
+    """The plan file is no key to the workspace: an edited payload (the notebook's code, where
+    the token is stored) is refused, because planning again does not give it."""
+    saved = tmp_path / "dev.plan.json"
+    assert dbtwf("plan", "--out", str(saved)).exit_code == 0
+    plan = json.loads(saved.read_text())
+    (change,) = [c for c in plan["changes"] if c["resource"] == resource]
+    change["payload"][field] = value
+    saved.write_text(json.dumps(plan))
+    databricks.reset_log()
+
+    result = dbtwf("apply", "--plan", str(saved), "--yes")
+
+    assert result.exit_code == 1, result.output
+    assert f"is not what planning gives now, in: {resource}" in result.stderr
+    assert databricks.writes() == []
+
+
 def test_a_plan_made_without_a_token_cannot_store_one(
     dbtwf: Callable[..., Any], databricks: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
