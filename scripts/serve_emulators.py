@@ -14,7 +14,9 @@ process can read them through a pipe):
 The dbt Cloud emulator holds example jobs: one that succeeds a few seconds after it is
 triggered, one that fails with a dbt error log, one that runs until cancelled, and a second
 one that succeeds (so a demo can add it as a task to another workflow). The tokens
-are test tokens, valid only against these emulators. SIGINT or SIGTERM: a clean exit 0.
+are test tokens, valid only against these emulators. `--latency-ms N` makes every request
+wait N ms before it is answered, as a round trip to a cloud service would (150 is what a
+laptop sees). SIGINT or SIGTERM: a clean exit 0.
 """
 
 from __future__ import annotations
@@ -26,13 +28,18 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 # Runnable as `python scripts/serve_emulators.py` from anywhere: the emulators live in tests/.
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from tests.emulators.dbtcloud import DbtCloudEmulator, Scenario  # noqa: E402 - needs the path above
+from tests.emulators.base import Emulator  # noqa: E402 - needs the path above
+from tests.emulators.dbtcloud import DbtCloudEmulator, Scenario  # noqa: E402
+
+if TYPE_CHECKING:
+    from tests.emulators.databricks import DatabricksEmulator
 
 DATABRICKS_TOKEN = "dapi-emulator-token"
 DBT_CLOUD_TOKEN = "dbtc_emulator_token"
@@ -86,7 +93,65 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--seed", type=int, default=0, help="seed for the emulators' generated ids and faults"
     )
+    parser.add_argument(
+        "--latency-ms",
+        type=_milliseconds,
+        default=0.0,
+        metavar="N",
+        help="every request waits N ms before it is answered, like a network round trip (default: 0)",
+    )
     return parser.parse_args(argv)
+
+
+def _milliseconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of milliseconds: {text!r}") from None
+    if not 0 <= value <= 60_000:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 60000 ms, not {text}")
+    return value
+
+
+class CannotListen(Exception):
+    """A port is taken: the one-line message names the service and the port."""
+
+
+def start_emulators(args: argparse.Namespace) -> tuple[DbtCloudEmulator, DatabricksEmulator]:
+    """Both emulators listening, with the example dbt jobs; CannotListen when a port is busy."""
+    dbt = DbtCloudEmulator(
+        port=args.dbt_port,
+        token=DBT_CLOUD_TOKEN,
+        account_id=DBT_ACCOUNT_ID,
+        seed=args.seed,
+        latency_ms=args.latency_ms,
+    )
+    try:
+        dbt.start()
+    except OSError as error:
+        raise CannotListen(f"cannot listen on the dbt Cloud port {args.dbt_port}: {error}") from None
+    # Imported only now: it loads databricks-sdk's dataclasses, which takes a moment.
+    from tests.emulators.databricks import DatabricksEmulator
+
+    databricks = DatabricksEmulator(
+        port=args.databricks_port, token=DATABRICKS_TOKEN, seed=args.seed, latency_ms=args.latency_ms
+    )
+    try:
+        databricks.start()
+    except OSError as error:
+        dbt.stop()
+        raise CannotListen(f"cannot listen on the Databricks port {args.databricks_port}: {error}") from None
+    seed_dbt_jobs(dbt)
+    return dbt, databricks
+
+
+def stop_emulators(*emulators: Emulator) -> None:
+    # Each server takes up to half a second to notice a shutdown: stop them all at once.
+    stoppers = [threading.Thread(target=emulator.stop) for emulator in emulators]
+    for stopper in stoppers:
+        stopper.start()
+    for stopper in stoppers:
+        stopper.join()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,34 +164,16 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
 
-    dbt = DbtCloudEmulator(
-        port=args.dbt_port, token=DBT_CLOUD_TOKEN, account_id=DBT_ACCOUNT_ID, seed=args.seed
-    )
     try:
-        dbt.start()
-    except OSError as error:
-        print(
-            f"serve_emulators: cannot listen on the dbt Cloud port {args.dbt_port}: {error}", file=sys.stderr
-        )
-        return 1
-    # Imported only now: it loads databricks-sdk's dataclasses, which takes a moment.
-    from tests.emulators.databricks import DatabricksEmulator
-
-    databricks = DatabricksEmulator(port=args.databricks_port, token=DATABRICKS_TOKEN, seed=args.seed)
-    try:
-        databricks.start()
-    except OSError as error:
-        dbt.stop()
-        print(
-            f"serve_emulators: cannot listen on the Databricks port {args.databricks_port}: {error}",
-            file=sys.stderr,
-        )
+        dbt, databricks = start_emulators(args)
+    except CannotListen as error:
+        print(f"serve_emulators: {error}", file=sys.stderr)
         return 1
     try:
-        seed_dbt_jobs(dbt)
         print("\n".join(settings_lines(databricks.url, dbt)), flush=True)
+        latency = f", {args.latency_ms:g} ms per request" if args.latency_ms else ""
         print(
-            f"# serving until interrupted (Ctrl-C); failing dbt job: {dbt.job_url(FAILING_JOB)}, "
+            f"# serving until interrupted (Ctrl-C){latency}; failing dbt job: {dbt.job_url(FAILING_JOB)}, "
             f"endless dbt job: {dbt.job_url(ENDLESS_JOB)}, "
             f"second succeeding dbt job: {dbt.job_url(SECOND_SUCCEEDING_JOB)}",
             file=sys.stderr,
@@ -136,12 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         while not stop.wait(0.2):
             pass
     finally:
-        # Each server takes up to half a second to notice a shutdown: stop both at once.
-        stoppers = [threading.Thread(target=emulator.stop) for emulator in (dbt, databricks)]
-        for stopper in stoppers:
-            stopper.start()
-        for stopper in stoppers:
-            stopper.join()
+        stop_emulators(dbt, databricks)
     return 0
 
 

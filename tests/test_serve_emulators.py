@@ -156,3 +156,44 @@ def test_a_busy_port_is_a_one_line_error(serve: Any, flag: str, service: str) ->
         stderr = served.process.stderr.read() if served.process.stderr else ""
     assert f"cannot listen on the {service} port" in stderr
     assert "Traceback" not in stderr
+
+
+def _script_module() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("serve_emulators_script", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_latency_ms_reaches_both_emulators_and_every_request_waits_it() -> None:
+    script = _script_module()
+    dbt, databricks = script.start_emulators(script.parse_args(["--latency-ms", "150"]))
+    waits: list[float] = []
+    try:
+        for emulator in (dbt, databricks):
+            assert emulator.latency_ms == 150
+            emulator.sleep = waits.append  # recorded, not spent
+        settings = dict(
+            line.removeprefix("export ").split("=", 1)
+            for line in script.settings_lines(databricks.url, dbt)[:5]
+        )
+        host, token = settings["DATABRICKS_HOST"], settings["DATABRICKS_TOKEN"]
+        assert get(f"{host}/api/2.0/secrets/scopes/list", token, "Bearer")[0] == 200
+        api = f"{dbt.url}/api/v2/accounts/{dbt.account_id}"
+        assert get(f"{api}/jobs/", settings["DBT_CLOUD_API_TOKEN"], "Token")[0] == 200
+    finally:
+        script.stop_emulators(dbt, databricks)
+    assert waits == [0.15, 0.15]
+    assert script.parse_args([]).latency_ms == 0
+
+
+@pytest.mark.parametrize("value", ["-5", "soon", "60001"])
+def test_a_bad_latency_is_a_usage_error(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    script = _script_module()
+    with pytest.raises(SystemExit) as exit_info:
+        script.parse_args(["--latency-ms", value])
+    assert exit_info.value.code == 2
+    assert "--latency-ms" in capsys.readouterr().err

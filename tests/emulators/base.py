@@ -12,7 +12,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -82,6 +82,10 @@ class RecordedRequest:
     body: bytes
     status: int  # 0 when the connection was dropped without a response
     fault: FaultKind | None
+    #: The emulator's clock (``Emulator.timer``) when the request arrived and when its answer
+    #: was ready (after the latency wait): two requests whose spans overlap were in flight together.
+    started: float = 0.0
+    finished: float = 0.0
 
     @property
     def is_write(self) -> bool:
@@ -89,6 +93,23 @@ class RecordedRequest:
 
     def json(self) -> Any:
         return json.loads(self.body) if self.body else {}
+
+
+def round_trip_depth(requests: Iterable[RecordedRequest]) -> int:
+    """The requests on the critical path: the most of them that went out one after another.
+
+    Requests whose spans overlap were in flight together (one wave); the depth is the longest
+    chain of requests each sent after the previous one was answered, i.e. the most pairwise
+    disjoint spans (earliest-finish greedy). Logs of several emulators in one process share a
+    clock and can be joined. Meaningful with a latency: at 0 ms concurrent spans barely overlap.
+    """
+    depth = 0
+    free_after = float("-inf")
+    for request in sorted(requests, key=lambda r: r.finished):
+        if request.started > free_after:
+            depth += 1
+            free_after = request.finished
+    return depth
 
 
 @dataclass
@@ -225,16 +246,25 @@ class Emulator(LocalHttpServer):
     #: Paths (regex, full match) that need no credentials.
     public_paths: tuple[str, ...] = ()
 
-    def __init__(self, port: int = 0, seed: int = 0) -> None:
+    def __init__(self, port: int = 0, seed: int = 0, latency_ms: float = 0.0) -> None:
         super().__init__(port)
+        if latency_ms < 0:
+            raise ValueError(f"latency_ms must be 0 or more, not {latency_ms}")
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self._log_lock = threading.Lock()
         self.requests: list[RecordedRequest] = []
         self.faults = FaultInjector(seed)
         #: Serialises handlers: state changes are atomic, as one request is on the real service.
         self.state_lock = threading.RLock()
-        #: How a latency fault waits; a test can record the delay instead of spending it.
+        #: How the latency and a latency fault wait; a test can record the delay instead of spending it.
         self.sleep: Callable[[float], None] = time.sleep
+        #: Milliseconds every request waits before it is answered, as a network round trip
+        #: would (each connection has its own server thread, so concurrent requests wait together).
+        #: Tests may change it; reset_latency() (called by the emulators' reset()) restores this one.
+        self.latency_ms_default = latency_ms
+        self.latency_ms = latency_ms
+        #: Stamps RecordedRequest.started/finished.
+        self.timer: Callable[[], float] = time.perf_counter
 
     # -- to be provided by subclasses ------------------------------------------------
     def authenticate(self, request: Request) -> None:
@@ -278,6 +308,9 @@ class Emulator(LocalHttpServer):
         with self._log_lock:
             self.requests.append(entry)
 
+    def reset_latency(self) -> None:
+        self.latency_ms = self.latency_ms_default
+
     def reset_log(self) -> None:
         with self._log_lock:
             self.requests.clear()
@@ -303,6 +336,11 @@ class Emulator(LocalHttpServer):
         split = urlsplit(handler.path)
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else b""
+        started = self.timer()
+        # The round trip, spent before anything is decided (outside state_lock: concurrent
+        # requests, each on its own connection and server thread, wait at the same time).
+        if self.latency_ms > 0:
+            self.sleep(self.latency_ms / 1000)
         request = Request(
             method=handler.command,
             path=split.path,
@@ -315,7 +353,7 @@ class Emulator(LocalHttpServer):
         if fault is not None and kind == "latency":
             self.sleep(fault.delay)
         if kind == "drop_before":
-            self._drop(handler, request, kind)
+            self._drop(handler, request, kind, started)
             return
         if fault is not None and kind in ("429", "500", "503"):
             status = int(kind)
@@ -329,10 +367,21 @@ class Emulator(LocalHttpServer):
         else:
             response = self.dispatch(request)
         if kind == "drop_after_write":
-            self._drop(handler, request, kind)
+            self._drop(handler, request, kind, started)
             return
         # Logged before the answer leaves, so a client that has its response finds its request logged.
-        self.record(RecordedRequest(request.method, request.path, request.query, body, response.status, kind))
+        self.record(
+            RecordedRequest(
+                request.method,
+                request.path,
+                request.query,
+                body,
+                response.status,
+                kind,
+                started,
+                self.timer(),
+            )
+        )
         payload = b"" if request.method == "HEAD" else response.encode()
         handler.send_response(response.status)
         content_type = "application/json"
@@ -350,6 +399,12 @@ class Emulator(LocalHttpServer):
             # The client gave up waiting (a latency fault past its timeout): nothing to answer.
             handler.close_connection = True
 
-    def _drop(self, handler: BaseHTTPRequestHandler, request: Request, kind: FaultKind) -> None:
+    def _drop(
+        self, handler: BaseHTTPRequestHandler, request: Request, kind: FaultKind, started: float
+    ) -> None:
         handler.close_connection = True
-        self.record(RecordedRequest(request.method, request.path, request.query, request.body, 0, kind))
+        self.record(
+            RecordedRequest(
+                request.method, request.path, request.query, request.body, 0, kind, started, self.timer()
+            )
+        )

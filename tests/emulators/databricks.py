@@ -224,8 +224,9 @@ class DatabricksEmulator(Emulator, WorkspacePermissions):
         python_executable: str | None = None,
         user_name: str = "emulator-user@example.com",
         host_metadata: bool = True,
+        latency_ms: float = 0.0,
     ) -> None:
-        super().__init__(port=port, seed=seed)
+        super().__init__(port=port, seed=seed, latency_ms=latency_ms)
         self.seed = seed
         #: Whether `/.well-known/databricks-config` answers (some real hosts answer 404);
         #: reset() restores this constructor's choice.
@@ -244,6 +245,7 @@ class DatabricksEmulator(Emulator, WorkspacePermissions):
             self._clear_state()
         self.faults.clear()
         self.faults.seed(self.seed)
+        self.reset_latency()
         self.reset_log()
 
     def stop(self) -> None:

@@ -299,8 +299,9 @@ class DbtCloudEmulator(Emulator):
         account_id: int = 70403,
         seed: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        latency_ms: float = 0.0,
     ) -> None:
-        super().__init__(port=port, seed=seed)
+        super().__init__(port=port, seed=seed, latency_ms=latency_ms)
         self.token = token
         self.account_id = account_id
         self.seed = seed
@@ -346,6 +347,7 @@ class DbtCloudEmulator(Emulator):
             self.clock = self._default_clock
         self.faults.clear()
         self.faults.seed(self.seed)
+        self.reset_latency()
         self.reset_log()
 
     def add_job(
