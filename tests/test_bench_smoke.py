@@ -44,17 +44,24 @@ def test_quick_bench_writes_the_table_json_and_readme_section(tmp_path: Path) ->
     report = json.loads((out / "bench.json").read_text())
     assert report["machine"]["cpus"] >= 1 and report["machine"]["python"]
 
-    fresh = report["apply"]["dbtwf apply (empty workspace)"]
-    noop = report["apply"]["dbtwf apply (no-op)"]
-    assert fresh["writes"] >= 5 and fresh["wall_s"] > 0
+    assert report["latencies"] == [25.0]
+    versus = report["versus_legacy"]["latencies"]["25"]
+    onboard, noop, add = versus["onboard"], versus["noop_apply"], versus["add_task"]
+    assert 5 <= onboard["writes"] <= 8 and onboard["wall_s"] > 0
     assert noop["writes"] == 0 and noop["reads"] > 0
-    legacy = report["apply"]["legacy databricks CLI, the guide's 5 steps"]
-    assert legacy["processes"] == 5 and legacy["writes"] == 5
+    assert add["workflow_writes"] == 1
+    assert versus["legacy_five"]["writes"] == 5 and versus["legacy_five"]["depth"] == 5
+    assert versus["legacy_two"]["writes"] == 0 and versus["legacy_two"]["depth"] == 2
+    assert versus["legacy_get_reset"]["writes"] == versus["legacy_get_reset"]["workflow_writes"] == 1
+    for row in versus.values():  # every request is on some chain, and a chain is made of requests
+        assert 1 <= row["depth"] <= row["requests"]
+    assert "round trips on the critical path" in markdown
 
     (row,) = report["add_task"]
     assert row["tasks"] == 10
     assert row["add_task"]["write_body_bytes"] < row["reset"]["write_body_bytes"]
-    assert row["add_task"]["writes"] >= 1 and row["reset"]["writes"] == 1
+    assert row["add_task"]["workflow_writes"] == 1 and row["reset"]["writes"] == 1
+    assert set(row["add_task"]["wall_s"]) == {"25"}
 
     assert [r["environments"] for r in report["apply_all"]] == [1]
     (lag,) = report["runner"]["durations"]
