@@ -33,6 +33,7 @@ from provision.errors import (
 from provision.location import NOTEBOOK_ACL, notebook_acl_name, notebook_acl_principal, readers_to_grant
 from provision.model import MANAGED_BY_TAG, MANAGED_BY_VALUE, Environment, default_task_key
 from provision.names import validate_task_key
+from provision.parallel import run_all
 from runner.core import (
     NOTEBOOK_WIDGETS,
     PINNED_PARAMETERS,
@@ -44,6 +45,7 @@ from runner.core import (
 
 if TYPE_CHECKING:
     from provision.databricks import Workspace
+    from provision.observe import Reader
 
 _COMPUTE_FIELDS = ("existing_cluster_id", "job_cluster_key", "new_cluster", "environment_key")
 _MARK = re.compile(r"Added by dbtwf for environment '([^']*)'")
@@ -381,10 +383,22 @@ def add_task(
     ``confirm_bundle`` gets the warning text before a bundle-managed workflow is changed; it
     shows it and returns False to stop (nothing is written then), or raises itself.
     """
+    from provision.observe import Reader, prefetch_observed
+
     dbt_job_id, workflow_ref, task_key = check_request(request, env)
 
-    fetch_dbt_job(env.dbt_cloud_host, env.dbt_cloud_account_id, dbt_job_id, token)
-    job = resolve_workflow(ws, workflow_ref)
+    # Together: the dbt job on dbt Cloud, the workflow, and what the plan reads of the
+    # environment; an error is reported in this order, as if they had been read one by one.
+    reader = Reader(ws)
+    dbt_job, workflow, _ = run_all(
+        [
+            lambda: fetch_dbt_job(env.dbt_cloud_host, env.dbt_cloud_account_id, dbt_job_id, token),
+            lambda: resolve_workflow(ws, workflow_ref),
+            lambda: prefetch_observed(reader, env, include_workflow=False),
+        ]
+    )
+    dbt_job.get()
+    job: dict[str, Any] = workflow.get() or {}
     job_id = int(job["job_id"])
     settings: dict[str, Any] = job.get("settings") or {}
     name = str(settings.get("name") or job_id)
@@ -446,12 +460,14 @@ def add_task(
         if not confirm_bundle(warning):
             raise DbtwfError("add-task stopped; nothing was changed")
 
-    planned = plan_add_task(ws, env, token, job, desired, dbt_job_id, action=action, overwritten=existing)
+    planned = plan_add_task(
+        ws, env, token, job, desired, dbt_job_id, action=action, overwritten=existing, reader=reader
+    )
     if has_changes(planned) and writes_secret(planned):
         from provision.dbt_cloud import verify_token
 
         verify_token(env, token, verified=(dbt_job_id,))
-    execute(ws, env, planned, token, break_lock=break_lock, warn=warn)
+    execute(ws, env, planned, token, break_lock=break_lock, warn=warn, planned_now=True)
     prerequisites = [c for c in planned if c.resource not in ("task", "state", NOTEBOOK_ACL) and c.writes]
     grants = [
         notebook_acl_principal(c.name, env.notebook_path)[1]
@@ -482,15 +498,17 @@ def plan_add_task(
     *,
     action: str,
     overwritten: dict[str, Any] | None,
+    reader: Reader | None = None,
 ) -> list[Change]:
     """The environment's scope, secret, folder and notebook as apply would make them (no
-    workflow), the task, and the state record, each with what it expects to find."""
+    workflow), the task, and the state record, each with what it expects to find. ``reader``:
+    one that has already read some of it."""
     from provision.desired import desired_state
     from provision.observe import Reader, observe
     from provision.plan import plan
     from provision.probes import with_expectations
 
-    reader = Reader(ws)
+    reader = reader or Reader(ws)
     reader.remember_job(job)
     observed = observe(reader, env, include_workflow=False)
     prerequisites = [

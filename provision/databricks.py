@@ -9,6 +9,7 @@ must not pay for it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import logging
 import os
@@ -51,6 +52,26 @@ sdk_clock: Any = None
 #: Set while connect() makes its first contact: the SDK's retries then are not announced
 #: (the first contact fails on its own within seconds, in one line).
 _first_contact = threading.local()
+
+
+def while_importing_sdk(work: Callable[[], T]) -> T:
+    """``work()`` (network waits that need no SDK, such as the dbt Cloud check) while
+    ``databricks.sdk`` loads in another thread: its import is about 1.3 s of CPU, a round trip
+    mostly waiting, so the two overlap. The import has finished when this returns, whatever
+    ``work`` did, so nothing after it imports modules at the same time as the SDK. ``work``
+    must only use modules already imported (it runs while the SDK's are being imported)."""
+    loader = threading.Thread(target=_import_sdk, name="dbtwf-sdk-import", daemon=True)
+    loader.start()
+    try:
+        return work()
+    finally:
+        loader.join()
+
+
+def _import_sdk() -> None:
+    # A failure is connect()'s to report: it imports the SDK again (cached when this worked).
+    with contextlib.suppress(Exception):
+        import databricks.sdk  # noqa: F401
 
 
 def connect(
@@ -107,7 +128,8 @@ def connect(
     config.http_timeout_seconds = _CALL_HTTP_TIMEOUT_SECONDS
     if on_retry is not None:
         watch_retries(on_retry, host=host)
-    return Workspace(WorkspaceClient(config=config), host=host, identity=identity)
+    user_name = str(me.user_name) if me.user_name else None  # the same answer: no second SCIM Me
+    return Workspace(WorkspaceClient(config=config), host=host, identity=identity, user_name=user_name)
 
 
 def _profile_settings(env: Environment) -> dict[str, Any]:
@@ -293,12 +315,18 @@ def _without_none(values: dict[str, Any]) -> dict[str, Any]:
 class Workspace:
     """Plain-dict operations on one workspace, errors mapped to the project's family."""
 
-    def __init__(self, client: WorkspaceClient, host: str | None = None, identity: str | None = None) -> None:
+    def __init__(
+        self,
+        client: WorkspaceClient,
+        host: str | None = None,
+        identity: str | None = None,
+        user_name: str | None = None,
+    ) -> None:
         self._client = client
         #: The workspace URL, normalised (scheme, lower-case host, no trailing slash).
         self.host: str = host if host is not None else normalize_host(str(client.config.host or ""))
         self._identity = identity
-        self._user_name: str | None = None  # the identity does not change during a session
+        self._user_name = user_name  # the identity does not change during a session
 
     def _call(self, what: str, operation: Callable[[], T]) -> T:
         """Run one SDK call; any SDK or transport failure becomes a project error."""

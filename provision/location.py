@@ -13,7 +13,7 @@ The facts are read through the gateway (``observe_*``); the judgements on them a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -65,9 +65,11 @@ class LocationFacts:
         return not self.access_control or principal in self.principals or self.all_users_level is not None
 
 
-def _nearest_existing(ws: Workspace, path: str) -> tuple[str, dict[str, Any]] | None:
+def _nearest_existing(
+    get_status: Callable[[str], dict[str, Any] | None], path: str
+) -> tuple[str, dict[str, Any]] | None:
     while True:
-        status = ws.get_status(path)
+        status = get_status(path)
         if status is not None:
             return path, status
         if path in ("/", ""):
@@ -75,16 +77,19 @@ def _nearest_existing(ws: Workspace, path: str) -> tuple[str, dict[str, Any]] | 
         path = path.rsplit("/", 1)[0] or "/"
 
 
-def observe_location(ws: Workspace, env: Environment) -> LocationFacts:
+def observe_location(
+    ws: Workspace, env: Environment, *, status: Callable[[str], dict[str, Any] | None] | None = None
+) -> LocationFacts:
     """Reads the permissions of the notebook, or of the nearest folder above it that exists:
-    a new folder inherits that folder's permissions (its creator gets CAN_MANAGE besides)."""
-    found = _nearest_existing(ws, env.notebook_path)
+    a new folder inherits that folder's permissions (its creator gets CAN_MANAGE besides).
+    ``status`` answers get-status (a plan's cached reads); by default ``ws.get_status``."""
+    found = _nearest_existing(status or ws.get_status, env.notebook_path)
     if found is None:
         return LocationFacts(checked_path="/", unknown="no folder above it exists")
-    path, status = found
-    kind = _KINDS.get(str(status.get("object_type")), "directories")
+    path, nearest = found
+    kind = _KINDS.get(str(nearest.get("object_type")), "directories")
     try:
-        acl = ws.get_permissions(kind, str(status.get("object_id")))
+        acl = ws.get_permissions(kind, str(nearest.get("object_id")))
     except (AuthError, NotFoundError):
         raise
     except RemoteError as error:  # permission denied: not knowing is not a failure of plan

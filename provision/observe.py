@@ -1,12 +1,14 @@
 """Reading the workspace: what it holds of an environment, each object read once.
 
-``Reader`` makes each read once per plan (or per check); ``observe`` turns the reads into
-``Observed``, the planner's input. The owned workflow is found by the state record's job
+``Reader`` makes each read once per plan (or per check), the independent ones together
+(``prefetch_observed``: two rounds of requests for a whole plan); ``observe`` turns the
+reads into ``Observed``, the planner's input. The owned workflow is found by the state record's job
 id, else by its name and dbtwf's tags.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,6 +21,7 @@ from provision.location import (
     observe_scope_acls,
 )
 from provision.model import Environment, same_scope
+from provision.parallel import Outcome, run_all
 from provision.state import StateRecord
 
 if TYPE_CHECKING:
@@ -31,21 +34,54 @@ class Reader:
     The planner and the executor's re-check under the lock read through a Reader each and
     compute what they compare with the same ``PROBES``, so "changed since the plan" means a
     different answer from the workspace, never a different way of asking.
+
+    Reads that do not depend on each other go out together (``prefetch``): each answer, or
+    the error it raised, is kept, and the code that uses it later gets exactly that, in its
+    own order. Several threads asking for the same read share one request.
     """
 
     def __init__(self, ws: Workspace) -> None:
         self.ws = ws
-        self._cache: dict[tuple[str, Any], Any] = {}
+        self._cache: dict[tuple[Any, ...], Outcome[Any]] = {}
+        self._lock = threading.Lock()
+        self._reading: dict[tuple[Any, ...], threading.Event] = {}
 
-    def _once(self, key: tuple[str, Any], read: Callable[[], Any]) -> Any:
-        if key not in self._cache:
-            self._cache[key] = read()
-        return self._cache[key]
+    def _once(self, key: tuple[Any, ...], read: Callable[[], Any]) -> Any:
+        while True:
+            with self._lock:
+                if key in self._cache:
+                    return self._cache[key].get()
+                waiting = self._reading.get(key)
+                if waiting is None:
+                    self._reading[key] = threading.Event()
+            if waiting is None:
+                break
+            waiting.wait()  # another thread is making this very read
+        outcome: Outcome[Any] | None = None
+        try:
+            outcome = Outcome(value=read())
+        except Exception as error:  # noqa: BLE001 - kept, and raised to whoever uses the read
+            outcome = Outcome(error=error)
+        finally:  # an interrupt keeps nothing: a thread still waiting makes the read itself
+            with self._lock:
+                if outcome is not None:
+                    self._cache[key] = outcome
+                self._reading.pop(key).set()
+        return outcome.get()
+
+    def prefetch(self, *reads: Callable[[], Any]) -> None:
+        """Makes the reads concurrently, for later use; raises nothing (a failed read raises
+        where its answer is used, as if it had been made there)."""
+        run_all(reads)
 
     def scope_names(self) -> frozenset[str]:
         return frozenset(
             self._once(("scopes", None), lambda: [str(s.get("name")) for s in self.ws.list_scopes()])
         )
+
+    def has_read_scopes(self) -> bool:
+        with self._lock:
+            return ("scopes", None) in self._cache
 
     def has_scope(self, name: str) -> bool:
         """Whether the scope exists, compared as Databricks does: case-insensitively."""
@@ -54,11 +90,16 @@ class Reader:
     def scope_acls(self, env: Environment, *, required: bool) -> dict[str, str]:
         """The scope's ACLs as ``location.observe_scope_acls`` reads them (a refusal to list
         them fails the plan only when it needs them), cached like ``acls``."""
-        key = ("acls", env.secret_scope)
-        if key not in self._cache:
+        scope = env.secret_scope
+
+        def read() -> list[dict[str, str]]:
             acls = observe_scope_acls(self.ws, env, required=required)
-            self._cache[key] = [{"principal": p, "permission": level} for p, level in acls.items()]
-        return self.acls(env.secret_scope)
+            return [{"principal": p, "permission": level} for p, level in acls.items()]
+
+        items = self._once(("scope-acls", scope, required), read)
+        with self._lock:
+            self._cache.setdefault(("acls", scope), Outcome(value=items))
+        return self.acls(scope)
 
     def acls(self, scope: str) -> dict[str, str]:
         items = self._once(("acls", scope), lambda: self.ws.list_acls(scope))
@@ -92,7 +133,8 @@ class Reader:
 
     def remember_job(self, job: dict[str, Any]) -> None:
         """A jobs/get answer read elsewhere in the same plan (add-task's workflow)."""
-        self._cache[("job", int(job["job_id"]))] = job
+        with self._lock:
+            self._cache[("job", int(job["job_id"]))] = Outcome(value=job)
 
     def jobs_named(self, name: str) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = self._once(
@@ -107,6 +149,30 @@ class Reader:
     def state(self, env: Environment) -> StateRecord | None:
         data = self.file(env.state_path)
         return None if data is None else StateRecord.from_json(data, env.state_path)
+
+    def location(self, env: Environment) -> LocationFacts:
+        """Who can edit or read the notebook (``location.observe_location``), through this
+        Reader's get-status answers."""
+        facts: LocationFacts = self._once(
+            ("location", env.notebook_path), lambda: observe_location(self.ws, env, status=self.status)
+        )
+        return facts
+
+
+def location_paths(path: str) -> list[str]:
+    """The notebook and the folders above it down to a top folder's child (``/Users/me``,
+    ``/Shared/x``): where ``observe_location`` looks for the nearest existing one, read at
+    once rather than one level at a time. Higher levels are read only when all are missing."""
+    paths = [path]
+    while True:
+        parent = path.rsplit("/", 1)[0]
+        parts = [part for part in parent.split("/") if part]
+        if parts[:1] == ["Workspace"]:
+            parts = parts[1:]
+        if len(parts) < 2:
+            return paths
+        paths.append(parent)
+        path = parent
 
 
 # -- observed state ------------------------------------------------------------------------
@@ -184,7 +250,51 @@ def status_stamp(status: Mapping[str, Any] | None) -> tuple[Any, Any]:
     return status.get("object_id"), status.get("modified_at")
 
 
+def prefetch_observed(reader: Reader, env: Environment, *, include_workflow: bool = True) -> None:
+    """Makes the reads ``observe`` needs in two rounds of concurrent requests: first what the
+    config alone names (the state record, the scopes, the notebook and the folders above it),
+    then what those answers point at (the owned job, the scope's secrets and ACLs, the
+    permissions of the nearest existing folder, an export the record cannot spare). ``observe``
+    then runs on the answers; the rare reads left (a job found by its tags) it makes itself."""
+    reader.prefetch(
+        lambda: reader.file(env.state_path),
+        reader.scope_names,
+        *(lambda path=path: reader.status(path) for path in location_paths(env.notebook_path)),
+    )
+
+    def workflow() -> None:
+        state = reader.state(env)
+        if state is not None and state.workflow_job_id is not None:
+            reader.job(state.workflow_job_id)
+        else:
+            reader.jobs_named(env.workflow_name)
+
+    def scope() -> None:
+        if reader.has_scope(env.secret_scope):
+            state = reader.state(env)
+            required = bool(env.scope_readers or (state is not None and state.granted_readers))
+            reader.prefetch(
+                lambda: reader.scope_acls(env, required=required),
+                lambda: reader.secrets(env.secret_scope),
+            )
+
+    def export() -> None:
+        status = reader.status(env.notebook_path)
+        if status is not None and not (
+            recorded_upload(reader.state(env)) and None not in status_stamp(status)
+        ):
+            reader.export(env.notebook_path)
+
+    reader.prefetch(
+        *((workflow,) if include_workflow else ()),
+        scope,
+        export,
+        lambda: reader.location(env),
+    )
+
+
 def observe(reader: Reader, env: Environment, *, include_workflow: bool = True) -> Observed:
+    prefetch_observed(reader, env, include_workflow=include_workflow)
     state = reader.state(env)
     # First the workflow: deployed by another identity, it is their scope and notebook too.
     workflow, found_by, stale, foreign, duplicates = (
@@ -219,5 +329,5 @@ def observe(reader: Reader, env: Environment, *, include_workflow: bool = True) 
         notebook_status=status,
         secret_updated_at=secrets.get(env.secret_key),
         deployer=reader.ws.current_user_name(),
-        location=observe_location(reader.ws, env),
+        location=reader.location(env),
     )

@@ -28,6 +28,8 @@ def _probe_scope(reader: Reader, env: Environment, change: Change) -> dict[str, 
 def _probe_scope_acl(reader: Reader, env: Environment, change: Change) -> dict[str, Any]:
     scope, _, principal = change.name.partition(":")
     principal = str(change.payload.get("principal") or principal)
+    if not reader.has_read_scopes():  # one round trip for both, not two
+        reader.prefetch(reader.scope_names, lambda: reader.acls(scope))
     if not reader.has_scope(scope):
         return {"permission": None}
     return {"permission": reader.acls(scope).get(principal)}
@@ -35,6 +37,8 @@ def _probe_scope_acl(reader: Reader, env: Environment, change: Change) -> dict[s
 
 def _probe_secret(reader: Reader, env: Environment, change: Change) -> dict[str, Any]:
     scope, _, key = change.name.partition("/")
+    if not reader.has_read_scopes():  # one round trip for both, not two
+        reader.prefetch(reader.scope_names, lambda: reader.secrets(scope))
     secrets = reader.secrets(scope) if reader.has_scope(scope) else {}
     return {"exists": key in secrets, "updated": secrets.get(key)}
 
@@ -80,8 +84,20 @@ PROBES: dict[str, Callable[[Reader, Environment, Change], dict[str, Any]]] = {
 }
 
 
+def _prefetch_probes(changes: Sequence[Change], reader: Reader, env: Environment) -> None:
+    """Every probe's reads at once (each probe reads its objects; most share none)."""
+    reader.prefetch(
+        *(
+            lambda change=change: PROBES[change.resource](reader, env, change)
+            for change in changes
+            if change.resource in PROBES
+        )
+    )
+
+
 def with_expectations(changes: Sequence[Change], reader: Reader, env: Environment) -> list[Change]:
     """The changes, each with what the workspace holds of its object now (``expect``)."""
+    _prefetch_probes(changes, reader, env)
     return [
         replace(change, expect=PROBES[change.resource](reader, env, change))
         if change.resource in PROBES
@@ -96,15 +112,20 @@ def moved_since_plan(changes: Sequence[Change], reader: Reader, env: Environment
     A folder the plan wanted created is not compared: the executor makes it itself (mkdirs
     is idempotent) before the lock, which lives in it.
     """
+    compared = [
+        change
+        for change in changes
+        if change.expect is not None
+        and change.resource in PROBES
+        and not (change.resource == "folder" and change.action is Action.CREATE)
+    ]
+    _prefetch_probes(compared, reader, env)  # every object at once, then compared in order
     moved: list[str] = []
-    for change in changes:
-        if change.expect is None or change.resource not in PROBES:
-            continue
-        if change.resource == "folder" and change.action is Action.CREATE:
-            continue
+    for change in compared:
+        before = dict(change.expect or {})
         now = PROBES[change.resource](reader, env, change)
-        if now != dict(change.expect):
-            moved.append(_describe_move(change, dict(change.expect), now))
+        if now != before:
+            moved.append(_describe_move(change, before, now))
     return moved
 
 
