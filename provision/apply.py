@@ -18,16 +18,19 @@ Nothing is written when every change is a no-op (not even the lock). Otherwise:
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from provision.change import Action, Change, has_changes, writes_secret
 from provision.desired import is_owned, merged_settings
 from provision.errors import ConflictError, DbtwfError, UsageError
 from provision.observe import Reader
+from provision.parallel import gather
 from provision.probes import moved_since_plan
 from provision.saved_plan import Plan
 from provision.state import AddedTask, StateRecord, environment_lock, token_fingerprint
@@ -53,12 +56,16 @@ def execute(
     replan: Callable[[], list[Change]] | None = None,
     check_token: Callable[[str], None] | None = None,
     warn: Callable[[str], None] | None = None,
+    planned_now: bool = False,
 ) -> list[Change]:
     """Carry out ``changes`` as planned; returns what was done.
 
     ``replan`` plans afresh (only used to see whether a moved workspace already matches);
     ``check_token`` proves the token against dbt Cloud before a secret write; ``warn`` hears
-    what the user must know (a lock broken while young).
+    what the user must know (a lock broken while young). ``planned_now``: the changes were
+    planned by this command a moment ago, nothing in between (no question asked): the plan's
+    reads are then the check before the folder is made, and are not made again (the check
+    under the lock is made either way).
     """
     changes = list(changes)
     if not has_changes(changes):
@@ -74,7 +81,10 @@ def execute(
         if check_token is not None and token is not None:
             check_token(token)  # a rejected token: exit 1, nothing written
     folder_change = next((c for c in changes if c.resource == "folder"), None)
-    if folder_change is not None and folder_change.action is Action.CREATE:
+    if folder_change is not None and folder_change.action is Action.CREATE and planned_now:
+        ws.mkdirs(env.notebook_folder)  # idempotent; the lock lives in it
+        has_folder = True
+    elif folder_change is not None and folder_change.action is Action.CREATE:
         reader = Reader(ws)
         moved = moved_since_plan(changes, reader, env)
         if not moved:
@@ -108,7 +118,15 @@ def _run_checked(
         return _moved(moved, replan)
     execution = _Execution(ws, env, token, reader.state(env), reader.file(env.state_path))
     execution.run(changes)
-    return changes + execution.warnings
+    # A workflow created here is named by its new id: nobody needs to read the record for it.
+    created = execution.record.workflow_job_id
+    done = [
+        replace(change, job_id=created)
+        if change.resource == "workflow" and change.action is Action.CREATE and change.job_id is None
+        else change
+        for change in changes
+    ]
+    return done + execution.warnings
 
 
 def _moved(moved: list[str], replan: Callable[[], list[Change]] | None) -> list[Change]:
@@ -155,6 +173,8 @@ class _Execution:
         self.ws = ws
         self.env = env
         self.token = token
+        #: Held while the record changes or is written: the writes of one wave run in threads.
+        self.lock = threading.RLock()
         self.record = record or StateRecord(environment=env.name)
         self.saved = saved
         self.state_deleted = False
@@ -163,24 +183,18 @@ class _Execution:
 
     def save(self) -> None:
         """Write the record when it differs from what the workspace holds."""
-        data = self.record.to_json()
-        if data != self.saved:
-            self.ws.write_file(self.env.state_path, data, overwrite=True)
-            self.saved = data
+        with self.lock:
+            data = self.record.to_json()
+            if data != self.saved:
+                self.ws.write_file(self.env.state_path, data, overwrite=True)
+                self.saved = data
 
     def run(self, changes: list[Change]) -> None:
-        done_tasks: set[int] = set()
         try:
-            for change in changes:
-                if change.resource == "task" and change.payload.get("op") not in _WRITE_OPS:
-                    if change.job_id is not None and change.job_id not in done_tasks and change.writes:
-                        done_tasks.add(change.job_id)
-                        same_job = [c for c in changes if c.resource == "task" and c.job_id == change.job_id]
-                        self.remove_tasks(change.job_id, same_job)
-                    continue
-                handler = _HANDLERS.get(change.resource)
-                if handler is not None:
-                    handler(self, change)
+            if any(c.action is Action.DELETE or _removes_task(c) for c in changes):
+                self._one_by_one(changes)  # destroy: one change after another, as planned
+            else:
+                self._together(changes)
         except BaseException:
             # Keep what was done (a created scope, a stored token, a job id) for the next run.
             blank = StateRecord(environment=self.env.name).to_json()
@@ -191,34 +205,85 @@ class _Execution:
                     _log.warning("could not record the progress in %s: %s", self.env.state_path, error)
             raise
 
+    def _one_by_one(self, changes: list[Change]) -> None:
+        done_tasks: set[int] = set()
+        for change in changes:
+            if _removes_task(change):
+                if change.job_id is not None and change.job_id not in done_tasks and change.writes:
+                    done_tasks.add(change.job_id)
+                    same_job = [c for c in changes if c.resource == "task" and c.job_id == change.job_id]
+                    self.remove_tasks(change.job_id, same_job)
+                continue
+            handler = _HANDLERS.get(change.resource)
+            if handler is not None:
+                handler(self, change)
+
+    def _together(self, changes: list[Change]) -> None:
+        """Each write goes out as soon as what it needs is there, beside the others: the scope
+        (once the record says dbtwf makes it), then its ACLs and the secret; the notebook, then
+        who may read it; the workflow. Then a foreign workflow's task, which runs the notebook
+        and reads the secret, and last the state record. The folder was made before the lock."""
+
+        def of(resource: str) -> list[Change]:
+            return [change for change in changes if change.resource == resource]
+
+        def calls(resource: str) -> list[Callable[[], None]]:
+            handler = _HANDLERS[resource]
+            return [functools.partial(handler, self, change) for change in of(resource)]
+
+        def secret_side() -> None:
+            for change in of("scope"):
+                self.scope(change)
+            gather([*calls("scope-acl"), *calls("secret")])
+
+        def notebook_side() -> None:
+            for change in of("notebook"):
+                self.notebook(change)
+            gather(calls("notebook-acl"))
+
+        def workflow_side() -> None:
+            for change in of("workflow"):
+                self.workflow(change)
+
+        gather([secret_side, notebook_side, workflow_side])
+        for change in of("task"):
+            self.task(change)
+        for change in of("state"):
+            self.state(change)
+
     # -- the resources ---------------------------------------------------------------------
     def scope(self, change: Change) -> None:
         if change.action is Action.CREATE:
             from provision.location import WARNING, all_users_scope_warning
 
-            self.record.scope_created = True
-            self.save()  # ownership before the object: a kill after the create still knows
+            with self.lock:
+                self.record.scope_created = True
+                self.save()  # ownership before the object: a kill after the create still knows
             try:
                 manager = self.ws.create_scope(self.env.secret_scope)
             except ConflictError:
-                self.record.scope_created = False  # created by someone else meanwhile: theirs
+                with self.lock:
+                    self.record.scope_created = False  # created by someone else meanwhile: theirs
                 return
             if manager == "users":  # a workspace without Premium allows nothing else
                 warning = all_users_scope_warning(self.env.secret_scope, "MANAGE")
                 self.warnings.append(Change(WARNING, self.env.secret_scope, Action.NOOP, warning))
         elif change.action is Action.DELETE:
             self.ws.delete_scope(self.env.secret_scope)
-            self.record.scope_created = False
+            with self.lock:
+                self.record.scope_created = False
 
     def scope_acl(self, change: Change) -> None:
         principal = str(change.payload.get("principal") or change.name.split(":", 1)[1])
         if change.action is Action.DELETE:  # a READ dbtwf granted, for a principal no longer listed
             self.ws.delete_acl(self.env.secret_scope, principal)
-            self.record.granted_readers = [p for p in self.record.granted_readers if p != principal]
+            with self.lock:
+                self.record.granted_readers = [p for p in self.record.granted_readers if p != principal]
         elif change.writes:
             self.ws.put_acl(self.env.secret_scope, principal, str(change.payload.get("permission") or "READ"))
-            if principal not in self.record.granted_readers:
-                self.record.granted_readers.append(principal)
+            with self.lock:
+                if principal not in self.record.granted_readers:
+                    self.record.granted_readers.append(principal)
 
     def notebook_acl(self, change: Change) -> None:
         """CAN_READ on the notebook for the identity a workflow running it runs as."""
@@ -238,14 +303,16 @@ class _Execution:
             return
         assert self.token is not None  # checked against the plan's fingerprint before any write
         self.ws.put_secret(env.secret_scope, env.secret_key, self.token)
-        self.record.token_salt = str(change.payload["salt"])
-        self.record.token_fingerprint = str(change.payload["fingerprint"])
+        with self.lock:
+            self.record.token_salt = str(change.payload["salt"])
+            self.record.token_fingerprint = str(change.payload["fingerprint"])
         # Right after the put: another time in secrets/list later means someone else wrote it.
         listed = {
             s.get("key"): s.get("last_updated_timestamp") for s in self.ws.list_secrets(env.secret_scope)
         }
         stamp = listed.get(env.secret_key)
-        self.record.secret_updated_at = int(stamp) if stamp is not None else None
+        with self.lock:
+            self.record.secret_updated_at = int(stamp) if stamp is not None else None
 
     def folder(self, change: Change) -> None:
         pass  # made before the lock (see execute)
@@ -254,8 +321,9 @@ class _Execution:
         env = self.env
         if change.action is Action.DELETE:
             self.ws.delete(env.notebook_path)
-            self.record.notebook_sha256 = ""
-            self.record.notebook_object_id = self.record.notebook_modified_at = None
+            with self.lock:
+                self.record.notebook_sha256 = ""
+                self.record.notebook_object_id = self.record.notebook_modified_at = None
             return
         if not change.writes:
             found = change.payload.get("record")
@@ -267,25 +335,28 @@ class _Execution:
 
     def _record_notebook(self, sha256: str, status: Any) -> None:
         object_id, modified_at = status.get("object_id"), status.get("modified_at")
-        self.record.notebook_sha256 = sha256
-        self.record.notebook_object_id = int(object_id) if object_id is not None else None
-        self.record.notebook_modified_at = int(modified_at) if modified_at is not None else None
+        with self.lock:
+            self.record.notebook_sha256 = sha256
+            self.record.notebook_object_id = int(object_id) if object_id is not None else None
+            self.record.notebook_modified_at = int(modified_at) if modified_at is not None else None
 
     def workflow(self, change: Change) -> None:
         settings = dict(change.payload.get("settings") or {})
+        job_id: int | None = change.job_id
         if change.action is Action.CREATE:
-            self.record.workflow_job_id = create_workflow(self.ws, self.env, settings)
+            job_id = create_workflow(self.ws, self.env, settings)
         elif change.action is Action.UPDATE:
             assert change.job_id is not None
             self.ws.reset_job(change.job_id, settings)
-            self.record.workflow_job_id = change.job_id
         elif change.action is Action.DELETE:
             assert change.job_id is not None
             self.ws.delete_job(change.job_id)
-            if self.record.workflow_job_id == change.job_id:
-                self.record.workflow_job_id = None
-        else:
-            self.record.workflow_job_id = change.job_id  # found by its tags after the state was lost
+            with self.lock:
+                if self.record.workflow_job_id == change.job_id:
+                    self.record.workflow_job_id = None
+            return
+        with self.lock:  # a NOOP: found by its tags after the state was lost
+            self.record.workflow_job_id = job_id
 
     def task(self, change: Change) -> None:
         """add-task: record the entry first, then the one jobs/update holding only the task."""
@@ -322,6 +393,11 @@ class _Execution:
             self.state_deleted = True
         elif change.writes or self.saved is not None:
             self.save()
+
+
+def _removes_task(change: Change) -> bool:
+    """destroy's removal (or putting back) of a task in a foreign workflow."""
+    return change.resource == "task" and change.payload.get("op") not in _WRITE_OPS
 
 
 _HANDLERS: dict[str, Callable[[_Execution, Change], None]] = {

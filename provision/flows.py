@@ -43,6 +43,9 @@ class Interaction:
     show_plan: Callable[[Sequence[Change]], None] = _ignore
     #: Asked before anything is written; False stops the flow (nothing written).
     confirm: Callable[[str], bool] = _agree
+    #: Whether ``confirm`` may wait for a person's answer (no --yes): a plan confirmed after
+    #: that wait is read again before anything is written; one confirmed at once is not.
+    asks: bool = False
     warn: Callable[[str], None] = _ignore
     note: Callable[[str], None] = _ignore
     #: A line of progress the person asked for (onboard's "the token works").
@@ -170,7 +173,10 @@ def carry_out(
         raise DeclinedError(f"environment {env.name!r} not applied; nothing was changed")
     if confirmed is not None:
         confirmed()
-    done = execute(ws, env, changes, token, break_lock=break_lock, replan=replan, warn=ui.warn)
+    planned_now = replan is not None and not ui.asks  # read a moment ago, by this command
+    done = execute(
+        ws, env, changes, token, break_lock=break_lock, replan=replan, warn=ui.warn, planned_now=planned_now
+    )
     return _outcome(ws, env, header, APPLIED if has_changes(done) else MATCHED, changes, done)
 
 

@@ -92,3 +92,20 @@ def configured_cli(
 def write_kinds(requests: list[Any]) -> list[str]:
     """The write requests as "METHOD path", in order."""
     return [f"{r.method} {r.path}" for r in requests if r.is_write]
+
+
+def write_labels(requests: list[Any]) -> list[str]:
+    """The write requests as "METHOD path", in the order the emulator answered them, each
+    workspace import named by what it wrote: "(lock)", "(state)" or "(notebook)". Writes sent
+    together (one round trip) may come in either order."""
+    labels = []
+    for request in requests:
+        if not request.is_write:
+            continue
+        label = f"{request.method} {request.path}"
+        if request.path.endswith("/workspace/import"):
+            path = str(request.json().get("path", ""))
+            kind = "lock" if "/.dbtwf-lock-" in path else "state" if "/.dbtwf-state-" in path else "notebook"
+            label += f" ({kind})"
+        labels.append(label)
+    return labels

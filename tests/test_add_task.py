@@ -30,7 +30,7 @@ from provision.model import Compute, DbtJobTask, Environment, default_task_key
 from provision.onboard import OnboardOptions, prepare
 from provision.state import AddedTask, load_state
 from tests.conftest import DATABRICKS_TOKEN, DBT_ACCOUNT_ID, DBT_CLOUD_TOKEN
-from tests.provision_helpers import cli_env, configured_cli, make_workspace, write_config
+from tests.provision_helpers import cli_env, configured_cli, make_workspace, write_config, write_labels
 
 if TYPE_CHECKING:
     from provision.databricks import Workspace
@@ -559,16 +559,33 @@ def test_a_fresh_environment_and_the_task_are_written_under_one_lock(
 
     run_add_task(ws, env, workflow=str(job_id), dbt_job=str(DBT_JOB))
 
-    assert [f"{w.method} {w.path}" for w in databricks.writes()] == [
-        "POST /api/2.0/workspace/mkdirs",
-        "POST /api/2.0/workspace/import",  # the lock, taken once
-        "POST /api/2.0/workspace/import",  # state record: the scope is dbtwf's
-        "POST /api/2.0/secrets/scopes/create",
-        "POST /api/2.0/secrets/put",
-        "POST /api/2.0/workspace/import",  # notebook
-        "POST /api/2.0/workspace/import",  # state record: the task, before it is written
-        "POST /api/2.2/jobs/update",  # the one write to the foreign workflow
-        "POST /api/2.0/workspace/delete",  # the lock released
+    writes = write_labels(databricks.writes())
+    assert sorted(writes) == sorted(
+        [
+            "POST /api/2.0/workspace/mkdirs",
+            "POST /api/2.0/workspace/import (lock)",  # taken once
+            "POST /api/2.0/workspace/import (state)",  # the scope is dbtwf's
+            "POST /api/2.0/secrets/scopes/create",
+            "POST /api/2.0/secrets/put",
+            "POST /api/2.0/workspace/import (notebook)",
+            "POST /api/2.0/workspace/import (state)",  # the task, before it is written
+            "POST /api/2.2/jobs/update",  # the one write to the foreign workflow
+            "POST /api/2.0/workspace/delete",  # the lock released
+        ]
+    )
+    # The lock before all but the folder; the scope's owner recorded before it is made, the
+    # secret after its scope (the notebook beside them); then the task, recorded before the
+    # one jobs/update that writes it, once everything it runs is there; then the unlock.
+    assert writes[:2] == ["POST /api/2.0/workspace/mkdirs", "POST /api/2.0/workspace/import (lock)"]
+    assert (
+        writes.index("POST /api/2.0/workspace/import (state)")
+        < writes.index("POST /api/2.0/secrets/scopes/create")
+        < writes.index("POST /api/2.0/secrets/put")
+    )
+    assert writes[-3:] == [
+        "POST /api/2.0/workspace/import (state)",
+        "POST /api/2.2/jobs/update",
+        "POST /api/2.0/workspace/delete",
     ]
 
 

@@ -16,7 +16,7 @@ from provision.errors import ConflictError
 from provision.model import DbtJobTask, Environment, Schedule
 from provision.plan import plan_environment
 from provision.state import environment_lock, load_state, lock_path
-from tests.provision_helpers import make_env, make_workspace, write_kinds
+from tests.provision_helpers import make_env, make_workspace, write_kinds, write_labels
 
 TOKEN = "dbtc_apply_test_token_1234"
 
@@ -45,17 +45,30 @@ def test_fresh_apply_writes_nine_and_a_second_apply_none(databricks: Any, ws: Wo
         converge(ws, env)
     # The five resources, the lock's create and delete, and the state record twice: once
     # before scopes/create (dbtwf's ownership of the scope), once at the end.
-    assert write_kinds(fresh) == [
-        "POST /api/2.0/workspace/mkdirs",  # folder (made before the lock, which lives in it)
-        "POST /api/2.0/workspace/import",  # lock
-        "POST /api/2.0/workspace/import",  # state record: "dbtwf creates the scope"
-        "POST /api/2.0/secrets/scopes/create",
-        "POST /api/2.0/secrets/put",
-        "POST /api/2.0/workspace/import",  # notebook
-        "POST /api/2.2/jobs/create",
-        "POST /api/2.0/workspace/import",  # state record
-        "POST /api/2.0/workspace/delete",  # lock released
-    ]
+    writes = write_labels(fresh)
+    assert sorted(writes) == sorted(
+        [
+            "POST /api/2.0/workspace/mkdirs",
+            "POST /api/2.0/workspace/import (lock)",
+            "POST /api/2.0/workspace/import (state)",
+            "POST /api/2.0/secrets/scopes/create",
+            "POST /api/2.0/secrets/put",
+            "POST /api/2.0/workspace/import (notebook)",
+            "POST /api/2.2/jobs/create",
+            "POST /api/2.0/workspace/import (state)",
+            "POST /api/2.0/workspace/delete",
+        ]
+    )
+    # The folder (the lock lives in it), then the lock before any other write; the record
+    # says the scope is dbtwf's before it is created, the secret follows its scope (the
+    # notebook and the workflow go beside them); the record is written last, then unlocked.
+    assert writes[:2] == ["POST /api/2.0/workspace/mkdirs", "POST /api/2.0/workspace/import (lock)"]
+    assert (
+        writes.index("POST /api/2.0/workspace/import (state)")
+        < writes.index("POST /api/2.0/secrets/scopes/create")
+        < writes.index("POST /api/2.0/secrets/put")
+    )
+    assert writes[-2:] == ["POST /api/2.0/workspace/import (state)", "POST /api/2.0/workspace/delete"]
     assert databricks.secret_value(env.secret_scope, env.secret_key) == TOKEN
     assert len(owned_jobs(databricks, env)) == 1
     assert databricks.workspace_file(lock_path(env)) is None
@@ -87,7 +100,8 @@ def test_workflow_settings_as_created(databricks: Any, ws: Workspace) -> None:
 
 def resource_writes(requests: list[Any], env: Environment) -> list[str]:
     """The writes to the environment's resources, "METHOD path [target]", the lock and the state
-    record left out: a workspace/import names the file it writes, so the notebook's is told apart."""
+    record left out: a workspace/import names the file it writes, so the notebook's is told apart.
+    Sorted: independent writes go out together, in no fixed order."""
     bookkeeping = {lock_path(env), env.state_path}
     writes = []
     for request in requests:
@@ -97,7 +111,7 @@ def resource_writes(requests: list[Any], env: Environment) -> list[str]:
         if target in bookkeeping:
             continue
         writes.append(f"{request.method} {request.path}" + (f" {target}" if target else ""))
-    return writes
+    return sorted(writes)
 
 
 NOTEBOOK_IMPORT = "POST /api/2.0/workspace/import /Shared/dbtwf/dev/run_dbt_cloud_job"

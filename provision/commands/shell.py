@@ -342,6 +342,7 @@ def interaction(*, yes: bool, as_json: bool, header_note: str | None = None) -> 
         show_section=show_section,
         show_plan=show_plan,
         confirm=confirmer(yes),
+        asks=not yes,
         warn=output.warn,
         note=output.note,
         say=output.say,
