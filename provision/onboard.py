@@ -112,10 +112,15 @@ def prepare(options: OnboardOptions, existing: Environment | None) -> OnboardTar
 
 
 def check_dbt_job(target: OnboardTarget, token: str) -> str:
-    """GET the job with the token: proves both before Databricks is touched. Returns its name."""
+    """GET the job with the token: proves both before Databricks is touched, while the
+    Databricks SDK that comes next loads (the round trip and the import overlap). Returns
+    the job's name."""
+    from provision.databricks import while_importing_sdk
     from provision.dbt_cloud import fetch_dbt_job
 
-    job = fetch_dbt_job(target.dbt_host, target.dbt_account_id, target.dbt_job_id, token)
+    job = while_importing_sdk(
+        lambda: fetch_dbt_job(target.dbt_host, target.dbt_account_id, target.dbt_job_id, token)
+    )
     return str(job.get("name") or f"job {target.dbt_job_id}")
 
 
