@@ -4,15 +4,19 @@ Nothing is written when every change is a no-op (not even the lock). Otherwise:
 
 1. the token given must be the one the plan fingerprinted (a secret change says which);
 2. the folder is made when the plan says so (the lock file lives in it), after checking,
-   without the lock, that nothing moved since the plan, so a refusal writes nothing;
+   without the lock, that nothing moved since the plan, so a refusal writes nothing (a plan
+   made by the same command a moment ago, with no question asked, is that check itself);
 3. the environment's lock is taken, once;
-4. every object the changes are about is read again (``moved_since_plan``). If the workspace
-   changed since the plan (another apply, a hand edit), the executor refuses rather than
-   do something else than what was confirmed; only when a fresh plan has nothing left to
-   do (another run did exactly this meanwhile) does it stop quietly, having written nothing;
-5. the changes run in the plan's order. Ownership is recorded before it is created: the
-   state record says "dbtwf created the scope" before scopes/create and names a foreign
-   task before the jobs/update that writes it, so a run killed in between still knows;
+4. every object the changes are about is read again (``moved_since_plan``, all at once). If
+   the workspace changed since the plan (another apply, a hand edit), the executor refuses
+   rather than do something else than what was confirmed; only when a fresh plan has nothing
+   left to do (another run did exactly this meanwhile) does it stop quietly, having written
+   nothing;
+5. each write goes out once what it needs is done, beside the independent ones (the scope
+   then the secret, the notebook, the workflow; destroy's deletes one by one, in the plan's
+   order). Ownership is recorded before it is created: the state record says "dbtwf created
+   the scope" before scopes/create and names a foreign task before the jobs/update that
+   writes it, so a run killed in between still knows;
 6. the state record is written once more at the end when it changed, and the lock released.
 """
 
