@@ -3,7 +3,7 @@
 The depth of a command is counted from the emulators' request spans (tests.emulators.base.
 round_trip_depth): the longest chain of requests each sent after the previous one was
 answered. For the spans of requests sent together to overlap, the emulators answer after a
-real 100 ms here (their latency_ms); no test asserts a time, only depths and request counts.
+real 50 ms here (their latency_ms); no test asserts a time, only depths and request counts.
 Sequentially the same commands were 34 (onboard), 12 (no-op apply) and 23 (add-task) deep.
 """
 
@@ -26,7 +26,7 @@ from tests.emulators.base import round_trip_depth
 from tests.provision_helpers import cli_env, make_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
-LATENCY_MS = 100
+LATENCY_MS = 50
 DBT_JOB, SECOND_DBT_JOB = 1, 2
 
 
