@@ -2,10 +2,13 @@
 
 A request to a cloud workspace spends most of its time on the network (about 150 ms from a
 laptop), so reads that do not depend on each other, and writes whose prerequisites are done,
-go out at the same time from a few threads. The Databricks SDK's client may be shared by them:
-its HTTP session (requests + urllib3) hands each thread its own pooled connection, and its
-credential providers refresh tokens under a lock (the SDK itself downloads file parts from
-several threads through one client).
+go out at the same time from a few threads. The Databricks SDK's client may be shared by them
+(databricks-sdk 0.16x, read in its code): its one requests.Session is never reconfigured after
+it is built, and what a request touches there is locked (the cookie jar's RLock; urllib3's pool
+hands each thread its own connection); the Config is only read; the credential providers give
+a static header (PAT) or refresh OAuth tokens under a lock; the SDK itself downloads file parts
+from several threads through one client. requests does not promise Session is thread-safe
+(psf/requests#2766, about a redirect cache that 2.3x no longer has).
 
 Each call gets its own small pool, so a task may itself run tasks (no pool starves).
 """
