@@ -165,3 +165,29 @@ def test_the_sdk_loads_while_the_work_runs_and_is_loaded_after() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
     )
     assert result.stdout.split() == ["done", "True", "raised"]
+
+
+def test_gather_waits_for_every_task_and_raises_the_first_error_in_order() -> None:
+    from provision.parallel import gather, run_all
+
+    finished: list[str] = []
+    both_running = threading.Barrier(2, timeout=10)  # they run at the same time, or this breaks
+
+    def task(name: str, error: Exception | None = None) -> Any:
+        def run() -> str:
+            if name in ("a", "b"):
+                both_running.wait()
+            finished.append(name)
+            if error is not None:
+                raise error
+            return name
+
+        return run
+
+    assert gather([task("a"), task("b")]) == ["a", "b"]
+    finished.clear()
+    with pytest.raises(ValueError, match="first"):
+        gather([task("ok"), task("x", ValueError("first")), task("y", KeyError("second"))])
+    assert sorted(finished) == ["ok", "x", "y"]  # nothing was abandoned half-way
+    outcomes = run_all([task("z", RuntimeError("kept"))])
+    assert isinstance(outcomes[0].error, RuntimeError) and outcomes[0].value is None
