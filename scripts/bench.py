@@ -709,8 +709,9 @@ def _render_versus(versus: dict[str, Any], latencies: list[str]) -> list[str]:
         f"At {top} ms per request (target: no longer than the legacy commands): " + "; ".join(verdicts) + ".",
         "Requests count both services (dbtwf checks the dbt job and token on dbt Cloud); round trips "
         f"are counted at {top} ms: the longest chain of requests each sent after the previous one was "
-        "answered. The emulators serve plain http: against a real workspace each of the legacy CLI's "
-        "processes also pays a TCP and TLS handshake (one to two more round trips), as does each "
+        "answered (onboard's count includes its dbt Cloud check, made while the SDK loads). The "
+        "emulators serve plain http: against a real workspace each of the legacy CLI's processes "
+        "also pays a TCP and a TLS handshake (two to three more round trips), as does each "
         "connection dbtwf opens; neither is added here. The legacy CLI does the guide's steps and "
         "nothing else: no check that anything is already there, no state, no lock, the token on the "
         "command line.",
