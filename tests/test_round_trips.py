@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from provision.cli import app
 from provision.errors import RemoteError
-from provision.plan import Reader, location_paths
+from provision.observe import Reader, location_paths
 from tests.emulators.base import round_trip_depth
 from tests.provision_helpers import cli_env, make_workspace
 
