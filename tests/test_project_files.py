@@ -53,3 +53,14 @@ def test_the_widget_table_gives_the_defaults_the_widgets_have() -> None:
     assert set(widgets) <= set(table), set(widgets) - set(table)
     shown = {"(required)": "", "empty": "", "`run_timeout_seconds`": "7200"}
     assert {name: shown[table[name]] for name in widgets} == widgets
+
+
+def test_every_package_of_the_source_tree_is_in_the_wheel() -> None:
+    """setuptools ships only the packages listed: a subpackage left out (provision.commands was)
+    installs a `dbtwf` that fails to import anywhere but in an editable checkout."""
+    found = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for top in ("provision", "runner")
+        for init in (ROOT / top).rglob("__init__.py")
+    }
+    assert set(PYPROJECT["tool"]["setuptools"]["packages"]) == found

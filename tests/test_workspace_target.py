@@ -23,7 +23,7 @@ import pytest
 from databricks.sdk.clock import Clock
 from typer.testing import CliRunner
 
-import provision.databricks as gateway
+import provision.databricks.signin as gateway
 from provision.cli import app
 from provision.databricks import FIRST_CONTACT_RETRY_SECONDS, connect
 from provision.errors import AuthError, RemoteError, UsageError
