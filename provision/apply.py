@@ -17,7 +17,9 @@ Nothing is written when every change is a no-op (not even the lock). Otherwise:
    order). Ownership is recorded before it is created: the state record says "dbtwf created
    the scope" before scopes/create and names a foreign task before the jobs/update that
    writes it, so a run killed in between still knows;
-6. the state record is written once more at the end when it changed, and the lock released.
+6. the state record is written once more at the end when it changed, and the lock released;
+7. destroy only: the folders dbtwf made for the notebook are deleted, deepest first, each
+   only while empty (the lock file lived in one of them). Apply records them with the state.
 """
 
 from __future__ import annotations
@@ -84,7 +86,10 @@ def execute(
         _require_planned_token(changes, token)
         if check_token is not None and token is not None:
             check_token(token)  # a rejected token: exit 1, nothing written
-    folder_change = next((c for c in changes if c.resource == "folder"), None)
+    # destroy's folder deletes run after the lock is released (see _remove_folders).
+    folder_change = next(
+        (c for c in changes if c.resource == "folder" and c.action is not Action.DELETE), None
+    )
     if folder_change is not None and folder_change.action is Action.CREATE and planned_now:
         ws.mkdirs(env.notebook_folder)  # idempotent; the lock lives in it
         has_folder = True
@@ -104,9 +109,34 @@ def execute(
     else:  # destroy plans no folder: without one, nothing of ours can be there to lock
         has_folder = ws.get_status(env.notebook_folder) is not None
     if not has_folder:
-        return _run_checked(ws, env, changes, token, replan)
-    with environment_lock(ws, env, break_lock=break_lock, warn=warn):
-        return _run_checked(ws, env, changes, token, replan)
+        done = _run_checked(ws, env, changes, token, replan)
+    else:
+        with environment_lock(ws, env, break_lock=break_lock, warn=warn):
+            done = _run_checked(ws, env, changes, token, replan)
+    if any(c.resource == "folder" and c.action is Action.DELETE for c in done):
+        done = _remove_folders(ws, done)
+    return done
+
+
+def _remove_folders(ws: Workspace, done: list[Change]) -> list[Change]:
+    """destroy: the folders dbtwf made, deepest first, once the lock file (which lives in the
+    notebook's folder) is gone. Non-recursive: a folder holding anything (another run's lock,
+    someone's file) is left, and said, not an error."""
+    from provision.location import WARNING
+
+    result: list[Change] = []
+    kept: list[Change] = []
+    for change in done:
+        if (
+            change.resource == "folder"
+            and change.action is Action.DELETE
+            and not ws.delete_if_empty(change.name)
+        ):
+            why = "made by dbtwf, but not empty: left with what it holds"
+            change = replace(change, action=Action.NOOP, reason=why)
+            kept.append(Change(WARNING, change.name, Action.NOOP, f"folder {change.name} is {why}"))
+        result.append(change)
+    return result + kept
 
 
 def _run_checked(
@@ -249,6 +279,8 @@ class _Execution:
             for change in of("workflow"):
                 self.workflow(change)
 
+        for change in of("folder"):
+            self.folder(change)  # recorded with the first save; made before the lock
         gather([secret_side, notebook_side, workflow_side])
         for change in of("task"):
             self.task(change)
@@ -319,7 +351,15 @@ class _Execution:
             self.record.secret_updated_at = int(stamp) if stamp is not None else None
 
     def folder(self, change: Change) -> None:
-        pass  # made before the lock (see execute)
+        """Made before the lock (see execute); destroy's deletes come after it (see
+        _remove_folders). Here the record learns which folders that mkdirs made."""
+        if change.action is not Action.CREATE:
+            return
+        made = [str(path) for path in change.payload.get("created") or ()]
+        with self.lock:
+            known = [p for p in self.record.created_folders if p not in made]
+            # Deepest first, so destroy empties a folder before the one holding it.
+            self.record.created_folders = sorted(made + known, key=lambda p: -p.count("/"))
 
     def notebook(self, change: Change) -> None:
         env = self.env

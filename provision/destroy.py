@@ -1,9 +1,10 @@
 """Remove what dbtwf created for one environment, and nothing else.
 
 Owned: the workflow carrying dbtwf's tags for the environment, the tasks dbtwf added to
-foreign workflows, the notebook, the stored secret, the state record, and the scope only
-when the state says dbtwf created it and it holds no other secret. The folder stays: other
-things may live in it.
+foreign workflows, the notebook, the stored secret, the state record, the scope only
+when the state says dbtwf created it and it holds no other secret, and the folders dbtwf
+made for the notebook (named in the record) while they are empty: a folder that existed
+before, or that holds anything else, stays.
 
 The state record is not trusted on its own (anyone who can edit the folder can edit it):
 every entry is checked against the workspace first. A job is deleted only while it carries
@@ -22,7 +23,7 @@ from provision.add_task import is_dbtwf_task, task_differences
 from provision.change import Action, Change
 from provision.desired import is_owned
 from provision.errors import ConflictError
-from provision.observe import Reader, find_owned_workflow
+from provision.observe import Reader, find_owned_workflow, location_paths
 from provision.probes import with_expectations
 from provision.state import AddedTask, StateRecord
 
@@ -60,7 +61,21 @@ def plan_destroy(ws: Workspace, env: Environment) -> list[Change]:
         changes += _plan_grant_removal(reader, env, state.granted_readers)
     if state is not None:
         changes.append(Change("state", env.state_path, Action.DELETE, "dbtwf's record"))
+        changes += _plan_folders(reader, env, state)
     return with_expectations(changes, reader, env)
+
+
+def _plan_folders(reader: Reader, env: Environment, state: StateRecord) -> list[Change]:
+    """The folders the record says dbtwf made, deepest first, that still exist. Only the
+    notebook's folder and those above it count: an edited record names no other folder.
+    Each goes only if empty once the rest is deleted (the executor checks, after the lock)."""
+    chain = location_paths(env.notebook_path)[1:]
+    recorded = [path for path in chain if path in state.created_folders]
+    reader.prefetch(*(lambda path=path: reader.status(path) for path in recorded))
+    why = "made by dbtwf for the notebook; deleted only if empty"
+    return [
+        Change("folder", path, Action.DELETE, why) for path in recorded if reader.status(path) is not None
+    ]
 
 
 def _plan_tasks(reader: Reader, env: Environment, state: StateRecord | None) -> list[Change]:

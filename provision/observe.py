@@ -205,6 +205,20 @@ class Observed:
     #: The identity applying, and who can edit/read the notebook (see provision.location).
     deployer: str | None = None
     location: LocationFacts | None = None
+    #: The notebook's folder and the folders above it that do not exist, deepest first
+    #: (from the get-status answers already read): what creating the folder makes.
+    missing_folders: tuple[str, ...] = ()
+
+
+def missing_folders(reader: Reader, env: Environment) -> tuple[str, ...]:
+    """The notebook's folder and the missing ones above it, deepest first, as far as
+    ``location_paths`` reads (a top folder's child, ``/Users/me``, at most)."""
+    missing: list[str] = []
+    for path in location_paths(env.notebook_path)[1:]:
+        if reader.status(path) is not None:
+            break
+        missing.append(path)
+    return tuple(missing)
 
 
 def find_owned_workflow(
@@ -330,4 +344,5 @@ def observe(reader: Reader, env: Environment, *, include_workflow: bool = True) 
         secret_updated_at=secrets.get(env.secret_key),
         deployer=reader.ws.current_user_name(),
         location=reader.location(env),
+        missing_folders=() if folder_exists else missing_folders(reader, env),
     )

@@ -168,6 +168,7 @@ def render_outcome(outcome: Outcome, as_json: bool, *, next_step: str | None = N
         say(f"dbtwf owns nothing to delete in environment {name!r}")
     else:
         say(f"destroyed what dbtwf owned in environment {name!r}")
+        print_warnings(outcome.done)  # a folder dbtwf made that is not empty, left
     if outcome.workflow_id is not None:
         say(f"workflow {outcome.workflow_id}: {outcome.workflow_url}")
         if next_step:

@@ -132,7 +132,15 @@ def plan(
     changes.append(
         Change("folder", env.notebook_folder, Action.NOOP, "exists")
         if observed.folder_exists
-        else Change("folder", env.notebook_folder, Action.CREATE, "missing")
+        # Which folders mkdirs makes (the state records them: destroy removes them if empty).
+        else Change(
+            "folder",
+            env.notebook_folder,
+            Action.CREATE,
+            "missing",
+            None,
+            {"created": list(observed.missing_folders or (env.notebook_folder,))},
+        )
     )
     notebook, record_notebook = _plan_notebook(desired, observed)
     changes.append(notebook)

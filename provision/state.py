@@ -79,6 +79,10 @@ class StateRecord:
     #: Principals dbtwf granted READ on the scope (for scope_readers): revoked when they
     #: leave scope_readers. An ACL dbtwf did not grant is never revoked.
     granted_readers: list[str] = field(default_factory=list)
+    #: The folders dbtwf made for the notebook (its folder and the missing ones above it),
+    #: deepest first: destroy removes those still empty. A record without it (older dbtwf)
+    #: deletes no folder, as who made them is not known.
+    created_folders: list[str] = field(default_factory=list)
     version: int = STATE_VERSION
 
     def to_json(self) -> bytes:
@@ -107,6 +111,9 @@ class StateRecord:
             readers = _list(raw.get("granted_readers", []), "granted_readers")
             if not all(isinstance(p, str) for p in readers):
                 raise TypeError("granted_readers holds a value that is not a principal name")
+            folders = _list(raw.get("created_folders", []), "created_folders")
+            if not all(isinstance(p, str) and p.startswith("/") for p in folders):
+                raise TypeError("created_folders holds a value that is not a workspace path")
             return cls(
                 environment=str(raw["environment"]),
                 workflow_job_id=_optional_int(raw.get("workflow_job_id")),
@@ -119,6 +126,7 @@ class StateRecord:
                 notebook_modified_at=_optional_int(raw.get("notebook_modified_at")),
                 added_tasks=added,
                 granted_readers=list(readers),
+                created_folders=list(folders),
                 version=STATE_VERSION,
             )
         except (ValueError, TypeError, KeyError) as error:

@@ -618,9 +618,11 @@ class Suite:
             left.append(f"notebook {names.notebook}")
         if scope_named(self.workspace, names.scope) is not None:
             left.append(f"secret scope {names.scope} (dbtwf created it)")
+        if path_exists(self.workspace, names.folder):
+            left.append(f"folder {names.folder} (dbtwf made it)")
         if left:
             raise StepFailed("destroy left " + ", ".join(left))
-        self.say("    workflow, notebook and secret scope gone")
+        self.say("    workflow, notebook, secret scope and folder gone")
 
     # -- clean-up ------------------------------------------------------------------------
     def clean_up(self) -> list[str]:

@@ -8,6 +8,7 @@ but for the CLI helper (this file's `invoke` takes the arguments one by one).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -154,3 +155,81 @@ def test_destroy_puts_back_the_users_task_that_replace_overwrote(
     tasks = {t["task_key"]: t for t in databricks.jobs[job_id]["settings"]["tasks"]}
     assert tasks["step_001"] == original
     assert sorted(tasks) == ["step_000", "step_001", "step_002"]
+
+
+# -- the folders dbtwf made for the notebook ------------------------------------------------
+
+
+def _home_folders(databricks: Any, ws: Workspace) -> tuple[str, str, str]:
+    """The default location's folders: (~/.dbtwf/dev's notebook, ~/.dbtwf/dev, ~/.dbtwf)."""
+    home = f"/Users/{databricks.user_name}"
+    return f"{home}/.dbtwf/dev/run_dbt_cloud_job", f"{home}/.dbtwf/dev", f"{home}/.dbtwf"
+
+
+def test_destroy_deletes_the_folders_apply_made(databricks: Any, cli: dict[str, str], ws: Workspace) -> None:
+    notebook, folder, top = _home_folders(databricks, ws)
+    assert invoke("apply", "--yes", env=cli).exit_code == 0
+    assert ws.get_status(notebook) is not None
+    state = ws.read_file(f"{folder}/.dbtwf-state-dev.json")
+    assert state is not None and b'"created_folders"' in state
+    record = load_state(ws, make_env(notebook_path=notebook))
+    assert record is not None and record.created_folders == [folder, top]
+    result = invoke("destroy", "--yes", env=cli)
+    assert result.exit_code == 0, result.output
+    assert "folder" in result.output and top in result.output  # shown like every other change
+    assert ws.get_status(folder) is None and ws.get_status(top) is None
+    assert ws.get_status(f"/Users/{databricks.user_name}") is not None  # the home was there before
+
+
+def test_destroy_keeps_a_folder_that_existed_before_apply(
+    databricks: Any, cli: dict[str, str], ws: Workspace
+) -> None:
+    _notebook, folder, top = _home_folders(databricks, ws)
+    ws.mkdirs(top)  # the user's own folder: dbtwf only makes dev inside it
+    assert invoke("apply", "--yes", env=cli).exit_code == 0
+    assert invoke("destroy", "--yes", env=cli).exit_code == 0
+    assert ws.get_status(folder) is None
+    assert ws.get_status(top) is not None
+
+
+def test_destroy_keeps_a_folder_holding_someone_elses_file(
+    databricks: Any, cli: dict[str, str], ws: Workspace
+) -> None:
+    _notebook, folder, top = _home_folders(databricks, ws)
+    assert invoke("apply", "--yes", env=cli).exit_code == 0
+    ws.write_file(f"{folder}/notes.txt", b"mine", overwrite=False)
+    result = invoke("destroy", "--yes", env=cli)
+    assert result.exit_code == 0, result.output
+    assert "is made by dbtwf, but not empty" in result.stderr  # said, not an error
+    assert ws.read_file(f"{folder}/notes.txt") == b"mine"
+    assert ws.get_status(top) is not None  # it holds the kept folder
+    assert ws.read_file(f"{folder}/.dbtwf-state-dev.json") is None
+    assert ws.get_status(folder) is not None
+
+
+def test_destroy_deletes_no_folder_for_a_record_without_created_folders(
+    databricks: Any, cli: dict[str, str], ws: Workspace
+) -> None:
+    _notebook, folder, top = _home_folders(databricks, ws)
+    assert invoke("apply", "--yes", env=cli).exit_code == 0
+    path = f"{folder}/.dbtwf-state-dev.json"
+    old = json.loads(ws.read_file(path) or b"{}")
+    del old["created_folders"]  # written by a dbtwf before this field: who made the folders is unknown
+    ws.write_file(path, json.dumps(old).encode(), overwrite=True)
+    result = invoke("destroy", "--yes", env=cli)
+    assert result.exit_code == 0, result.output
+    assert ws.get_status(folder) is not None and ws.get_status(top) is not None
+
+
+def test_destroy_ignores_a_recorded_folder_outside_the_notebooks_path(
+    databricks: Any, cli: dict[str, str], ws: Workspace
+) -> None:
+    _notebook, folder, _top = _home_folders(databricks, ws)
+    assert invoke("apply", "--yes", env=cli).exit_code == 0
+    ws.mkdirs("/Shared/empty-but-theirs")
+    path = f"{folder}/.dbtwf-state-dev.json"
+    edited = json.loads(ws.read_file(path) or b"{}")
+    edited["created_folders"].append("/Shared/empty-but-theirs")  # an edited record
+    ws.write_file(path, json.dumps(edited).encode(), overwrite=True)
+    assert invoke("destroy", "--yes", env=cli).exit_code == 0
+    assert ws.get_status("/Shared/empty-but-theirs") is not None

@@ -222,6 +222,20 @@ class Workspace:
             f"deleting {path}", lambda: self._client.workspace.delete(path, recursive=recursive)
         )
 
+    def delete_if_empty(self, path: str) -> bool:
+        """Deletes a folder only while it is empty (non-recursive); False when it holds
+        something (the API answers DIRECTORY_NOT_EMPTY). Gone already counts as deleted."""
+        from databricks.sdk.errors.base import DatabricksError
+
+        try:
+            self._client.workspace.delete(path, recursive=False)
+        except Exception as error:  # noqa: BLE001
+            if isinstance(error, DatabricksError) and error.error_code == "DIRECTORY_NOT_EMPTY":
+                return False
+            if not is_missing(error):
+                raise map_error(error, f"deleting folder {path}", self.host) from None
+        return True
+
     # -- workspace object permissions ----------------------------------------------------
     def get_permissions(self, object_type: str, object_id: str) -> dict[str, Any] | None:
         """The ACL of a folder/notebook/file (``object_type`` directories|notebooks|files), with
