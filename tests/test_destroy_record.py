@@ -188,11 +188,17 @@ def test_a_scope_created_by_a_run_killed_right_after_is_recorded_and_destroyed(
     changes = plan_destroy(ws, env)
     # The notebook and the workflow go out beside the scope (apply sends independent writes
     # together), so they may exist too: destroy removes what there is, the scope included.
+    # The record saved before scopes/create already names the folders apply made: they go last.
     planned = [(c.resource, c.action) for c in changes]
-    assert planned[-2:] == [("scope", Action.DELETE), ("state", Action.DELETE)]
-    assert {resource for resource, _ in planned} <= {"workflow", "notebook", "scope", "state"}
+    folders = [c.name for c in changes if c.resource == "folder"]
+    assert folders and folders[0] == env.notebook_folder
+    assert planned[-2 - len(folders) :] == [("scope", Action.DELETE), ("state", Action.DELETE)] + [
+        ("folder", Action.DELETE)
+    ] * len(folders)
+    assert {resource for resource, _ in planned} <= {"workflow", "notebook", "scope", "state", "folder"}
     destroy_changes(ws, env, changes)
     assert ws.list_scopes() == []
+    assert ws.get_status(env.notebook_folder) is None
     assert not [j for j in databricks.jobs.values() if is_owned(j, env)]
 
 
