@@ -52,6 +52,8 @@ def validate_databricks_host(value: str) -> None:
     """A workspace URL: https://HOST (a bare host means https), plain http only for loopback."""
     from urllib.parse import urlsplit
 
+    from runner.core import is_loopback_host  # the one loopback rule, shared with the dbt host's
+
     text = value.strip() if isinstance(value, str) else ""
     parts = urlsplit(text if "://" in text else f"https://{text}")
     example = "like https://adb-1234567890123456.7.azuredatabricks.net"
@@ -67,7 +69,7 @@ def validate_databricks_host(value: str) -> None:
         or parts.path.strip("/")
     ):
         raise UsageError(f"{quoted(value)} is not a workspace URL ({example})")
-    if parts.scheme == "http" and parts.hostname not in ("localhost", "127.0.0.1", "::1"):
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         raise UsageError(f"{quoted(value)} uses plain http; use https (http only for a loopback host)")
     if parts.scheme not in ("http", "https"):
         raise UsageError(f"{quoted(value)} is not a workspace URL ({example})")

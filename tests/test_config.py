@@ -524,6 +524,7 @@ def test_databricks_host_is_validated_and_normalised() -> None:
     )
     for bad, expected in [
         ('"http://adb-1.net"', "plain http"),
+        ('"http://localhost.evil.invalid"', "plain http"),
         ('"https://adb-1.net/some/path"', "not a workspace URL"),
         ('"has space.net"', "not a workspace URL"),
         ('""', "must be a non-empty string"),
