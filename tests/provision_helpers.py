@@ -47,6 +47,18 @@ def write_config(path: Path, dbt_host: str, environments: dict[str, dict[str, in
     return path
 
 
+def set_notebook_path(tmp_path: Path, path: str) -> None:
+    """Give environment dev of configured_cli's dbtwf.toml this notebook_path."""
+    config = tmp_path / "dbtwf.toml"
+    config.write_text(
+        config.read_text().replace(
+            "[environments.dev.dbt_jobs]",
+            f'[environments.dev]\nnotebook_path = "{path}"\n\n[environments.dev.dbt_jobs]',
+        ),
+        encoding="utf-8",
+    )
+
+
 def cli_env(tmp_path: Path, databricks_url: str, *, token: str | None = DBT_CLOUD_TOKEN) -> dict[str, str]:
     """Environment variables for a CLI run: emulator credentials, a HOME and a keyring in tmp_path."""
     keyring_dir = tmp_path / "keyring"

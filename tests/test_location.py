@@ -13,7 +13,7 @@ import pytest
 from provision.location import LocationFacts, check_same_deployment, facts_from_acl, run_as_of
 from provision.model import Environment, default_notebook_path
 from tests.conftest import DBT_CLOUD_TOKEN
-from tests.provision_helpers import configured_cli, make_env, make_workspace
+from tests.provision_helpers import configured_cli, make_env, make_workspace, set_notebook_path
 
 DBT_JOB = 42
 
@@ -24,17 +24,6 @@ def invoke(
 ) -> Callable[..., Any]:
     dbt_cloud.add_job(DBT_JOB)
     return configured_cli(tmp_path, monkeypatch, databricks.url, dbt_cloud.url, DBT_JOB)
-
-
-def set_notebook_path(tmp_path: Path, path: str) -> None:
-    config = tmp_path / "dbtwf.toml"
-    config.write_text(
-        config.read_text().replace(
-            "[environments.dev.dbt_jobs]",
-            f'[environments.dev]\nnotebook_path = "{path}"\n\n[environments.dev.dbt_jobs]',
-        ),
-        encoding="utf-8",
-    )
 
 
 def doctor(invoke: Callable[..., Any]) -> tuple[int, dict[str, dict[str, Any]]]:

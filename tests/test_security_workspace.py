@@ -16,7 +16,7 @@ from databricks.sdk import WorkspaceClient
 from provision.databricks import Workspace
 from provision.errors import RemoteError
 from tests.conftest import DBT_CLOUD_TOKEN
-from tests.provision_helpers import configured_cli, make_workspace
+from tests.provision_helpers import configured_cli, make_workspace, set_notebook_path
 
 DBT_JOB = 42
 MALLORY = "mallory@example.com"
@@ -37,17 +37,6 @@ def mallory(databricks: Any) -> Workspace:
     """Another ordinary user of the same workspace."""
     databricks.add_user(MALLORY_TOKEN, MALLORY)
     return Workspace(WorkspaceClient(host=databricks.url, token=MALLORY_TOKEN))
-
-
-def set_notebook_path(tmp_path: Path, path: str) -> None:
-    config = tmp_path / "dbtwf.toml"
-    config.write_text(
-        config.read_text().replace(
-            "[environments.dev.dbt_jobs]",
-            f'[environments.dev]\nnotebook_path = "{path}"\n\n[environments.dev.dbt_jobs]',
-        ),
-        encoding="utf-8",
-    )
 
 
 def test_under_shared_another_user_rewrites_the_notebook_and_doctor_fails(
