@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from provision.change import Action, Change, has_changes, writes_secret
+from provision.change import Change, has_changes, writes_secret
 from provision.errors import ConflictError, DeclinedError, UsageError
 
 if TYPE_CHECKING:
@@ -188,14 +188,9 @@ def _outcome(
     planned: list[Change],
     done: list[Change],
 ) -> Outcome:
-    """The outcome, with the workflow's id (read from the state record when it was just created)."""
+    """The outcome, with the workflow's id (the executor names a workflow it created by its new id)."""
     workflow = next((change for change in done if change.resource == "workflow"), None)
     job_id = workflow.job_id if workflow is not None else None
-    if workflow is not None and job_id is None and workflow.action is Action.CREATE and status == APPLIED:
-        from provision.state import load_state
-
-        record = load_state(ws, env)
-        job_id = record.workflow_job_id if record is not None else None
     url = workflow_url(ws, job_id) if job_id is not None else None
     return Outcome(env.name, header, status, planned, done, job_id, url)
 
