@@ -205,6 +205,11 @@ def task_differences(existing: dict[str, Any], desired: dict[str, Any]) -> list[
     (`run_if`, `email_notifications`, ...) that must not count as a difference.
     """
     differences = []
+    if "dbt_platform_task" in desired or "dbt_platform_task" in existing:
+        if (existing.get("dbt_platform_task") or {}) != desired.get("dbt_platform_task"):
+            differences.append("dbt_platform_task")
+        differences += _common_differences(existing, desired)
+        return differences
     old_nb = existing.get("notebook_task") or {}
     new_nb = desired["notebook_task"]
     if old_nb.get("notebook_path") != new_nb["notebook_path"]:
@@ -213,6 +218,11 @@ def task_differences(existing: dict[str, Any], desired: dict[str, Any]) -> list[
         differences.append("notebook_task.source")
     if (old_nb.get("base_parameters") or {}) != new_nb["base_parameters"]:
         differences.append("notebook_task.base_parameters")
+    return differences + _common_differences(existing, desired)
+
+
+def _common_differences(existing: dict[str, Any], desired: dict[str, Any]) -> list[str]:
+    differences = []
     old_deps = sorted(d.get("task_key", "") for d in existing.get("depends_on") or [])
     new_deps = sorted(d["task_key"] for d in desired.get("depends_on") or [])
     if old_deps != new_deps:
@@ -304,10 +314,15 @@ def task_running(settings: dict[str, Any], env: Environment, dbt_job_id: int) ->
     notebook, or None. Without --task-key that task is the one asked for, whatever its key: a
     derived key never adds a dbt job twice (as in dbtwf.toml), and a task added before the
     default key became `dbt_job_<id>` (it was `dbt_cloud_<id>`) is found again."""
+    from provision.platform import is_platform_task_of
+
     for task in settings.get("tasks") or []:
         notebook = task.get("notebook_task") or {}
         parameters = notebook.get("base_parameters") or {}
         if notebook.get("notebook_path") == env.notebook_path and parameters.get("job_id") == str(dbt_job_id):
+            return str(task.get("task_key"))
+        platform_job = (task.get("dbt_platform_task") or {}).get("dbt_platform_job_id")
+        if is_platform_task_of(env, task) and platform_job == str(dbt_job_id):
             return str(task.get("task_key"))
     return None
 
@@ -372,7 +387,7 @@ def add_task(
     ws: Workspace,
     env: Environment,
     request: AddTaskRequest,
-    token: str,
+    token: str | None,
     *,
     confirm_bundle: Callable[[str], bool],
     break_lock: bool = False,
@@ -392,7 +407,12 @@ def add_task(
     reader = Reader(ws)
     dbt_job, workflow, _ = run_all(
         [
-            lambda: fetch_dbt_job(env.dbt_cloud_host, env.dbt_cloud_account_id, dbt_job_id, token),
+            # Without a token (dbt platform tasks need none) the dbt job is not checked here.
+            lambda: (
+                fetch_dbt_job(env.dbt_cloud_host, env.dbt_cloud_account_id, dbt_job_id, token)
+                if token is not None
+                else None
+            ),
             lambda: resolve_workflow(ws, workflow_ref),
             lambda: prefetch_observed(reader, env, include_workflow=False),
         ]
@@ -419,19 +439,23 @@ def add_task(
         task_key = running if running and running not in request.depends_on else task_key
 
     notes: list[str] = []
-    compute, compute_note = choose_compute(
-        settings,
-        env,
-        cluster_id=request.cluster_id,
-        job_cluster_key=request.job_cluster_key,
-        depends_on=request.depends_on,
-    )
-    if compute_note:
-        notes.append(compute_note)
-    notes.extend(job_parameter_collisions(settings, request.allowed_job_parameters))
-    parameter_note = job_parameter_note(settings, dbt_job_id)
-    if parameter_note:
-        notes.append(parameter_note)
+    compute: dict[str, Any] = {}
+    if env.uses_notebook:  # a dbt platform task takes no compute and no parameters
+        compute, compute_note = choose_compute(
+            settings,
+            env,
+            cluster_id=request.cluster_id,
+            job_cluster_key=request.job_cluster_key,
+            depends_on=request.depends_on,
+        )
+        if compute_note:
+            notes.append(compute_note)
+        notes.extend(job_parameter_collisions(settings, request.allowed_job_parameters))
+        parameter_note = job_parameter_note(settings, dbt_job_id)
+        if parameter_note:
+            notes.append(parameter_note)
+    elif token is None:
+        notes.append("dbt job not checked against dbt Cloud (no token; a dbt platform task needs none)")
     desired = build_task(
         env, task_key=task_key, dbt_job_id=dbt_job_id, depends_on=request.depends_on, compute=compute
     )
@@ -463,7 +487,7 @@ def add_task(
     planned = plan_add_task(
         ws, env, token, job, desired, dbt_job_id, action=action, overwritten=existing, reader=reader
     )
-    if has_changes(planned) and writes_secret(planned):
+    if has_changes(planned) and writes_secret(planned) and token is not None:
         from provision.dbt_cloud import verify_token
 
         verify_token(env, token, verified=(dbt_job_id,))
@@ -491,7 +515,7 @@ def add_task(
 def plan_add_task(
     ws: Workspace,
     env: Environment,
-    token: str,
+    token: str | None,
     job: dict[str, Any],
     task: dict[str, Any],
     dbt_job_id: int,
@@ -556,6 +580,10 @@ def task_mark(env: Environment, dbt_job_id: int) -> str:
 
 def is_dbtwf_task(env: Environment, task: dict[str, Any]) -> bool:
     """A task add-task wrote for ``env``: its mark, and the environment's notebook."""
+    from provision.platform import is_platform_task_of
+
     match = _MARK.search(str(task.get("description") or ""))
     notebook = (task.get("notebook_task") or {}).get("notebook_path")
-    return bool(match and match.group(1) == env.name and notebook == env.notebook_path)
+    # Either backend: `dbtwf migrate` switches a task between them, keeping its mark.
+    runs_ours = notebook == env.notebook_path or is_platform_task_of(env, task)
+    return bool(match and match.group(1) == env.name and runs_ours)

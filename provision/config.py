@@ -45,6 +45,8 @@ from provision.environments import check_collisions
 from provision.environments import select_environment as select_environment  # with load_config
 from provision.errors import ConfigError, UsageError
 from provision.model import (
+    DBT_PLATFORM,
+    TASK_TYPES,
     Compute,
     Config,
     DbtJobTask,
@@ -86,6 +88,8 @@ ENVIRONMENT_KEYS = (
     "failure_emails",
     "run_timeout_seconds",
     "scope_readers",
+    "task_type",
+    "dbt_platform_connection",
 )
 SCHEDULE_KEYS = ("quartz_cron", "timezone", "paused")
 DBT_JOB_KEYS = ("job_id", "depends_on")
@@ -307,6 +311,8 @@ def _resolve_environment(
         if not _EMAIL.fullmatch(email):
             raise read.fail("failure_emails", f"{quoted(email)} is not an e-mail address")
 
+    task_type, connection = _read_task_type(read)
+
     return Environment(
         name=name,
         dbt_cloud_host=host.rstrip("/"),
@@ -323,7 +329,31 @@ def _resolve_environment(
         failure_emails=emails,
         run_timeout_seconds=timeout,
         scope_readers=read.strings("scope_readers"),
+        task_type=task_type,
+        dbt_platform_connection=connection,
     )
+
+
+def _read_task_type(read: _Reader) -> tuple[Any, str | None]:
+    """task_type ("notebook" or "dbt_platform") and the Unity Catalog connection a
+    dbt_platform task needs (required then; allowed, unused, otherwise)."""
+    from provision.platform import validate_connection_name
+
+    task_type = read.values.get("task_type", "notebook")
+    if task_type not in TASK_TYPES:
+        raise read.fail(
+            "task_type", f"must be one of {', '.join(map(repr, TASK_TYPES))}, got {quoted(task_type)}"
+        )
+    connection = read.string("dbt_platform_connection")
+    if connection is not None:
+        read.check("dbt_platform_connection", connection, validate_connection_name)
+    elif task_type == DBT_PLATFORM:
+        raise read.fail(
+            "dbt_platform_connection",
+            'missing: task_type = "dbt_platform" needs the Unity Catalog connection its tasks use',
+            hint='set dbt_platform_connection = "<connection name>" (an admin creates the connection)',
+        )
+    return task_type, connection
 
 
 def _validate_host(host: str) -> None:

@@ -109,7 +109,14 @@ def is_owned(job: Mapping[str, Any], env: Environment) -> bool:
 def runner_task(
     env: Environment, task_key: str, dbt_job_id: int | None, depends_on: tuple[str, ...]
 ) -> dict[str, Any]:
-    """One notebook task running the runner; ``dbt_job_id`` None reads the job-level parameter."""
+    """One notebook task running the runner; ``dbt_job_id`` None reads the job-level parameter.
+    An environment of task_type "dbt_platform" gets a dbt platform task instead (``provision.platform``)."""
+    if not env.uses_notebook:
+        from provision.platform import platform_task
+
+        if dbt_job_id is None:
+            raise ValueError("a dbt platform task names its dbt job itself")
+        return platform_task(env, task_key, dbt_job_id, depends_on)
     notebook_task: dict[str, Any] = {"notebook_path": env.notebook_path, "source": "WORKSPACE"}
     if dbt_job_id is not None:
         notebook_task["base_parameters"] = {"job_id": str(dbt_job_id)}
@@ -136,7 +143,8 @@ def workflow_settings(env: Environment) -> dict[str, Any]:
     carries its own ``base_parameters.job_id`` and there is no job-level one, because a job
     parameter overrides every task parameter of the same name.
     """
-    single = len(env.dbt_jobs) == 1
+    # A dbt platform task has no parameters: each names its dbt job, and there is no compute.
+    single = len(env.dbt_jobs) == 1 and env.uses_notebook
     settings: dict[str, Any] = {
         "name": env.workflow_name,
         "tags": workflow_tags(env),
@@ -155,7 +163,7 @@ def workflow_settings(env: Environment) -> dict[str, Any]:
             "timezone_id": env.schedule.timezone,
             "pause_status": "PAUSED" if env.schedule.paused else "UNPAUSED",
         }
-    if env.compute.kind == "job_cluster":
+    if env.compute.kind == "job_cluster" and env.uses_notebook:
         settings["job_clusters"] = [
             {
                 "job_cluster_key": env.compute.job_cluster_key,

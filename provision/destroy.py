@@ -38,9 +38,13 @@ def _still_written(env: Environment, task: dict[str, Any], entry: AddedTask) -> 
     """Where the task differs from what dbtwf wrote (empty: still dbtwf's task)."""
     notebook = task.get("notebook_task") or {}
     differences = []
-    if notebook.get("notebook_path") != env.notebook_path:
+    platform = task.get("dbt_platform_task")
+    if platform is not None:  # switched by `dbtwf migrate`: the dbt job must still be the entry's
+        if platform.get("dbt_platform_job_id") != str(entry.dbt_job_id):
+            differences.append("dbt_platform_task.dbt_platform_job_id")
+    elif notebook.get("notebook_path") != env.notebook_path:
         differences.append("notebook_task.notebook_path")
-    if (notebook.get("base_parameters") or {}).get("job_id") != str(entry.dbt_job_id):
+    if platform is None and (notebook.get("base_parameters") or {}).get("job_id") != str(entry.dbt_job_id):
         differences.append("notebook_task.base_parameters")
     if entry.written is not None:
         differences += [d for d in task_differences(task, entry.written) if d not in differences]

@@ -112,7 +112,7 @@ def plan_only(
 def apply_environment(
     ws: Workspace,
     env: Environment,
-    token: str,
+    token: str | None,
     ui: Interaction,
     *,
     break_lock: bool,
@@ -149,7 +149,7 @@ def carry_out(
     ws: Workspace,
     env: Environment,
     changes: list[Change],
-    token: str,
+    token: str | None,
     header: dict[str, str],
     ui: Interaction,
     *,
@@ -166,7 +166,7 @@ def carry_out(
         if confirmed is not None:
             confirmed()
         return _outcome(ws, env, header, UP_TO_DATE, changes, changes)
-    if writes_secret(changes):
+    if writes_secret(changes) and token is not None:  # without one the executor refuses the secret
         verify_token(env, token, verified=verified_jobs)  # a token dbt Cloud rejects is never stored
     ui.show_plan(changes)
     if not ui.confirm(f"apply these changes to environment {env.name!r}?"):
@@ -216,7 +216,7 @@ def apply_saved_plan(
     ws: Workspace,
     env: Environment,
     saved: Plan,
-    token: str,
+    token: str | None,
     ui: Interaction,
     *,
     where: Path,

@@ -28,6 +28,12 @@ def default_notebook_path(env_name: str) -> str:
     return f"{HOME_PREFIX}.dbtwf/{env_name}/run_dbt_cloud_job"
 
 
+#: The two backends a task can run a dbt job with (``Environment.task_type``).
+TaskType = Literal["notebook", "dbt_platform"]
+NOTEBOOK: TaskType = "notebook"
+DBT_PLATFORM: TaskType = "dbt_platform"
+TASK_TYPES: tuple[TaskType, ...] = (NOTEBOOK, DBT_PLATFORM)
+
 DEFAULT_SECRET_KEY = "dbt-cloud-api-token"  # noqa: S105 - a key name, not a secret
 DEFAULT_RUN_TIMEOUT_SECONDS = 4 * 3600
 
@@ -106,12 +112,23 @@ class Environment:
     run_timeout_seconds: int = DEFAULT_RUN_TIMEOUT_SECONDS
     #: Principals (users, groups, service principals) given READ on the secret scope.
     scope_readers: tuple[str, ...] = ()
+    #: What runs each dbt job: "notebook" (the runner notebook, reading the token from the
+    #: secret) or "dbt_platform" (Databricks' dbt platform task, Beta: no notebook, no secret).
+    task_type: TaskType = "notebook"
+    #: The Unity Catalog connection a dbt_platform task authenticates to dbt with (required
+    #: for task_type "dbt_platform"; dbtwf never creates it).
+    dbt_platform_connection: str | None = None
 
     def __post_init__(self) -> None:
         defaults = environment_defaults(self.name)
         for key in ("secret_scope", "notebook_path", "workflow_name"):
             if not getattr(self, key):
                 object.__setattr__(self, key, defaults[key])
+
+    @property
+    def uses_notebook(self) -> bool:
+        """Whether the tasks run the runner notebook (so a scope, secret and notebook are needed)."""
+        return self.task_type == NOTEBOOK
 
     @property
     def in_home(self) -> bool:

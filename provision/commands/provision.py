@@ -49,7 +49,8 @@ def plan_command(
     options = shell.settings(ctx)
     ws, environment = shell.connect_environment(shell.load_environment(options))
     ui = shell.interaction(yes=False, as_json=as_json, header_note=shell.default_note(options))
-    header, plan = flows.plan_only(ws, environment, shell.optional_token(), ui, adopt=adopt, out=out)
+    token = shell.optional_token() if environment.uses_notebook else None  # dbt platform tasks: none
+    header, plan = flows.plan_only(ws, environment, token, ui, adopt=adopt, out=out)
     output.render_changes(list(plan.changes), as_json, header=header)
     if out is not None and not as_json:
         output.note(f"saved the plan to {out}; carry it out with `dbtwf apply --plan {out}`")
@@ -96,7 +97,8 @@ def apply_command(
         _apply_saved_plan(options, plan_file, yes=yes, as_json=as_json, break_lock=break_lock)
         return
     environment = shell.load_environment(options)
-    token = resolve_token(interactive=not yes)
+    # dbt platform tasks need no token: Databricks reaches dbt through the environment's connection.
+    token = resolve_token(interactive=not yes) if environment.uses_notebook else None
     ws, environment = shell.connect_environment(environment)
     ui = shell.interaction(yes=yes, as_json=as_json, header_note=shell.default_note(options))
     outcome = flows.apply_environment(ws, environment, token, ui, break_lock=break_lock, adopt=adopt)
@@ -133,7 +135,7 @@ def _apply_saved_plan(
 
     saved = flows.read_saved_plan(path, options.env_name)
     environment = shell.load_environment(replace(options, env_name=saved.environment))
-    token = resolve_token(interactive=not yes)
+    token = resolve_token(interactive=not yes) if environment.uses_notebook else None
     ws, environment = shell.connect_environment(environment)
     ui = shell.interaction(yes=yes, as_json=as_json)
     outcome = flows.apply_saved_plan(ws, environment, saved, token, ui, where=path, break_lock=break_lock)

@@ -72,7 +72,8 @@ def add_task_command(
         allowed_job_parameters=tuple(allow_job_parameter or ()),
     )
     check_request(request, environment)  # bad input: exit 2 before the SDK is even imported
-    token = resolve_token(interactive=not yes)
+    # A dbt platform task needs no token: one found is only used to check the dbt job.
+    token = resolve_token(interactive=not yes) if environment.uses_notebook else shell.optional_token()
     ws, environment = shell.connect_environment(environment)
     result = add_task(
         ws,

@@ -363,6 +363,14 @@ class Workspace:
             f"reading cluster {cluster_id}", lambda: self._client.clusters.get(cluster_id).as_dict()
         )
 
+    # -- Unity Catalog ------------------------------------------------------------------
+    def get_connection(self, name: str) -> dict[str, Any] | None:
+        """A Unity Catalog connection (GET /api/2.1/unity-catalog/connections/{name}), None when
+        there is none of that name (or the caller may not see it)."""
+        return self._call_or_none(
+            f"reading Unity Catalog connection {name!r}", lambda: self._client.connections.get(name).as_dict()
+        )
+
     # -- helpers ------------------------------------------------------------------------
     def _ignore_missing(self, what: str, operation: Callable[[], object]) -> None:
         """Deletes are idempotent: something already gone is what was asked for."""

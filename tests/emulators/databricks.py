@@ -30,6 +30,7 @@ from typing import Any
 from databricks.sdk.service import iam, jobs
 
 from tests.emulators.base import Emulator, HttpError, Request, Response
+from tests.emulators.databricks_dbt_platform import DbtPlatformEmulation
 from tests.emulators.databricks_permissions import WorkspacePermissions
 
 NOTEBOOK_SCRIPT = Path(__file__).with_name("databricks_notebook.py")
@@ -210,7 +211,7 @@ RUN_IF_CONDITIONS: dict[str, Callable[[list[str]], bool]] = {
 }
 
 
-class DatabricksEmulator(Emulator, WorkspacePermissions):
+class DatabricksEmulator(Emulator, WorkspacePermissions, DbtPlatformEmulation):
     public_paths = (r"/\.well-known/databricks-config", r"/oidc/\.well-known/oauth-authorization-server")
 
     #: Seconds between SIGINT and SIGKILL when a run is cancelled.
@@ -356,6 +357,7 @@ class DatabricksEmulator(Emulator, WorkspacePermissions):
         for path in ("/", "/Shared", "/Users", f"/Users/{self.user_name}", "/Repos"):
             self._mkdir(path)
         self._clear_permissions(self.user_name)
+        self._clear_connections()
 
     def _new_id(self) -> int:
         self._next_id += 1
@@ -425,6 +427,7 @@ class DatabricksEmulator(Emulator, WorkspacePermissions):
         route("GET", ws + "/list", self._ws_list)
         route("POST", ws + "/delete", self._ws_delete)
         self._define_permission_routes()
+        self._define_connection_routes()
         j = r"/api/(?P<version>2\.[12])/jobs"
         route("POST", j + "/create", self._job_create)
         route("GET", j + "/get", self._job_get)
@@ -825,7 +828,12 @@ class DatabricksEmulator(Emulator, WorkspacePermissions):
                 raise _invalid(
                     f"Task {task['task_key']} uses job_cluster_key {cluster_key}, which is not defined."
                 )
-            if not self.serverless_enabled and not self._has_compute(task):
+            self._validate_platform_task(task)
+            if (
+                not self.serverless_enabled
+                and not self._has_compute(task)
+                and "dbt_platform_task" not in task
+            ):
                 raise _invalid(
                     "One of job_cluster_key, new_cluster, or existing_cluster_id must be specified."
                 )
@@ -1310,6 +1318,7 @@ class DatabricksEmulator(Emulator, WorkspacePermissions):
             task.result_state == "SUCCESS" and "notebook_task" in task.settings
         ):
             body["notebook_output"] = {"result": task.exit_value or "", "truncated": False}
+        body.update(self._platform_output(task))
         if task.error is not None:
             body["error"] = task.error
         if task.error_trace is not None:
@@ -1392,6 +1401,8 @@ class DatabricksEmulator(Emulator, WorkspacePermissions):
 
     def _execute_task(self, run: JobRun, task: TaskRun) -> None:
         settings = task.settings
+        if "dbt_platform_task" in settings:  # no compute: Databricks calls dbt itself
+            return self._run_dbt_platform_task(run, task)
         with self.state_lock:
             cluster_id = settings.get("existing_cluster_id")
             if cluster_id and cluster_id not in self._clusters:
