@@ -49,7 +49,7 @@ __all__ = ["apply_changes", "create_workflow", "execute", "merged_settings"]
 
 _log = logging.getLogger("dbtwf")
 #: Task payload ops: add-task writes ("add", "replace"); destroy removes or puts back.
-_WRITE_OPS = ("add", "replace")
+_WRITE_OPS = ("add", "replace", "switch")
 
 
 def execute(
@@ -282,10 +282,19 @@ class _Execution:
         for change in of("folder"):
             self.folder(change)  # recorded with the first save; made before the lock
         gather([secret_side, notebook_side, workflow_side])
+        switched = [c for c in of("task") if c.payload.get("op") == "switch"]
         for change in of("task"):
-            self.task(change)
+            if change not in switched:
+                self.task(change)
+        for job_id in dict.fromkeys(
+            c.job_id for c in switched if c.writes
+        ):  # migrate: one update per workflow
+            assert job_id is not None
+            self.switch_tasks(job_id, [c for c in switched if c.job_id == job_id and c.writes])
         for change in of("state"):
             self.state(change)
+        for change in of("config"):
+            self.config(change)
 
     # -- the resources ---------------------------------------------------------------------
     def scope(self, change: Change) -> None:
@@ -418,6 +427,27 @@ class _Execution:
         # Only `tasks`: the API merges it by task_key and leaves every other field alone.
         self.ws.update_job(change.job_id, {"tasks": [task]})
 
+    def switch_tasks(self, job_id: int, changes: list[Change]) -> None:
+        """migrate: record the tasks as they will be written, then one jobs/update holding only
+        them (merged by task_key: the workflow's other tasks and fields stay as they are)."""
+        tasks = [dict(change.payload["task"]) for change in changes]
+        with self.lock:
+            for change, task in zip(changes, tasks, strict=True):
+                key = str(task["task_key"])
+                earlier = self.record.entry(job_id, key)
+                replaced = earlier.replaced if earlier is not None else None
+                entry = AddedTask(job_id, key, int(change.payload["dbt_job_id"]), replaced, task)
+                self.record.added_tasks = [t for t in self.record.added_tasks if t is not earlier] + [entry]
+            self.save()  # before the write, as for add-task
+        self.ws.update_job(job_id, {"tasks": tasks})
+
+    def config(self, change: Change) -> None:
+        """migrate: the environment's task_type (and connection) in dbtwf.toml, last."""
+        from provision.migrate import write_config
+
+        if change.writes:
+            write_config(change)
+
     def remove_tasks(self, job_id: int, changes: list[Change]) -> None:
         """destroy: one jobs/update per foreign workflow removes dbtwf's tasks in it and puts
         back the user's tasks that --replace overwrote."""
@@ -454,6 +484,7 @@ _HANDLERS: dict[str, Callable[[_Execution, Change], None]] = {
     "workflow": _Execution.workflow,
     "task": _Execution.task,
     "state": _Execution.state,
+    "config": _Execution.config,
 }
 
 

@@ -18,7 +18,7 @@ import sys
 import threading
 from typing import Any
 
-from provision.commands import doctor, provision, run, shell, tasks, token
+from provision.commands import doctor, migrate, provision, run, shell, tasks, token
 
 app = shell.DbtwfTyper(
     name="dbtwf",
@@ -48,6 +48,8 @@ app.command("apply", epilog=provision.APPLY_EPILOG)(provision.apply_command)
 app.command("destroy", epilog=provision.DESTROY_EPILOG)(provision.destroy_command)
 # A task in a workflow dbtwf does not own.
 app.command("add-task", epilog=tasks.ADD_TASK_EPILOG)(tasks.add_task_command)
+# Switching the tasks between the runner notebook and the dbt platform task (Beta).
+app.command("migrate", epilog=migrate.MIGRATE_EPILOG)(migrate.migrate_command)
 # Running the workflow, and checking every link.
 app.command("run", epilog=run.RUN_EPILOG)(run.run_command)
 app.command("doctor", epilog=doctor.DOCTOR_EPILOG)(doctor.doctor_command)

@@ -175,6 +175,28 @@ class _Doctor:
         self._token, source = found
         return f"{mask(self._token)} from {source}"
 
+    def optional_dbt_token(self) -> str:
+        """dbt platform tasks: Databricks reaches dbt through the connection; a local token only
+        lets doctor check the dbt jobs too."""
+        if self._find_token() is None:
+            return "none found; dbt platform tasks need none (set one to also check the dbt jobs)"
+        return self.dbt_token()
+
+    def dbt_platform_connection(self) -> str:
+        """The Unity Catalog connection the dbt platform tasks authenticate with (never created by dbtwf)."""
+        from provision.platform import HOW_TO_CREATE
+
+        name = str(self.env.dbt_platform_connection)
+        fix = f"dbtwf never creates it: {HOW_TO_CREATE}; then name it in dbt_platform_connection"
+        try:
+            found = self.ws.get_connection(name)
+        except DbtwfError as error:
+            raise _Failed(f"cannot read Unity Catalog connection {name!r}: {error.message}", fix) from None
+        if found is None:
+            raise _Failed(f"Unity Catalog connection {name!r} does not exist (or you may not see it)", fix)
+        owner = f", owner {found['owner']}" if found.get("owner") else ""
+        return f"{name!r} exists ({found.get('connection_type') or 'unknown type'}{owner})"
+
     def dbt_jobs(self) -> str:
         from provision.dbt_cloud import fetch_dbt_job
 
@@ -406,6 +428,9 @@ def diagnose(
     doctor = _Doctor(load_environment, connect, find_token, now)
     doctor.run("config", (), doctor.config, _CONFIG_FIX)
     doctor.run("databricks auth", ("config",), doctor.databricks_auth, _AUTH_FIX)
+    if doctor._env is not None and not doctor._env.uses_notebook:
+        _diagnose_platform(doctor)
+        return doctor.checks
     doctor.run("dbt token", (), doctor.dbt_token)
     doctor.run("dbt jobs", ("config", "dbt token"), doctor.dbt_jobs)
     doctor.run("secret scope", ("databricks auth",), doctor.secret_scope)
@@ -419,6 +444,18 @@ def diagnose(
     doctor.run("compute", ("databricks auth",), doctor.compute)
     doctor.run("lock", ("databricks auth",), doctor.lock)
     return doctor.checks
+
+
+def _diagnose_platform(doctor: _Doctor) -> None:
+    """An environment of dbt platform tasks: no secret, notebook or compute to check, but the
+    Unity Catalog connection they authenticate with."""
+    doctor.run("dbt token", (), doctor.optional_dbt_token)
+    if doctor._token is not None:
+        doctor.run("dbt jobs", ("config", "dbt token"), doctor.dbt_jobs)
+    doctor.run("dbt platform connection", ("databricks auth",), doctor.dbt_platform_connection)
+    doctor.run("workflow", ("databricks auth",), doctor.workflow)
+    doctor.run("added tasks", ("databricks auth",), doctor.added_tasks)
+    doctor.run("lock", ("databricks auth",), doctor.lock)
 
 
 def all_passed(checks: list[Check]) -> bool:

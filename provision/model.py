@@ -48,6 +48,7 @@ def environment_defaults(env_name: str) -> dict[str, Any]:
         "notebook_path": default_notebook_path(env_name),
         "workflow_name": f"dbt Cloud jobs ({env_name})",
         "run_timeout_seconds": DEFAULT_RUN_TIMEOUT_SECONDS,
+        "task_type": NOTEBOOK,
     }
 
 
