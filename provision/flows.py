@@ -277,7 +277,7 @@ class EveryOutcome:
 
 def apply_every_environment(
     environments: list[Environment],
-    token: str,
+    token: str | None,
     connect: Callable[[Environment], Workspace],
     ui: Interaction,
     *,

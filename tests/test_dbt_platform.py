@@ -354,3 +354,40 @@ def test_migrate_bad_input_is_exit_2_before_any_request(
         assert result.exit_code == 2, (args, result.output)
         assert expected in result.stderr
     assert databricks.requests == []
+
+
+# --- the emulator --------------------------------------------------------------------------------
+
+
+def test_emulator_connections_follow_the_sdk_and_never_answer_the_token(databricks: Any) -> None:
+    from databricks.sdk.service import catalog
+
+    ws = make_workspace(databricks)
+    client = ws._client
+    created = client.connections.create(
+        name="dbt_cloud",
+        connection_type=catalog.ConnectionType.HTTP,
+        options={"host": "http://127.0.0.1:9", "account_id": "1", "token": "dbtc_not_answered"},
+    )
+    assert created.name == "dbt_cloud" and created.options == {
+        "host": "http://127.0.0.1:9",
+        "account_id": "1",
+    }
+    found = ws.get_connection("dbt_cloud")
+    assert found is not None and found["connection_type"] == "HTTP"
+    assert "dbtc_not_answered" not in json.dumps(found)
+    assert ws.get_connection("nope") is None  # 404 -> None, through the gateway
+    with pytest.raises(Exception, match="already exists"):
+        client.connections.create(name="DBT_CLOUD", connection_type=catalog.ConnectionType.HTTP, options={})
+
+
+def test_emulator_rejects_a_dbt_platform_task_without_its_fields(databricks: Any) -> None:
+    from provision.errors import RemoteError
+
+    ws = make_workspace(databricks)
+    task = {"task_key": "t", "dbt_platform_task": {"connection_resource_name": CONNECTION}}
+    with pytest.raises(RemoteError, match="dbt_platform_job_id"):
+        ws.create_job({"name": "x", "tasks": [task]})
+    task["dbt_platform_task"]["dbt_platform_job_id"] = 42  # the SDK's field is a string
+    with pytest.raises(RemoteError, match="must be a string"):
+        ws.create_job({"name": "x", "tasks": [task]})

@@ -149,7 +149,8 @@ def _apply_all(options: shell.Settings, *, yes: bool, as_json: bool, break_lock:
     from provision.token import resolve_token
 
     environments = list(shell.load_config(options).environments.values())
-    token = resolve_token(interactive=not yes)
+    needs_token = any(environment.uses_notebook for environment in environments)  # dbt platform: none
+    token = resolve_token(interactive=not yes) if needs_token else None
     ui = shell.interaction(yes=yes, as_json=as_json)
     outcome = flows.apply_every_environment(
         environments, token, shell.connect_workspace, ui, break_lock=break_lock, adopt=adopt
