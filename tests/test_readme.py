@@ -548,6 +548,35 @@ def _add_task_prod(ran: Ran, world: World) -> None:
     assert added["notebook_task"]["notebook_path"] == environment(world, "prod").notebook_path
 
 
+@claim("dbtwf --env prod migrate --to dbt_platform --connection dbt_prod")
+def _migrate_to_dbt_platform(ran: Ran, world: World) -> None:
+    # "one jobs/reset" for the owned workflow, "one jobs/update per workflow that holds only
+    # those tasks", "task_type (and the connection) is written to dbtwf.toml"
+    env = environment(world, "prod")
+    assert env.task_type == "dbt_platform" and env.dbt_platform_connection == "dbt_prod"
+    switched = task(world, "Nightly ETL", "dbt_exports")
+    assert switched["dbt_platform_task"] == {
+        "connection_resource_name": "dbt_prod",
+        "dbt_platform_job_id": "1236",
+    }
+    assert "notebook_task" not in switched
+    (owned,) = workflows_named(world, env.workflow_name)
+    assert all("dbt_platform_task" in t for t in owned["settings"]["tasks"])
+    job_writes = [r.path.rsplit("/", 1)[1] for r in ran.databricks_writes if "/jobs/" in r.path]
+    assert sorted(job_writes) == ["reset", "update"]
+    assert not [r for r in ran.databricks_writes if "/secrets/" in r.path]
+
+
+@claim("dbtwf --env prod migrate --to notebook --yes")
+def _migrate_back(ran: Ran, world: World) -> None:
+    env = environment(world, "prod")
+    assert env.task_type == "notebook"
+    back = task(world, "Nightly ETL", "dbt_exports")
+    assert back["notebook_task"]["base_parameters"] == {"job_id": "1236"} and "dbt_platform_task" not in back
+    (owned,) = workflows_named(world, env.workflow_name)
+    assert all("notebook_task" in t for t in owned["settings"]["tasks"])
+
+
 def _runner_result(ran: Ran, world: World) -> dict[str, Any]:
     """The dbt run the runner's last line names ("dbt run N: Success URL"), as dbt Cloud has it."""
     last = re.fullmatch(r"dbt run (\d+): (\w+) (\S+)", ran.stdout.strip().splitlines()[-1])
