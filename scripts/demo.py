@@ -10,6 +10,7 @@ unchanged, each as a real `dbtwf` process whose output streams to this terminal:
     dbtwf plan
     dbtwf doctor
     dbtwf run
+    dbtwf migrate --to dbt_platform --connection dbt_demo --yes
 
 Everything lives in a temporary folder: HOME, the XDG folders, the Databricks config file
 and the keyring backend point there (keyring's fail backend: nothing is stored), so the
@@ -379,11 +380,21 @@ def _steps(demo: Demo, emulators: Emulators, started: float) -> None:
 
     foreign_after = workflow_settings(emulators, foreign_id)
     untouched = _untouched_tasks(foreign_before, foreign_after, second_job_id)
+    migrated = run_step(
+        demo,
+        8,
+        "Migrate to Databricks' dbt platform task (Beta): one plan, no token, no notebook needed",
+        ["dbtwf", "migrate", "--to", "dbt_platform", "--connection", "dbt_demo", "--yes"],
+        check=r"^applied environment 'dev'",
+    )
+    switched = [t for t in workflow_settings(emulators, foreign_id)["tasks"] if "dbt_platform_task" in t]
+    if len(switched) != 1 or "switches to dbt_platform" not in migrated:
+        raise StepFailed("migrate did not switch the task add-task added")
     workflows = databricks(emulators, "GET", "/api/2.2/jobs/list")["jobs"]
     owned = [j for j in workflows if (j["settings"].get("tags") or {}).get("managed-by") == "dbtwf"]
     dbt_runs = dbt_cloud(emulators, "/runs/?order_by=-id&limit=100")["data"]
 
-    heading(demo, 8, "Summary")
+    heading(demo, 9, "Summary")
     config_path = demo.workdir / "dbtwf.toml"
     say(f"  config written:      {config_path.name} (environment 'dev'; no token in it)")
     say("  created by onboard:  secret scope dbtwf-dev with the dbt token, the runner notebook")
@@ -392,6 +403,10 @@ def _steps(demo: Demo, emulators: Emulators, started: float) -> None:
     say(f"                       its other tasks untouched: {', '.join(untouched)}")
     say(f"  workflow runs:       {onboard_run_id} (onboard --run) and {final_run_id} (run), both succeeded")
     say(f"  last run page:       {final_run_url}")
+    say(
+        "  migrated (Beta):     the workflow and the added task now run dbt_platform_task via "
+        "connection dbt_demo; task_type set in dbtwf.toml"
+    )
     succeeded = sum(1 for run in dbt_runs if run.get("is_success"))
     say(f"  dbt Cloud runs:      {len(dbt_runs)} triggered by the uploaded notebook, {succeeded} succeeded")
     say(f"  elapsed:             {time.monotonic() - started:.1f} s")
