@@ -49,6 +49,13 @@ class DbtRun:
 def dbt_run_from_output(output: dict[str, Any]) -> DbtRun | None:
     """The dbt run in a `runs/get-output` answer, or None when the notebook did not report one
     (an older runner, another notebook, a truncated value)."""
+    platform = output.get("dbt_platform_output") or {}
+    if str(platform.get("dbt_platform_job_run_id") or "").isdigit() and platform.get(
+        "dbt_platform_job_run_url"
+    ):
+        # A dbt platform task (Beta): Databricks names the dbt run it triggered; it succeeded.
+        platform_url = str(platform["dbt_platform_job_run_url"])
+        return DbtRun(run_id=int(platform["dbt_platform_job_run_id"]), status="Success", url=platform_url)
     notebook_output = output.get("notebook_output") or {}
     if notebook_output.get("truncated"):
         return None
@@ -70,7 +77,7 @@ class TaskSnapshot:
     state: str  # the result state when finished (SUCCESS, FAILED, ...), else the life cycle state
     run_id: int | None = None
     state_message: str = ""
-    notebook: bool = False  # a notebook task, whose output may name its dbt run
+    notebook: bool = False  # a notebook or dbt platform task, whose output may name its dbt run
     dbt_run: DbtRun | None = None  # read from runs/get-output once the task succeeded
 
     @property
@@ -153,7 +160,7 @@ def snapshot(run: dict[str, Any], elapsed_seconds: float) -> RunSnapshot:
             state=_task_state(task),
             run_id=task.get("run_id"),
             state_message=str((task.get("state") or {}).get("state_message") or ""),
-            notebook="notebook_task" in task,
+            notebook="notebook_task" in task or "dbt_platform_task" in task,
         )
         for task in run.get("tasks") or []
     )

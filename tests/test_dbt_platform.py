@@ -142,6 +142,7 @@ def test_run_follows_the_dbt_platform_task_to_success_and_failure(
     assert ok.exit_code == 0, ok.output
     assert "succeeded" in ok.stdout
     (dbt_run,) = dbt_cloud.runs_of(DBT_JOB)  # triggered by Databricks through the connection
+    assert f"nightly: dbt run {dbt_run['id']} Success: {dbt_run['href']}" in ok.stdout
     assert "Triggered by Databricks job run" in str(dbt_run.get("trigger", {}).get("cause", ""))
 
     dbt_cloud.set_scenario(DBT_JOB, Scenario(outcome="error", polls=1))
@@ -391,3 +392,38 @@ def test_emulator_rejects_a_dbt_platform_task_without_its_fields(databricks: Any
     task["dbt_platform_task"]["dbt_platform_job_id"] = 42  # the SDK's field is a string
     with pytest.raises(RemoteError, match="must be a string"):
         ws.create_job({"name": "x", "tasks": [task]})
+
+
+def test_destroy_after_migrate_removes_the_switched_task_and_the_unused_notebook_backend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, databricks: Any, dbt_cloud: Any
+) -> None:
+    """The record names the task as migrate wrote it, so destroy still knows it for dbtwf's."""
+    from typer.testing import CliRunner
+
+    from provision.cli import app
+
+    write_config(tmp_path / "dbtwf.toml", dbt_cloud.url, {"dev": {"nightly": DBT_JOB}})
+    for name, value in cli_env(tmp_path, databricks.url).items():
+        monkeypatch.setenv(name, value)
+
+    def invoke(*args: str) -> Any:
+        return CliRunner().invoke(app, list(args))
+
+    dbt_cloud.add_job(DBT_JOB, scenario=Scenario(outcome="success", polls=1))
+    ws = make_workspace(databricks)
+    assert invoke("apply", "--yes").exit_code == 0
+    foreign = ws.create_job(
+        {
+            "name": "ETL",
+            "tasks": [{"task_key": "ingest", "notebook_task": {"notebook_path": "/Shared/ingest"}}],
+        }
+    )
+    assert invoke("add-task", "--workflow", str(foreign), "--dbt-job", str(DBT_JOB), "--yes").exit_code == 0
+    assert invoke("migrate", "--to", "dbt_platform", "--connection", CONNECTION, "--yes").exit_code == 0
+
+    destroyed = invoke("destroy", "--yes")
+    assert destroyed.exit_code == 0, destroyed.output
+    assert [t["task_key"] for t in databricks.jobs[foreign]["settings"]["tasks"]] == ["ingest"]
+    assert list(databricks.jobs) == [foreign]  # the owned workflow is gone too
+    assert ws.list_scopes() == []  # scope and secret, unused since the migrate, removed
+    assert databricks.workspace_file(f"/Users/{databricks.user_name}/.dbtwf/dev/run_dbt_cloud_job") is None
