@@ -110,69 +110,8 @@ def plan(
     """The changes that converge the environment. Raises ConflictError where it must not guess."""
     env = desired.env
     changes: list[Change] = []
-    record_notebook = False
-
-    if env.uses_notebook:
-        changes += _plan_notebook_backend(desired, observed)
-    else:
-        from provision.platform import unused_notebook_backend
-
-        changes += unused_notebook_backend(env, observed)  # no scope, secret or notebook needed
-    changes.append(
-        Change("folder", env.notebook_folder, Action.NOOP, "exists")
-        if observed.folder_exists
-        # Which folders mkdirs makes (the state records them: destroy removes them if empty).
-        else Change(
-            "folder",
-            env.notebook_folder,
-            Action.CREATE,
-            "missing",
-            None,
-            {"created": list(observed.missing_folders or (env.notebook_folder,))},
-        )
-    )
-    if env.uses_notebook:
-        notebook, record_notebook = _plan_notebook(desired, observed)
-        changes.append(notebook)
-
-    state = observed.state
-    recorded = state.workflow_job_id if state is not None else None
-    workflow_id = recorded
-    if include_workflow:
-        changes.append(_plan_workflow(desired, observed, adopt=adopt))
-        workflow_id = changes[-1].job_id
-    if env.uses_notebook:  # who may read the notebook and the secret: nothing of it is used otherwise
-        changes += security_changes(
-            env,
-            deployer=observed.deployer,
-            location=observed.location,
-            workflow=observed.workflow,
-            scope_exists=observed.scope_exists,
-            scope_acls=observed.scope_acls,
-            granted_readers=state.granted_readers if state is not None else (),
-        )
-    if state is None:
-        changes.append(Change("state", env.state_path, Action.CREATE, "missing"))
-    elif has_changes(changes):
-        changes.append(Change("state", env.state_path, Action.UPDATE, "records the changes above"))
-    elif recorded != workflow_id:
-        changes.append(
-            Change("state", env.state_path, Action.UPDATE, "records the workflow found by its tags")
-        )
-    elif record_notebook:
-        changes.append(
-            Change("state", env.state_path, Action.UPDATE, "records the notebook's id and modification time")
-        )
-    else:
-        changes.append(Change("state", env.state_path, Action.NOOP, "current"))
-    return changes
-
-
-def _plan_notebook_backend(desired: Desired, observed: Observed) -> list[Change]:
-    """The scope, its readers and the secret the runner notebook reads."""
-    env = desired.env
-    changes: list[Change] = []
     scope = env.secret_scope
+
     if observed.scope_exists:
         changes.append(Change("scope", scope, Action.NOOP, "exists"))
     else:
@@ -190,6 +129,55 @@ def _plan_notebook_backend(desired: Desired, observed: Observed) -> list[Change]
             changes.append(Change("scope-acl", f"{scope}:{principal}", action, "needs READ", None, grant))
 
     changes.append(_plan_secret(desired, observed))
+    changes.append(
+        Change("folder", env.notebook_folder, Action.NOOP, "exists")
+        if observed.folder_exists
+        # Which folders mkdirs makes (the state records them: destroy removes them if empty).
+        else Change(
+            "folder",
+            env.notebook_folder,
+            Action.CREATE,
+            "missing",
+            None,
+            {"created": list(observed.missing_folders or (env.notebook_folder,))},
+        )
+    )
+    notebook, record_notebook = _plan_notebook(desired, observed)
+    changes.append(notebook)
+
+    state = observed.state
+    recorded = state.workflow_job_id if state is not None else None
+    workflow_id = recorded
+    if include_workflow:
+        changes.append(_plan_workflow(desired, observed, adopt=adopt))
+        workflow_id = changes[-1].job_id
+    changes += security_changes(
+        env,
+        deployer=observed.deployer,
+        location=observed.location,
+        workflow=observed.workflow,
+        scope_exists=observed.scope_exists,
+        scope_acls=observed.scope_acls,
+        granted_readers=state.granted_readers if state is not None else (),
+    )
+    if state is None:
+        changes.append(Change("state", env.state_path, Action.CREATE, "missing"))
+    elif has_changes(changes):
+        changes.append(Change("state", env.state_path, Action.UPDATE, "records the changes above"))
+    elif recorded != workflow_id:
+        changes.append(
+            Change("state", env.state_path, Action.UPDATE, "records the workflow found by its tags")
+        )
+    elif record_notebook:
+        changes.append(
+            Change("state", env.state_path, Action.UPDATE, "records the notebook's id and modification time")
+        )
+    else:
+        changes.append(Change("state", env.state_path, Action.NOOP, "current"))
+    if not env.uses_notebook:  # dbt platform tasks: no scope, secret or notebook needed
+        from provision.platform import without_notebook_backend
+
+        return without_notebook_backend(changes, env, observed)
     return changes
 
 
