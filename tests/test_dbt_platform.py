@@ -427,3 +427,40 @@ def test_destroy_after_migrate_removes_the_switched_task_and_the_unused_notebook
     assert list(databricks.jobs) == [foreign]  # the owned workflow is gone too
     assert ws.list_scopes() == []  # scope and secret, unused since the migrate, removed
     assert databricks.workspace_file(f"/Users/{databricks.user_name}/.dbtwf/dev/run_dbt_cloud_job") is None
+
+
+def test_migrate_to_notebook_creates_the_notebook_backend_and_needs_the_token(
+    cli: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, databricks: Any, dbt_cloud: Any
+) -> None:
+    platform_config(tmp_path / "dbtwf.toml", dbt_cloud.url)
+    dbt_cloud.add_job(DBT_JOB, scenario=Scenario(outcome="success", polls=1))
+    assert cli("apply", "--yes").exit_code == 0
+
+    databricks.reset_log()
+    refused = cli("migrate", "--to", "notebook", "--yes")  # no token anywhere
+    assert refused.exit_code == 2 and "token" in refused.stderr
+    assert databricks.requests == []
+
+    monkeypatch.setenv("DBT_CLOUD_API_TOKEN", DBT_CLOUD_TOKEN)
+    back = cli("migrate", "--to", "notebook", "--yes")
+    assert back.exit_code == 0, back.output
+    (put,) = writes(databricks, "/secrets/put")  # the token reaches Databricks only here
+    assert put.json()["string_value"] == DBT_CLOUD_TOKEN
+    assert databricks.secret_value("dbtwf-dev", "dbt-cloud-api-token") == DBT_CLOUD_TOKEN
+    (task,) = the_job(databricks)["tasks"]
+    assert "dbt_platform_task" not in task and task["notebook_task"]["notebook_path"].endswith(
+        "run_dbt_cloud_job"
+    )
+    assert cli("run", "--poll-interval", "0.05").exit_code == 0
+    assert DBT_CLOUD_TOKEN not in back.output
+
+
+def test_a_saved_plan_of_dbt_platform_tasks_applies_without_a_token(
+    cli: Callable[..., Any], tmp_path: Path, databricks: Any, dbt_cloud: Any
+) -> None:
+    platform_config(tmp_path / "dbtwf.toml", dbt_cloud.url)
+    saved = tmp_path / "dev.plan.json"
+    assert cli("plan", "--out", str(saved)).exit_code == 0
+    applied = cli("apply", "--plan", str(saved), "--yes")
+    assert applied.exit_code == 0, applied.output
+    assert [t["task_key"] for t in the_job(databricks)["tasks"]] == ["nightly"]
