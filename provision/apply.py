@@ -443,10 +443,14 @@ class _Execution:
 
     def config(self, change: Change) -> None:
         """migrate: the environment's task_type (and connection) in dbtwf.toml, last."""
-        from provision.migrate import write_config
+        from pathlib import Path
 
-        if change.writes:
-            write_config(change)
+        from provision.config_writer import upsert_environment
+
+        if change.writes:  # comments and layout kept; the whole file validated before it is written
+            upsert_environment(
+                Path(change.name), str(change.payload["environment"]), dict(change.payload["values"])
+            )
 
     def remove_tasks(self, job_id: int, changes: list[Change]) -> None:
         """destroy: one jobs/update per foreign workflow removes dbtwf's tasks in it and puts

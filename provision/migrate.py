@@ -172,14 +172,6 @@ def plan_migrate(
     return changes
 
 
-def write_config(change: Change) -> None:
-    """The executor's config change: the environment's task type (and connection) in dbtwf.toml,
-    comments kept (``config_writer``)."""
-    from provision.config_writer import upsert_environment
-
-    upsert_environment(Path(change.name), str(change.payload["environment"]), dict(change.payload["values"]))
-
-
 def migrate_environment(
     ws: Workspace,
     env: Environment,

@@ -175,7 +175,7 @@ def plan(
     else:
         changes.append(Change("state", env.state_path, Action.NOOP, "current"))
     if not env.uses_notebook:  # dbt platform tasks: no scope, secret or notebook needed
-        from provision.platform import without_notebook_backend
+        from provision.platform_plan import without_notebook_backend
 
         return without_notebook_backend(changes, env, observed)
     return changes
