@@ -39,7 +39,7 @@ from provision.observe import Reader
 from provision.parallel import gather
 from provision.probes import moved_since_plan
 from provision.saved_plan import Plan
-from provision.state import AddedTask, StateRecord, environment_lock, token_fingerprint
+from provision.state import AddedTask, AdoptedWorkflow, StateRecord, environment_lock, token_fingerprint
 
 if TYPE_CHECKING:
     from provision.databricks import Workspace
@@ -49,7 +49,7 @@ __all__ = ["apply_changes", "create_workflow", "execute", "merged_settings"]
 
 _log = logging.getLogger("dbtwf")
 #: Task payload ops: add-task writes ("add", "replace"); destroy removes or puts back.
-_WRITE_OPS = ("add", "replace", "switch")
+_WRITE_OPS = ("add", "replace", "switch", "adopt")
 
 
 def execute(
@@ -271,6 +271,8 @@ class _Execution:
             gather([*calls("scope-acl"), *calls("secret")])
 
         def notebook_side() -> None:
+            for change in of("backup"):  # adopt: the hand-pasted code is kept before it is replaced
+                self.backup(change)
             for change in of("notebook"):
                 self.notebook(change)
             gather(calls("notebook-acl"))
@@ -278,6 +280,8 @@ class _Execution:
         def workflow_side() -> None:
             for change in of("workflow"):
                 self.workflow(change)
+            for change in of("adopt-workflow"):
+                self.adopt_workflow(change)
 
         for change in of("folder"):
             self.folder(change)  # recorded with the first save; made before the lock
@@ -345,6 +349,10 @@ class _Execution:
             self.ws.delete_secret(env.secret_scope, env.secret_key)
             return
         if not change.writes:
+            stamp = change.payload.get("updated_at")  # adopt: the secret found, kept as it is
+            if stamp is not None:
+                with self.lock:
+                    self.record.secret_updated_at = int(stamp)
             return
         assert self.token is not None  # checked against the plan's fingerprint before any write
         self.ws.put_secret(env.secret_scope, env.secret_key, self.token)
@@ -419,7 +427,14 @@ class _Execution:
         earlier = self.record.entry(change.job_id, key)
         # A task dbtwf added before is not the user's: keep the original it replaced, if any.
         replaced = earlier.replaced if earlier is not None else change.payload.get("overwritten")
-        entry = AddedTask(change.job_id, key, int(change.payload["dbt_job_id"]), replaced, task)
+        entry = AddedTask(
+            change.job_id,
+            key,
+            int(change.payload["dbt_job_id"]),
+            replaced,
+            task,
+            adopted=bool(change.payload.get("adopted")) or (earlier is not None and earlier.adopted),
+        )
         self.record.added_tasks = [t for t in self.record.added_tasks if t is not earlier] + [entry]
         if not change.writes:
             return
@@ -451,6 +466,55 @@ class _Execution:
             upsert_environment(
                 Path(change.name), str(change.payload["environment"]), dict(change.payload["values"])
             )
+
+    def backup(self, change: Change) -> None:
+        """adopt (CREATE): the notebook's hand-pasted code kept in a workspace file next to it,
+        recorded before the notebook is replaced. destroy (UPDATE, op "restore"): that code put
+        back at the notebook's path, then the backup file deleted."""
+        from provision.adopt.recognise import backup_header
+
+        env = self.env
+        if change.action is Action.CREATE:
+            source, sha256 = str(change.payload["source"]), str(change.payload["sha256"])
+            body = backup_header(env.notebook_path, sha256) + "\n" + source
+            self.ws.write_file(change.name, body.encode("utf-8"), overwrite=False)
+            with self.lock:
+                self.record.backup_path = change.name
+                self.record.original_notebook_sha256 = sha256
+                self.save()  # the backup is known before the notebook is overwritten
+        elif change.writes and change.payload.get("op") == "restore":
+            self.ws.import_notebook(env.notebook_path, str(change.payload["source"]), overwrite=True)
+            self.ws.delete(change.name)
+            with self.lock:
+                self.record.backup_path = self.record.original_notebook_sha256 = ""
+                self.record.notebook_sha256 = ""
+                self.record.notebook_object_id = self.record.notebook_modified_at = None
+
+    def adopt_workflow(self, change: Change) -> None:
+        """adopt (CREATE): dbtwf's tags added to a workflow made by hand, nothing else (jobs/update
+        of `tags` only); recorded first. destroy (DELETE): its tags as they were before adopt."""
+        assert change.job_id is not None
+        job_id = change.job_id
+        if change.action is Action.CREATE:
+            original = {str(k): str(v) for k, v in dict(change.payload.get("original_tags") or {}).items()}
+            with self.lock:
+                kept = [w for w in self.record.adopted_workflows if w.job_id != job_id]
+                self.record.adopted_workflows = [*kept, AdoptedWorkflow(job_id, original)]
+                self.record.workflow_job_id = job_id
+                self.save()
+            self.ws.update_job(job_id, {"tags": dict(change.payload["tags"])})
+        elif change.action is Action.DELETE:
+            tags = dict(change.payload.get("tags") or {})
+            if tags:
+                self.ws.update_job(job_id, {"tags": tags})
+            else:
+                self.ws.update_job(job_id, {}, fields_to_remove=["tags"])
+            with self.lock:
+                self.record.adopted_workflows = [
+                    w for w in self.record.adopted_workflows if w.job_id != job_id
+                ]
+                if self.record.workflow_job_id == job_id:
+                    self.record.workflow_job_id = None
 
     def remove_tasks(self, job_id: int, changes: list[Change]) -> None:
         """destroy: one jobs/update per foreign workflow removes dbtwf's tasks in it and puts
@@ -486,6 +550,8 @@ _HANDLERS: dict[str, Callable[[_Execution, Change], None]] = {
     "notebook": _Execution.notebook,
     "notebook-acl": _Execution.notebook_acl,
     "workflow": _Execution.workflow,
+    "adopt-workflow": _Execution.adopt_workflow,
+    "backup": _Execution.backup,
     "task": _Execution.task,
     "state": _Execution.state,
     "config": _Execution.config,

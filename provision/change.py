@@ -26,7 +26,8 @@ class Action(str, Enum):
 @dataclass(frozen=True)
 class Change:
     # "scope" | "scope-acl" | "secret" | "folder" | "notebook" | "notebook-acl" | "workflow" | "task"
-    # | "state", or "warning": shown with the plan, never carried out (always a no-op)
+    # | "state" | "adopt-workflow" | "backup" (dbtwf adopt), or "warning": shown with the plan,
+    # never carried out (always a no-op)
     resource: str
     name: str
     action: Action

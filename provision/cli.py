@@ -18,7 +18,7 @@ import sys
 import threading
 from typing import Any
 
-from provision.commands import doctor, migrate, provision, run, shell, tasks, token
+from provision.commands import adopt, doctor, migrate, provision, run, shell, tasks, token
 
 app = shell.DbtwfTyper(
     name="dbtwf",
@@ -50,6 +50,8 @@ app.command("destroy", epilog=provision.DESTROY_EPILOG)(provision.destroy_comman
 app.command("add-task", epilog=tasks.ADD_TASK_EPILOG)(tasks.add_task_command)
 # Switching the tasks between the runner notebook and the dbt platform task (Beta).
 app.command("migrate", epilog=migrate.MIGRATE_EPILOG)(migrate.migrate_command)
+# A setup made by hand from the guide, brought under dbtwf.
+app.command("adopt", epilog=adopt.ADOPT_EPILOG)(adopt.adopt_command)
 # Running the workflow, and checking every link.
 app.command("run", epilog=run.RUN_EPILOG)(run.run_command)
 app.command("doctor", epilog=doctor.DOCTOR_EPILOG)(doctor.doctor_command)

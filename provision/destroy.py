@@ -20,8 +20,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from provision.add_task import is_dbtwf_task, task_differences
+from provision.adopt.recognise import BACKUP_MARK
 from provision.change import Action, Change
-from provision.desired import is_owned
+from provision.desired import is_owned, sha256_text
 from provision.errors import ConflictError
 from provision.observe import Reader, find_owned_workflow, location_paths
 from provision.probes import with_expectations
@@ -57,9 +58,16 @@ def plan_destroy(ws: Workspace, env: Environment) -> list[Change]:
     state = reader.state(env)
     changes = _plan_tasks(reader, env, state)
     changes += _plan_workflow(reader, env, state)
-    if reader.status(env.notebook_path) is not None:
+    adopted = state is not None and bool(state.original_notebook_sha256)
+    if adopted:
+        assert state is not None
+        changes += _plan_give_back(reader, env, state)
+    elif reader.status(env.notebook_path) is not None:
         changes.append(Change("notebook", env.notebook_path, Action.DELETE, "uploaded by dbtwf"))
-    if state is not None and (state.scope_created or state.token_fingerprint):
+    if adopted and reader.has_scope(env.secret_scope):
+        why = "the hand-made setup's, taken over by adopt: left as it is"
+        changes.append(Change("secret", f"{env.secret_scope}/{env.secret_key}", Action.NOOP, why))
+    elif state is not None and (state.scope_created or state.token_fingerprint):
         changes += _plan_secret_removal(reader, env, scope_created=state.scope_created)
     if state is not None and state.granted_readers and not any(c.resource == "scope" for c in changes):
         changes += _plan_grant_removal(reader, env, state.granted_readers)
@@ -94,6 +102,10 @@ def _plan_tasks(reader: Reader, env: Environment, state: StateRecord | None) -> 
         task = tasks.get(entry.task_key)
         if job is None or task is None:
             continue  # already gone: nothing to do, nothing to say
+        if entry.adopted:
+            why = f"in {where}, the user's own task taken over by adopt: left as it is"
+            changes.append(Change("task", entry.task_key, Action.NOOP, why, entry.job_id, {"op": "keep"}))
+            continue
         if is_owned(job, env):
             why = f"{where} is dbtwf's own workflow, not a workflow it added a task to; left alone"
             changes.append(Change("task", entry.task_key, Action.NOOP, why, entry.job_id, {"op": "keep"}))
@@ -152,10 +164,35 @@ def _plan_workflow(reader: Reader, env: Environment, state: StateRecord | None) 
                 Change("workflow", str((job.get("settings") or {}).get("name")), Action.NOOP, why, recorded)
             )
     owned_ids = [int(workflow["job_id"])] if workflow is not None else list(duplicates)
+    adopted = {w.job_id: w for w in state.adopted_workflows} if state is not None else {}
+    for job_id in [i for i in owned_ids if i in adopted]:
+        owned_ids.remove(job_id)
+        why = "made by hand and adopted: given back with its tags as they were, not deleted"
+        payload = {"tags": adopted[job_id].tags}
+        changes.append(Change("adopt-workflow", env.workflow_name, Action.DELETE, why, job_id, payload))
     for job_id in owned_ids:
         how = "recorded in the state" if found_by == "state" else "carries dbtwf's tags"
         changes.append(Change("workflow", env.workflow_name, Action.DELETE, how, job_id))
     return changes
+
+
+def _plan_give_back(reader: Reader, env: Environment, state: StateRecord) -> list[Change]:
+    """An adopted notebook: the hand-pasted code put back from the backup (which then goes);
+    without the backup the runner stays, so the tasks running it keep working."""
+    backup = state.backup_path
+    data = reader.file(backup) if backup else None
+    if data is None:
+        why = f"adopted, and its backup {backup or '(none recorded)'} is gone: the runner stays"
+        return [Change("notebook", env.notebook_path, Action.NOOP, why)]
+    text = data.decode("utf-8", errors="replace")
+    first, _, source = text.partition("\n")
+    if not first.startswith(BACKUP_MARK):
+        source = text
+    why = f"the hand-pasted code put back from {backup}, which is then deleted"
+    if sha256_text(source) != state.original_notebook_sha256:
+        why += " (the backup was edited since adopt: put back as it is now)"
+    payload = {"op": "restore", "source": source}
+    return [Change("backup", backup, Action.UPDATE, why, None, payload)]
 
 
 def _refuse_to_orphan_dependents(job_id: int, job: dict[str, Any], removed: set[str]) -> None:

@@ -79,6 +79,8 @@ PROBES: dict[str, Callable[[Reader, Environment, Change], dict[str, Any]]] = {
     "folder": lambda reader, env, change: {"exists": reader.status(change.name) is not None},
     "notebook": _probe_path,
     "workflow": _probe_workflow,
+    "adopt-workflow": _probe_workflow,
+    "backup": _probe_path,
     "task": _probe_task,
     "state": _probe_state,
 }

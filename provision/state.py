@@ -35,8 +35,9 @@ if TYPE_CHECKING:
     from provision.databricks import Workspace
     from provision.model import Environment
 
-#: Version 2 added the task as written, the secret's update time and the notebook's id.
-STATE_VERSION = 2
+#: Version 2 added the task as written, the secret's update time and the notebook's id;
+#: version 3 what `dbtwf adopt` took over (an older dbtwf must not destroy it as its own).
+STATE_VERSION = 3
 #: A lock younger than this is most likely held by a run still going (an apply takes seconds).
 LIVE_LOCK_SECONDS = 300.0
 
@@ -56,6 +57,19 @@ class AddedTask:
     #: The task as dbtwf sent it in jobs/update: destroy removes the task only while the
     #: workflow still holds it unchanged. Not part of an entry's identity.
     written: dict[str, Any] | None = field(default=None, compare=False)
+    #: Taken over by `dbtwf adopt` (the user's own task running the adopted notebook): destroy
+    #: leaves it in place, running the notebook it puts back.
+    adopted: bool = field(default=False, compare=False)
+
+
+@dataclass(frozen=True)
+class AdoptedWorkflow:
+    """A workflow made by hand for the guide's notebook that `dbtwf adopt` tagged as dbtwf's:
+    destroy gives it back (its tags as they were) instead of deleting it."""
+
+    job_id: int
+    #: Its tags before adopt added dbtwf's.
+    tags: dict[str, str] = field(default_factory=dict, compare=False)
 
 
 @dataclass
@@ -83,6 +97,11 @@ class StateRecord:
     #: deepest first: destroy removes those still empty. A record without it (older dbtwf)
     #: deletes no folder, as who made them is not known.
     created_folders: list[str] = field(default_factory=list)
+    #: What `dbtwf adopt` took over: the workflows it tagged, the backup file of the notebook's
+    #: hand-pasted code and that code's SHA-256 (destroy puts it back at the notebook's path).
+    adopted_workflows: list[AdoptedWorkflow] = field(default_factory=list)
+    backup_path: str = ""
+    original_notebook_sha256: str = ""
     version: int = STATE_VERSION
 
     def to_json(self) -> bytes:
@@ -105,6 +124,7 @@ class StateRecord:
                     int(t["dbt_job_id"]),
                     _object_or_none(t.get("replaced"), "replaced"),
                     _object_or_none(t.get("written"), "written"),
+                    bool(t.get("adopted", False)),
                 )
                 for t in _list(raw.get("added_tasks", []), "added_tasks")
             ]
@@ -114,6 +134,15 @@ class StateRecord:
             folders = _list(raw.get("created_folders", []), "created_folders")
             if not all(isinstance(p, str) and p.startswith("/") for p in folders):
                 raise TypeError("created_folders holds a value that is not a workspace path")
+            adopted_workflows = [
+                AdoptedWorkflow(
+                    int(w["job_id"]), {str(k): str(v) for k, v in dict(w.get("tags") or {}).items()}
+                )
+                for w in _list(raw.get("adopted_workflows", []), "adopted_workflows")
+            ]
+            backup_path = str(raw.get("backup_path", ""))
+            if backup_path and not backup_path.startswith("/"):
+                raise TypeError("backup_path is not a workspace path")
             return cls(
                 environment=str(raw["environment"]),
                 workflow_job_id=_optional_int(raw.get("workflow_job_id")),
@@ -127,6 +156,9 @@ class StateRecord:
                 added_tasks=added,
                 granted_readers=list(readers),
                 created_folders=list(folders),
+                adopted_workflows=adopted_workflows,
+                backup_path=backup_path,
+                original_notebook_sha256=str(raw.get("original_notebook_sha256", "")),
                 version=STATE_VERSION,
             )
         except (ValueError, TypeError, KeyError) as error:
@@ -172,8 +204,13 @@ def _from_version_1(raw: dict[str, Any]) -> dict[str, Any]:
     return {**raw, "version": 2}
 
 
+def _from_version_2(raw: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 knew nothing of adopt: nothing adopted, no backup."""
+    return {**raw, "version": 3}
+
+
 #: version N -> the function that turns a version-N record into a version-N+1 one.
-_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_version_1}
+_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_version_1, 2: _from_version_2}
 
 
 def migrate(raw: dict[str, Any], where: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from provision.databricks import Workspace
 from provision.errors import ConflictError
 from provision.model import DbtJobTask, Environment, Schedule
 from provision.plan import plan_environment
-from provision.state import environment_lock, load_state, lock_path
+from provision.state import STATE_VERSION, environment_lock, load_state, lock_path
 from tests.provision_helpers import make_env, make_workspace, write_kinds, write_labels
 
 TOKEN = "dbtc_apply_test_token_1234"
@@ -383,10 +383,14 @@ def test_a_version_1_record_loads_and_a_newer_one_is_refused(databricks: Any, ws
     }
     ws.write_file(env.state_path, json.dumps({**old, "version": 1, "notebook_sha256": ""}).encode(), True)
     loaded = load_state(ws, env)
-    assert loaded is not None and loaded.version == 2 and loaded.workflow_job_id == record["workflow_job_id"]
+    assert (
+        loaded is not None
+        and loaded.version == STATE_VERSION
+        and loaded.workflow_job_id == record["workflow_job_id"]
+    )
     assert loaded.scope_created is True and loaded.secret_updated_at is None
 
-    ws.write_file(env.state_path, json.dumps({**record, "version": 3}).encode(), True)
+    ws.write_file(env.state_path, json.dumps({**record, "version": STATE_VERSION + 1}).encode(), True)
     with pytest.raises(RemoteError, match="newer dbtwf") as raised:
         plan_environment(ws, env, TOKEN)
     assert raised.value.hint and "upgrade" in raised.value.hint

@@ -13,7 +13,7 @@ from provision.errors import ConflictError
 from provision.model import Compute, DbtJobTask, Environment, Schedule
 from provision.observe import Observed
 from provision.plan import plan, workflow_differences
-from provision.state import StateRecord, token_fingerprint
+from provision.state import STATE_VERSION, StateRecord, token_fingerprint
 
 TOKEN = "dbtc_plan_test_token_value"
 SOURCE = "# Databricks notebook source\nprint('runner')\n"
@@ -265,11 +265,11 @@ def test_old_state_records_migrate_and_newer_ones_are_refused() -> None:
 
     v1 = {"environment": "dev", "workflow_job_id": 7, "scope_created": True, "version": 1}
     record = StateRecord.from_json(json.dumps(v1).encode(), "s.json")
-    assert (record.version, record.workflow_job_id, record.secret_updated_at) == (2, 7, None)
+    assert (record.version, record.workflow_job_id, record.secret_updated_at) == (STATE_VERSION, 7, None)
     unversioned = StateRecord.from_json(b'{"environment": "dev"}', "s.json")
-    assert unversioned.version == 2
+    assert unversioned.version == STATE_VERSION
     with pytest.raises(RemoteError, match="newer dbtwf"):
-        StateRecord.from_json(json.dumps({**v1, "version": 3}).encode(), "s.json")
+        StateRecord.from_json(json.dumps({**v1, "version": STATE_VERSION + 1}).encode(), "s.json")
 
 
 def test_a_notebook_update_says_what_changed() -> None:

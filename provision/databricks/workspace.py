@@ -166,6 +166,14 @@ class Workspace:
             f"reading the status of {path}", lambda: self._client.workspace.get_status(path).as_dict()
         )
 
+    def list_folder(self, path: str) -> list[dict[str, Any]] | None:
+        """The objects directly in a folder (workspace/list, not recursive), as ObjectInfo
+        dicts; None when there is nothing at ``path``."""
+        # Not recursive: adopt walks the tree itself, to count the objects and stop at a limit.
+        return self._call_or_none(
+            f"listing folder {path}", lambda: [o.as_dict() for o in self._client.workspace.list(path)]
+        )
+
     def mkdirs(self, path: str) -> None:
         self._call(f"creating folder {path}", lambda: self._client.workspace.mkdirs(path))
 

@@ -1,0 +1,339 @@
+"""`dbtwf adopt`, the use case: scan, choose, work out the environment, plan, ask, carry out.
+
+Order for "nothing written before the plan is confirmed": the scan and every check only
+read; the environment is worked out in memory (``upsert_environment(write=False)``) and
+compared with one of that name already in dbtwf.toml (a different one is refused, exit 2);
+the plan is shown and confirmed; only then is dbtwf.toml written and the plan handed to the
+one executor (``provision.apply.execute``), which re-reads every object under the lock.
+
+What adopt takes over (``adoption_changes``):
+
+- the scope and secret stay as they are (no token is needed or read): the secret's
+  ``last_updated_timestamp`` is recorded, ``scope_created`` stays False;
+- the hand-pasted notebook is kept in a workspace file next to it (``<path>.dbtwf-backup.py``,
+  first line ``BACKUP_MARK``), then replaced by the runner at the same path, so every task
+  running it keeps running it (none is re-pointed);
+- the workflow made for the notebook (every task runs it; the lowest job id if several)
+  gets dbtwf's tags and nothing else (jobs/update of ``tags``): the next apply converges the
+  rest; its tasks become the environment's dbt_jobs;
+- every task running the notebook in another workflow is recorded as an added task
+  (``adopted``), left as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from provision.adopt.recognise import BACKUP_SUFFIX, VALUE_NAMES
+from provision.adopt.scan import DEFAULT_LIMIT, Found, ScanResult, WorkflowUse, scan, workflows_running
+from provision.change import Action, Change, has_changes
+from provision.errors import ConfigError, ConflictError, DeclinedError, UsageError
+
+if TYPE_CHECKING:
+    from provision.databricks import Workspace
+    from provision.flows import Interaction
+    from provision.model import Environment
+    from provision.observe import Reader
+
+DEFAULT_ENVIRONMENT = "dev"
+#: The flag that gives each value the code may not say.
+FLAGS = {
+    "dbt_cloud_host": "--dbt-host",
+    "dbt_cloud_account_id": "--account-id",
+    "secret_scope": "--secret-scope",
+    "secret_key": "--secret-key",
+}
+
+
+@dataclass(frozen=True)
+class AdoptOptions:
+    env_name: str | None = None
+    notebooks: tuple[str, ...] = ()
+    folders: tuple[str, ...] = ()
+    limit: int = DEFAULT_LIMIT
+    #: Values from the flags (VALUE_NAMES keys): fill what the code does not say.
+    given: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AdoptOutcome:
+    #: "adopted", "nothing new" (only dbtwf's runner/backups or nothing found).
+    status: str
+    scan: ScanResult
+    environment: str | None = None
+    notebook: str | None = None
+    config_path: str | None = None
+    planned: list[Change] = field(default_factory=list)
+    done: list[Change] = field(default_factory=list)
+    #: What was skipped and why (dbtwf's runner, a backup, a refused notebook).
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "environment": self.environment,
+            "notebook": self.notebook,
+            "config": self.config_path,
+            "listed": self.scan.listed,
+            "truncated": self.scan.truncated,
+            "skipped": self.skipped,
+            "changes": [change.to_dict() for change in (self.done or self.planned)],
+        }
+
+
+def check_options(options: AdoptOptions) -> None:
+    """Bad input (exit 2) before anything is sent."""
+    from provision.names import validate_scope_name, validate_secret_name
+
+    if options.limit < 1:
+        raise UsageError(f"--limit {options.limit}: must be at least 1")
+    for path in (*options.notebooks, *options.folders):
+        if not path.startswith("/"):
+            raise UsageError(f"{path}: not an absolute workspace path", "e.g. /Users/me@example.com/dbt")
+    given = options.given
+    if "secret_scope" in given:
+        validate_scope_name(str(given["secret_scope"]), "--secret-scope")
+    if "secret_key" in given:
+        validate_secret_name(str(given["secret_key"]), "--secret-key")
+    if "dbt_cloud_account_id" in given and int(given["dbt_cloud_account_id"]) <= 0:
+        raise UsageError("--account-id must be a positive number")
+
+
+def _skipped(result: ScanResult) -> list[dict[str, str]]:
+    return [
+        {"path": item.path, "kind": item.recognition.kind, "why": item.recognition.reason}
+        for item in result.of_kind("runner", "backup", "refused")
+    ]
+
+
+def choose(result: ScanResult, options: AdoptOptions) -> Found | None:
+    """The one hand-made setup to adopt; None when there is none (only dbtwf's own notebooks)."""
+    setups = result.of_kind("guide")
+    refused = result.of_kind("refused")
+    if options.notebooks:
+        for item in result.found:
+            if item.recognition.kind in ("other",):
+                raise UsageError(f"{item.path}: not the guide's code ({item.recognition.reason})")
+    if refused and (options.notebooks or not setups):
+        item = refused[0]
+        raise UsageError(
+            f"{item.path}: cannot be adopted safely: {item.recognition.reason}",
+            "undo that edit (or move the notebook to dbtwf by hand: `dbtwf onboard`, then `dbtwf add-task`)",
+        )
+    if len(setups) > 1:
+        listed = ", ".join(item.path for item in setups[:5]) + (", ..." if len(setups) > 5 else "")
+        raise UsageError(
+            f"found {len(setups)} hand-made setups: {listed}",
+            "adopt them one at a time: --notebook PATH (with --env NAME for each)",
+        )
+    return setups[0] if setups else None
+
+
+def resolve_values(
+    found: Found, given: dict[str, Any], ask: Callable[[str, str], str] | None
+) -> dict[str, Any]:
+    """Host, account, scope and key: from the code; what it does not say from the flags, else
+    asked; a flag that contradicts the code is refused (the notebook sends the token there)."""
+    values = dict(found.recognition.values)
+    for name in VALUE_NAMES:
+        if name in given and name in values and str(given[name]) != str(values[name]):
+            raise UsageError(
+                f"{FLAGS[name]} {given[name]} contradicts the notebook, which uses {values[name]!r}",
+                f"drop {FLAGS[name]}: adopt takes what the notebook uses",
+            )
+    for name in found.recognition.missing:
+        if name in given:
+            values[name] = given[name]
+        elif ask is not None:
+            values[name] = ask(name, f"{found.path} does not say the {name.replace('_', ' ')}")
+        else:
+            raise UsageError(
+                f"{found.path} does not say the {name.replace('_', ' ')} (a placeholder is left in)",
+                f"pass it with {FLAGS[name]}",
+            )
+    try:
+        values["dbt_cloud_account_id"] = int(values["dbt_cloud_account_id"])
+    except (TypeError, ValueError):
+        raise UsageError(f"the dbt account {values['dbt_cloud_account_id']!r} is not a number") from None
+    return values
+
+
+def environment_values(values: dict[str, Any], path: str, own: WorkflowUse) -> dict[str, Any]:
+    """The environment's dbtwf.toml keys: what the notebook uses, where it is, the workflow
+    made for it (its name, its tasks as dbt_jobs, its cluster and schedule)."""
+    settings = own.job.get("settings") or {}
+    jobs: dict[str, Any] = {}
+    for use in own.tasks:
+        needs = [str(d.get("task_key")) for d in use.task.get("depends_on") or []]
+        jobs[str(use.task["task_key"])] = (
+            {"job_id": use.dbt_job_id, "depends_on": needs} if needs else use.dbt_job_id
+        )
+    result: dict[str, Any] = {
+        **values,
+        "notebook_path": path,
+        "workflow_name": own.name,
+        "dbt_jobs": jobs,
+    }
+    clusters = {use.task.get("existing_cluster_id") for use in own.tasks}
+    if len(clusters) == 1 and None not in clusters:
+        result["cluster_id"] = clusters.pop()
+    schedule = settings.get("schedule") or {}
+    if schedule.get("quartz_cron_expression"):
+        result["schedule"] = {
+            "quartz_cron": schedule["quartz_cron_expression"],
+            "timezone": schedule.get("timezone_id") or "UTC",
+            "paused": schedule.get("pause_status") == "PAUSED",
+        }
+    return result
+
+
+def adoption_changes(
+    reader: Reader, env: Environment, found: Found, own: WorkflowUse, others: Sequence[WorkflowUse]
+) -> list[Change]:
+    """The plan: see the module's docstring. Read-only; refuses what it cannot take over."""
+    from provision.desired import render_runner_notebook, sha256_text, workflow_tags
+    from provision.probes import with_expectations
+
+    scope, key = env.secret_scope, env.secret_key
+    if not reader.has_scope(scope):
+        raise UsageError(
+            f"{found.path} reads secret scope {scope!r}, which does not exist", "create it first"
+        )
+    stamps = reader.secrets(scope)
+    if key not in stamps:
+        raise UsageError(f"{found.path} reads secret {key!r} of scope {scope!r}, which does not exist")
+    backup = env.notebook_path + BACKUP_SUFFIX
+    if reader.status(backup) is not None:
+        raise ConflictError(
+            f"{backup} exists already", "move it away (it may be an earlier backup), then re-run"
+        )
+    if reader.file(env.state_path) is not None:
+        raise ConflictError(
+            f"{env.state_path} exists: environment {env.name!r} is already deployed next to this notebook",
+            "use another --env, or `dbtwf destroy` that environment first",
+        )
+    runner = render_runner_notebook(env)
+    original = found.source
+    tags = {**dict((own.job.get("settings") or {}).get("tags") or {}), **workflow_tags(env)}
+    changes = [
+        Change("scope", scope, Action.NOOP, "exists; kept (not created by dbtwf: destroy leaves it)"),
+        Change(
+            "secret",
+            f"{scope}/{key}",
+            Action.NOOP,
+            "kept as it is (no token needed); its update time is recorded",
+            None,
+            {"updated_at": stamps.get(key)},
+        ),
+        Change("folder", env.notebook_folder, Action.NOOP, "exists"),
+        Change(
+            "backup",
+            backup,
+            Action.CREATE,
+            f"keeps the hand-pasted code of {env.notebook_path}; destroy puts it back",
+            None,
+            {"source": original, "sha256": sha256_text(original)},
+        ),
+        Change(
+            "notebook",
+            env.notebook_path,
+            Action.UPDATE,
+            "the guide's code replaced by dbtwf's runner, same path (every task keeps running it)",
+            None,
+            {"source": runner, "sha256": sha256_text(runner)},
+        ),
+        Change(
+            "adopt-workflow",
+            own.name,
+            Action.CREATE,
+            "made for the notebook: becomes dbtwf's (tags only; the next apply converges the rest)",
+            own.job_id,
+            {"tags": tags, "original_tags": dict((own.job.get("settings") or {}).get("tags") or {})},
+        ),
+    ]
+    for use in others:
+        for task in use.tasks:
+            why = f"in workflow {use.name!r}: recorded as a task dbtwf added, left as it is"
+            payload = {"op": "adopt", "task": task.task, "dbt_job_id": task.dbt_job_id, "adopted": True}
+            changes.append(Change("task", str(task.task["task_key"]), Action.NOOP, why, use.job_id, payload))
+    changes.append(Change("state", env.state_path, Action.CREATE, "records what adopt took over"))
+    return with_expectations(changes, reader, env)
+
+
+def adopt(
+    ws: Workspace,
+    options: AdoptOptions,
+    config_path: Path,
+    ui: Interaction,
+    *,
+    ask: Callable[[str, str], str] | None,
+    progress: Callable[[int, bool], None] | None = None,
+) -> AdoptOutcome:
+    from provision.config_writer import upsert_environment
+    from provision.observe import Reader
+
+    result = scan(
+        ws, notebooks=options.notebooks, folders=options.folders, limit=options.limit, progress=progress
+    )
+    skipped = _skipped(result)
+    found = choose(result, options)
+    if found is None:
+        return AdoptOutcome("nothing new", result, skipped=skipped)
+    if result.truncated:
+        ui.warn(f"the scan stopped at --limit {options.limit} objects; pass --folder or a higher --limit")
+    for item in result.of_kind("refused"):
+        ui.warn(f"{item.path} left alone: {item.recognition.reason}")
+    reader = Reader(ws)
+    uses = workflows_running(reader, found.path)
+    built = [use for use in uses if use.purpose_built]
+    if not built:
+        raise UsageError(
+            f"{found.path} is the guide's code, but no workflow was made for it (every workflow running "
+            "it runs other tasks too)",
+            "schedule the notebook once (Schedule in the notebook), or set up dbtwf with `dbtwf onboard` "
+            "and `dbtwf add-task`",
+        )
+    own, others = built[0], [use for use in uses if use is not built[0]]
+    values = environment_values(resolve_values(found, options.given, ask), found.path, own)
+    env_name = options.env_name or DEFAULT_ENVIRONMENT
+    pending = upsert_environment(config_path, env_name, values, write=False)
+    existing = _existing(config_path, env_name)
+    if existing is not None and existing != pending:
+        raise UsageError(
+            f"environment {env_name!r} in {config_path} differs from the setup found in {found.path}",
+            "pick a new name with --env",
+        )
+    changes = adoption_changes(reader, pending, found, own, others)
+    ui.show_plan(changes)
+    if not ui.confirm(f"adopt {found.path} as environment {env_name!r}?"):
+        raise DeclinedError(f"{found.path} not adopted; nothing was changed")
+    if existing is None:
+        written = upsert_environment(config_path, env_name, values)
+        ui.say(f"wrote environment {env_name!r} to {config_path}")
+        if written != pending:
+            raise ConflictError(f"{config_path} changed while adopt was asking; nothing was applied")
+    done = _execute(ws, pending, changes, ui)
+    status = "adopted" if has_changes(done) else "nothing new"
+    return AdoptOutcome(status, result, env_name, found.path, str(config_path), changes, done, skipped)
+
+
+def _existing(config_path: Path, env_name: str) -> Environment | None:
+    from provision.config import load_config
+
+    if not config_path.exists():
+        return None
+    try:
+        return load_config(config_path).environments.get(env_name)
+    except ConfigError:
+        raise
+    except UsageError:
+        return None
+
+
+def _execute(ws: Workspace, env: Environment, changes: list[Change], ui: Interaction) -> list[Change]:
+    from provision.apply import execute
+
+    return execute(ws, env, changes, None, warn=ui.warn, planned_now=not ui.asks)

@@ -1,0 +1,252 @@
+"""`dbtwf adopt` over real HTTP: a workspace as the guide leaves it (tests/guide_workspace.py),
+adopted, planned, run, scanned again, destroyed; and what adopt must refuse or leave alone."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provision.adopt.recognise import BACKUP_MARK, BACKUP_SUFFIX
+from provision.databricks import Workspace
+from tests.conftest import DBT_ACCOUNT_ID, DBT_CLOUD_TOKEN
+from tests.emulators.dbtcloud import Scenario
+from tests.guide_workspace import (
+    GUIDE_KEY,
+    GUIDE_SCOPE,
+    GuideSetup,
+    refused_edit,
+    seed_guide_workspace,
+    tolerated_edit,
+)
+from tests.provision_helpers import cli_env, make_workspace
+
+DBT_JOB = 42
+CLUSTER = "0101-guide-cluster"
+
+
+@pytest.fixture
+def ws(databricks: Any) -> Workspace:
+    return make_workspace(databricks)
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, databricks: Any) -> Any:
+    """`dbtwf ...` in-process, with NO dbt token anywhere (adopt must not need one) and no
+    dbtwf.toml yet (a team that followed the guide has none)."""
+    from typer.testing import CliRunner
+
+    from provision.cli import app
+
+    for name, value in cli_env(tmp_path, databricks.url, token=None).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("DBT_CLOUD_API_TOKEN", raising=False)
+
+    def invoke(*args: str, input: str | None = None) -> Any:
+        return CliRunner().invoke(app, list(args), input=input)
+
+    return invoke
+
+
+def seed(ws: Workspace, databricks: Any, dbt_cloud: Any, source: str | None = None) -> GuideSetup:
+    databricks.add_cluster(CLUSTER)
+    dbt_cloud.add_job(DBT_JOB, scenario=Scenario(outcome="success", polls=1))
+    return seed_guide_workspace(
+        ws,
+        dbt_host=dbt_cloud.url,
+        account_id=DBT_ACCOUNT_ID,
+        dbt_job_id=DBT_JOB,
+        token=DBT_CLOUD_TOKEN,
+        source=source,
+    )
+
+
+def content(databricks: Any, path: str) -> str:
+    data = databricks.workspace_file(path)
+    assert data is not None, path
+    return bytes(data).decode("utf-8")
+
+
+def no_token_in(requests: list[Any]) -> None:
+    for request in requests:
+        assert DBT_CLOUD_TOKEN not in request.body.decode("utf-8", errors="replace")
+        assert base64.b64encode(DBT_CLOUD_TOKEN.encode()).decode() not in request.body.decode(
+            errors="replace"
+        )
+
+
+def test_adopt_plan_run_adopt_again_destroy(
+    cli: Any, ws: Workspace, databricks: Any, dbt_cloud: Any, tmp_path: Path
+) -> None:
+    setup = seed(ws, databricks, dbt_cloud)
+    foreign_before = ws.get_job(setup.foreign_job_id)
+    stamp_before = {s["key"]: s["last_updated_timestamp"] for s in ws.list_secrets(GUIDE_SCOPE)}
+    folder = setup.notebook_path.rsplit("/", 1)[0]
+
+    with databricks.recording() as requests:
+        adopted = cli("adopt", "--folder", folder, "--yes")
+    assert adopted.exit_code == 0, adopted.output
+    assert "adopted " + setup.notebook_path in adopted.output
+    no_token_in(requests)
+    assert DBT_CLOUD_TOKEN not in adopted.output
+
+    # dbtwf.toml: what the notebook uses, where it is, the workflow made for it.
+    config = (tmp_path / "dbtwf.toml").read_text()
+    for line in (
+        "[environments.dev]",
+        f'dbt_cloud_host = "{dbt_cloud.url}"',
+        f"dbt_cloud_account_id = {DBT_ACCOUNT_ID}",
+        f'secret_scope = "{GUIDE_SCOPE}"',
+        f'secret_key = "{GUIDE_KEY}"',
+        f'notebook_path = "{setup.notebook_path}"',
+        'workflow_name = "trigger_dbt_job"',
+        f"trigger_dbt_job = {DBT_JOB}",
+        f'cluster_id = "{CLUSTER}"',
+    ):
+        assert line in config
+    # The writes: the backup (a file), the notebook, one jobs/update of tags only, the record.
+    updates = [r.json() for r in requests if r.path.endswith("/jobs/update")]
+    assert updates == [
+        {
+            "job_id": setup.own_job_id,
+            "new_settings": {"tags": {"team": "analytics", "managed-by": "dbtwf", "dbtwf-env": "dev"}},
+        }
+    ]
+    assert not [r for r in requests if r.is_write and "/secrets/" in r.path]
+    backup = setup.notebook_path + BACKUP_SUFFIX
+    assert ws.get_status(backup)["object_type"] == "FILE"  # type: ignore[index]
+    kept = content(databricks, backup)
+    assert kept.startswith(BACKUP_MARK) and kept.split("\n", 1)[1] == setup.source
+    assert "run_from_notebook(" in content(databricks, setup.notebook_path)
+    assert ws.get_job(setup.foreign_job_id) == foreign_before  # only recorded
+    state = json.loads(content(databricks, f"{folder}/.dbtwf-state-dev.json"))
+    assert state["scope_created"] is False and state["backup_path"] == backup
+    assert state["secret_updated_at"] == stamp_before[GUIDE_KEY]
+    assert [w["job_id"] for w in state["adopted_workflows"]] == [setup.own_job_id]
+    assert [(t["job_id"], t["task_key"], t["adopted"]) for t in state["added_tasks"]] == [
+        (setup.foreign_job_id, "dbt_cloud", True)
+    ]
+    assert len(state["original_notebook_sha256"]) == 64
+
+    # plan: only what apply converges on the workflow (dbtwf's settings), nothing else.
+    planned = cli("plan", "--json")
+    assert planned.exit_code == 0, planned.output
+    pending = [c for c in json.loads(planned.stdout)["changes"] if c["action"] != "no-op"]
+    assert [c["resource"] for c in pending] == ["workflow", "state"]
+    assert "differs in" in pending[0]["reason"]
+
+    # The adopted workflow runs the runner, which reads the secret the guide stored.
+    run_id = ws.run_now(setup.own_job_id)
+    assert databricks.wait_for_run(run_id)["state"]["result_state"] == "SUCCESS"
+    assert len(dbt_cloud.runs_of(DBT_JOB)) == 1
+
+    # A second adopt, over the whole workspace, finds nothing new and writes nothing.
+    with databricks.recording() as again:
+        second = cli("adopt", "--yes", "--json")
+    assert second.exit_code == 0, second.output
+    result = json.loads(second.stdout)
+    assert result["status"] == "nothing new"
+    assert {(s["path"], s["kind"]) for s in result["skipped"]} == {
+        (setup.notebook_path, "runner"),
+        (backup, "backup"),
+    }
+    assert [r for r in again if r.is_write] == []
+
+    # destroy gives the hand-made setup back.
+    destroyed = cli("destroy", "--yes")
+    assert destroyed.exit_code == 0, destroyed.output
+    assert content(databricks, setup.notebook_path).rstrip() == setup.source.rstrip()
+    assert ws.get_status(backup) is None
+    own = ws.get_job(setup.own_job_id)
+    assert own is not None and own["settings"]["tags"] == {"team": "analytics"}
+    foreign = ws.get_job(setup.foreign_job_id)
+    assert foreign is not None
+    assert [t["task_key"] for t in foreign["settings"]["tasks"]] == ["ingest", "dbt_cloud"]
+    assert databricks.secret_value(GUIDE_SCOPE, GUIDE_KEY) == DBT_CLOUD_TOKEN
+    assert ws.has_scope(GUIDE_SCOPE)
+    assert ws.read_file(f"{folder}/.dbtwf-state-dev.json") is None
+
+
+def test_a_tolerated_edit_is_adopted_with_its_values(
+    cli: Any, ws: Workspace, databricks: Any, dbt_cloud: Any, tmp_path: Path
+) -> None:
+    seed(ws, databricks, dbt_cloud, source=tolerated_edit(dbt_cloud.url, DBT_ACCOUNT_ID, "team-dbt", "tok"))
+    # The seed's scope is dbt-cloud/api-key; this notebook reads team-dbt/tok.
+    ws.create_scope("team-dbt")
+    ws.put_secret("team-dbt", "tok", DBT_CLOUD_TOKEN)
+    result = cli("--env", "analytics", "adopt", "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["status"] == "adopted"
+    config = (tmp_path / "dbtwf.toml").read_text()
+    assert 'secret_scope = "team-dbt"' in config and 'secret_key = "tok"' in config
+
+
+def test_a_notebook_that_cannot_be_adopted_safely_is_refused_with_nothing_written(
+    cli: Any, ws: Workspace, databricks: Any, dbt_cloud: Any, tmp_path: Path
+) -> None:
+    setup = seed(ws, databricks, dbt_cloud, source=refused_edit(dbt_cloud.url, DBT_ACCOUNT_ID))
+    with databricks.recording() as requests:
+        result = cli("adopt", "--notebook", setup.notebook_path, "--yes")
+    assert result.exit_code == 2
+    assert "host is computed at run time" in result.output
+    assert len(result.output.strip().splitlines()) <= 2
+    assert [r for r in requests if r.is_write] == []
+    assert not (tmp_path / "dbtwf.toml").exists()
+
+
+def test_nothing_is_written_before_the_plan_is_confirmed(
+    cli: Any, ws: Workspace, databricks: Any, dbt_cloud: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from provision.commands import shell
+
+    setup = seed(ws, databricks, dbt_cloud)
+    monkeypatch.setattr(shell, "can_ask", lambda: True)
+    with databricks.recording() as requests:
+        result = cli("adopt", "--notebook", setup.notebook_path, input="n\n")
+    assert result.exit_code == 1, result.output
+    assert "backup" in result.output and "not adopted; nothing was changed" in result.output
+    assert [r for r in requests if r.is_write] == []
+    assert not (tmp_path / "dbtwf.toml").exists()
+    assert content(databricks, setup.notebook_path) == setup.source
+
+
+def test_values_the_notebook_does_not_say_come_from_flags(
+    cli: Any, ws: Workspace, databricks: Any, dbt_cloud: Any, tmp_path: Path
+) -> None:
+    setup = seed(ws, databricks, dbt_cloud)
+    placeholder = setup.source.replace(f'base_url =  "{dbt_cloud.url}"', 'base_url =  "<YOUR_BASE_URL>"')
+    ws.import_notebook(setup.notebook_path, placeholder, overwrite=True)
+    missing = cli("adopt", "--notebook", setup.notebook_path, "--yes")
+    assert missing.exit_code == 2 and "--dbt-host" in missing.output
+    contradicting = cli("adopt", "--notebook", setup.notebook_path, "--yes", "--secret-scope", "other")
+    assert contradicting.exit_code == 2 and "contradicts the notebook" in contradicting.output
+    given = cli("adopt", "--notebook", setup.notebook_path, "--yes", "--dbt-host", dbt_cloud.url)
+    assert given.exit_code == 0, given.output
+    assert f'dbt_cloud_host = "{dbt_cloud.url}"' in (tmp_path / "dbtwf.toml").read_text()
+
+
+def test_an_existing_environment_that_differs_is_not_overwritten(
+    cli: Any, ws: Workspace, databricks: Any, dbt_cloud: Any, tmp_path: Path
+) -> None:
+    setup = seed(ws, databricks, dbt_cloud)
+    config = tmp_path / "dbtwf.toml"
+    config.write_text(
+        '# ours\n[environments.dev]\ndbt_cloud_host = "x.us1.dbt.com"\ndbt_cloud_account_id = 1\n\n'
+        "[environments.dev.dbt_jobs]\nnightly = 5\n"
+    )
+    before = config.read_text()
+    with databricks.recording() as requests:
+        result = cli("adopt", "--notebook", setup.notebook_path, "--yes")
+    assert result.exit_code == 2 and "differs from the setup found" in result.output
+    assert config.read_text() == before
+    assert [r for r in requests if r.is_write] == []
+
+
+def test_a_version_2_state_record_still_loads() -> None:
+    from provision.state import STATE_VERSION, StateRecord
+
+    record = StateRecord.from_json(json.dumps({"environment": "dev", "version": 2}).encode(), "s")
+    assert record.version == STATE_VERSION and record.adopted_workflows == [] and record.backup_path == ""
