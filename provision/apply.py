@@ -492,7 +492,8 @@ class _Execution:
 
     def adopt_workflow(self, change: Change) -> None:
         """adopt (CREATE): dbtwf's tags added to a workflow made by hand, nothing else (jobs/update
-        of `tags` only); recorded first. destroy (DELETE): its tags as they were before adopt."""
+        of `tags` only); recorded first. destroy (UPDATE, op "give-back"): its tags as they were
+        before adopt; the workflow stays the user's."""
         assert change.job_id is not None
         job_id = change.job_id
         if change.action is Action.CREATE:
@@ -503,7 +504,7 @@ class _Execution:
                 self.record.workflow_job_id = job_id
                 self.save()
             self.ws.update_job(job_id, {"tags": dict(change.payload["tags"])})
-        elif change.action is Action.DELETE:
+        elif change.writes and change.payload.get("op") == "give-back":
             tags = dict(change.payload.get("tags") or {})
             if tags:
                 self.ws.update_job(job_id, {"tags": tags})

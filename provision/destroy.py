@@ -167,9 +167,9 @@ def _plan_workflow(reader: Reader, env: Environment, state: StateRecord | None) 
     adopted = {w.job_id: w for w in state.adopted_workflows} if state is not None else {}
     for job_id in [i for i in owned_ids if i in adopted]:
         owned_ids.remove(job_id)
-        why = "made by hand and adopted: given back with its tags as they were, not deleted"
-        payload = {"tags": adopted[job_id].tags}
-        changes.append(Change("adopt-workflow", env.workflow_name, Action.DELETE, why, job_id, payload))
+        why = "made by hand, adopted: given back (dbtwf's tags removed), not deleted"
+        payload = {"op": "give-back", "tags": adopted[job_id].tags}
+        changes.append(Change("adopt-workflow", env.workflow_name, Action.UPDATE, why, job_id, payload))
     for job_id in owned_ids:
         how = "recorded in the state" if found_by == "state" else "carries dbtwf's tags"
         changes.append(Change("workflow", env.workflow_name, Action.DELETE, how, job_id))

@@ -254,6 +254,37 @@ def create_foreign_workflow(emulators: Emulators) -> int:
     return int(databricks(emulators, "POST", "/api/2.2/jobs/create", settings)["job_id"])
 
 
+def seed_handmade_setup(emulators: Emulators) -> str:
+    """What a team that followed the guide by hand has: a scope holding the dbt token, the
+    guide's code pasted into a notebook, and a workflow scheduling it with a job_id parameter.
+    Returns the notebook's path."""
+    import base64
+
+    sys.path.insert(0, str(REPO_ROOT))
+    from tests.guide_workspace import GUIDE_KEY, GUIDE_SCOPE, guide_source
+
+    user = databricks(emulators, "GET", "/api/2.0/preview/scim/v2/Me")["userName"]
+    folder, job_id = f"/Users/{user}/dbt", emulators.example_job_url.rstrip("/").rsplit("/", 1)[1]
+    path = f"{folder}/trigger_dbt_job"
+    source = guide_source(emulators.dbt_host, int(emulators.dbt_account_id))
+    databricks(emulators, "POST", "/api/2.0/secrets/scopes/create", {"scope": GUIDE_SCOPE})
+    token = emulators.settings["DBT_CLOUD_API_TOKEN"]
+    databricks(
+        emulators,
+        "POST",
+        "/api/2.0/secrets/put",
+        {"scope": GUIDE_SCOPE, "key": GUIDE_KEY, "string_value": token},
+    )
+    databricks(emulators, "POST", "/api/2.0/workspace/mkdirs", {"path": folder})
+    content = base64.b64encode(source.encode()).decode()
+    body = {"path": path, "format": "SOURCE", "language": "PYTHON", "content": content}
+    databricks(emulators, "POST", "/api/2.0/workspace/import", body)
+    task = {"task_key": "trigger_dbt_job", "notebook_task": {"notebook_path": path, "source": "WORKSPACE"}}
+    job = {"name": "trigger_dbt_job", "parameters": [{"name": "job_id", "default": job_id}], "tasks": [task]}
+    databricks(emulators, "POST", "/api/2.2/jobs/create", job)
+    return path
+
+
 def workflow_settings(emulators: Emulators, job_id: int) -> dict[str, Any]:
     settings: dict[str, Any] = databricks(emulators, "GET", f"/api/2.2/jobs/get?job_id={job_id}")["settings"]
     return settings
@@ -369,9 +400,19 @@ def _steps(demo: Demo, emulators: Emulators, started: float) -> None:
     )
     run_step(demo, 5, "Plan: nothing left to do", ["dbtwf", "plan"], check=r"^nothing to change")
     run_step(demo, 6, "Doctor: every link of the chain", ["dbtwf", "doctor"], check=r"^all checks passed")
+    heading(demo, 7, "A setup made by hand from the guide: scope, secret, pasted notebook, its workflow")
+    handmade = seed_handmade_setup(emulators)
+    say(f"  made through the public API: notebook {handmade}, scope dbt-cloud, workflow 'trigger_dbt_job'")
+    run_step(
+        demo,
+        8,
+        "Adopt it: the runner replaces the pasted code (kept as a backup), the workflow becomes dbtwf's",
+        ["dbtwf", "--env", "guide", "adopt", "--folder", handmade.rsplit("/", 1)[0], "--yes"],
+        check=r"^adopted ",
+    )
     final = run_step(
         demo,
-        7,
+        9,
         "Run the workflow: the notebook triggers and follows the dbt job",
         ["dbtwf", "run"],
         check=r"^run \d+ succeeded",
@@ -382,7 +423,7 @@ def _steps(demo: Demo, emulators: Emulators, started: float) -> None:
     untouched = _untouched_tasks(foreign_before, foreign_after, second_job_id)
     migrated = run_step(
         demo,
-        8,
+        10,
         "Migrate to Databricks' dbt platform task (Beta): one plan, no token, no notebook needed",
         ["dbtwf", "migrate", "--to", "dbt_platform", "--connection", "dbt_demo", "--yes"],
         check=r"^applied environment 'dev'",
@@ -391,16 +432,19 @@ def _steps(demo: Demo, emulators: Emulators, started: float) -> None:
     if len(switched) != 1 or "switches to dbt_platform" not in migrated:
         raise StepFailed("migrate did not switch the task add-task added")
     workflows = databricks(emulators, "GET", "/api/2.2/jobs/list")["jobs"]
-    owned = [j for j in workflows if (j["settings"].get("tags") or {}).get("managed-by") == "dbtwf"]
+    owned = [j for j in workflows if (j["settings"].get("tags") or {}).get("dbtwf-env") == "dev"]
     dbt_runs = dbt_cloud(emulators, "/runs/?order_by=-id&limit=100")["data"]
 
-    heading(demo, 9, "Summary")
+    heading(demo, 11, "Summary")
     config_path = demo.workdir / "dbtwf.toml"
     say(f"  config written:      {config_path.name} (environment 'dev'; no token in it)")
     say("  created by onboard:  secret scope dbtwf-dev with the dbt token, the runner notebook")
     say("                       ~/.dbtwf/dev/run_dbt_cloud_job (your home folder), " + _names(owned))
     say(f"  added by add-task:   task for dbt job {second_job_id} in {FOREIGN_WORKFLOW!r} ({foreign_id});")
     say(f"                       its other tasks untouched: {', '.join(untouched)}")
+    say(f"  adopted by adopt:    {handmade} (environment 'guide'): the runner replaced")
+    say("                       the pasted code (kept in trigger_dbt_job.dbtwf-backup.py), the workflow")
+    say("                       'trigger_dbt_job' got dbtwf's tags, the secret was kept as it was")
     say(f"  workflow runs:       {onboard_run_id} (onboard --run) and {final_run_id} (run), both succeeded")
     say(f"  last run page:       {final_run_url}")
     say(

@@ -183,6 +183,7 @@ def seed_guide_workspace(
     token: str,
     folder: str | None = None,
     source: str | None = None,
+    foreign_name: str = "Hourly loads",
 ) -> GuideSetup:
     """Scope + secret, the notebook, one workflow made for it (job_id as a job parameter, on an
     existing cluster as the guide's "Add a schedule" asks) and a foreign workflow with a task
@@ -210,7 +211,7 @@ def seed_guide_workspace(
     )
     foreign = ws.create_job(
         {
-            "name": "Nightly ETL",
+            "name": foreign_name,
             "tasks": [
                 {
                     "task_key": "ingest",

@@ -40,6 +40,7 @@ def test_demo_runs_every_step_as_a_user_types_it(demo_walk: DemoWalk) -> None:
         r"^\$ dbtwf add-task --workflow 'Nightly ETL' --dbt-job http://127\.0\.0\.1:\d+/deploy/.+/jobs/\d+$",
         r"^\$ dbtwf plan$",
         r"^\$ dbtwf doctor$",
+        r"^\$ dbtwf --env guide adopt --folder /Users/\S+/dbt --yes$",
         r"^\$ dbtwf run$",
     ):
         assert re.search(step, output, re.MULTILINE), step
@@ -62,6 +63,8 @@ def test_demo_shows_the_plan_the_runs_and_a_summary(demo_walk: DemoWalk) -> None
     assert re.search(r"^nothing to change", output, re.MULTILINE)
     assert re.search(r"^all checks passed$", output, re.MULTILINE)
     assert "its other tasks untouched: ingest_orders, refresh_dashboards" in output
+    assert re.search(r"^adopted /Users/\S+/dbt/trigger_dbt_job as environment 'guide'", output, re.MULTILINE)
+    assert "adopted by adopt:" in output
     assert re.search(r"2 triggered by the uploaded notebook, 2 succeeded", output)
     assert re.search(r"elapsed: +\d+\.\d s", output)
 

@@ -242,6 +242,16 @@ def world(
         ]
         databricks_post(databricks, "/api/2.2/jobs/create", {"name": name, "tasks": tasks})
 
+    if any("adopt" in c.argv for c in commands):  # a setup made by hand from the guide, to adopt
+        from tests.guide_workspace import seed_guide_workspace
+        from tests.provision_helpers import make_workspace
+
+        databricks.add_cluster("0101-guide-cluster")
+        ws = make_workspace(databricks)
+        seed_guide_workspace(
+            ws, dbt_host=dbt_cloud.url, account_id=70403, dbt_job_id=1234, token=DBT_CLOUD_TOKEN
+        )
+
     home, project = tmp_path / "home", tmp_path / "project"
     (home / ".local/share").mkdir(parents=True)
     project.mkdir()
@@ -546,6 +556,32 @@ def _add_task_prod(ran: Ran, world: World) -> None:
     added = task(world, "Nightly ETL", "dbt_exports")
     assert added["notebook_task"]["base_parameters"] == {"job_id": "1236"}
     assert added["notebook_task"]["notebook_path"] == environment(world, "prod").notebook_path
+
+
+@claim("dbtwf --env guide adopt --yes")
+def _adopt(ran: Ran, world: World) -> None:
+    # "brings it under dbtwf, without the token": the environment written, the workflow made for
+    # the notebook tagged (tags only), the pasted code kept next to the runner, no secret write.
+    from provision.adopt.recognise import BACKUP_SUFFIX
+
+    env = environment(world, "guide")
+    assert ran.stdout.startswith("adopted ") or "\nadopted " in ran.stdout, ran.output
+    (job,) = workflows_named(world, "trigger_dbt_job")
+    assert job["settings"]["tags"] == {"team": "analytics", "managed-by": "dbtwf", "dbtwf-env": "guide"}
+    assert world.databricks.workspace_file(env.notebook_path + BACKUP_SUFFIX) is not None
+    assert not [r for r in ran.databricks_writes if "/secrets/" in r.path]
+
+
+@claim("dbtwf --env guide destroy --yes")
+def _adopt_destroy(ran: Ran, world: World) -> None:
+    # "gives the hand-made setup back as it was": the code back, the workflow untagged, not deleted.
+    from provision.adopt.recognise import recognise
+
+    (job,) = workflows_named(world, "trigger_dbt_job")
+    assert job["settings"]["tags"] == {"team": "analytics"}
+    path = job["settings"]["tasks"][0]["notebook_task"]["notebook_path"]
+    assert recognise(bytes(world.databricks.workspace_file(path)).decode()).kind == "guide"
+    assert world.databricks.secret_value("dbt-cloud", "api-key") == DBT_CLOUD_TOKEN
 
 
 @claim("dbtwf --env prod migrate --to dbt_platform --connection dbt_prod")

@@ -105,7 +105,7 @@ def check_options(options: AdoptOptions) -> None:
 def _skipped(result: ScanResult) -> list[dict[str, str]]:
     return [
         {"path": item.path, "kind": item.recognition.kind, "why": item.recognition.reason}
-        for item in result.of_kind("runner", "backup", "refused")
+        for item in result.of_kind("runner", "backup", "refused", "unreadable")
     ]
 
 
@@ -273,6 +273,7 @@ def adopt(
     progress: Callable[[int, bool], None] | None = None,
 ) -> AdoptOutcome:
     from provision.config_writer import upsert_environment
+    from provision.flows import header_of
     from provision.observe import Reader
 
     result = scan(
@@ -307,6 +308,7 @@ def adopt(
             "pick a new name with --env",
         )
     changes = adoption_changes(reader, pending, found, own, others)
+    ui.show_header(header_of(ws, pending))
     ui.show_plan(changes)
     if not ui.confirm(f"adopt {found.path} as environment {env_name!r}?"):
         raise DeclinedError(f"{found.path} not adopted; nothing was changed")

@@ -15,7 +15,7 @@ Four answers (``Recognition.kind``):
 - ``"refused"``: the guide's code edited in a way dbtwf cannot take over safely (the host or
   account computed at run time, the secret read through a value not fixed in the code, the
   token sent anywhere but the dbt host, several secrets), with why.
-- ``"other"``: not the guide's code at all.
+- ``"other"``: not the guide's code at all (``"unreadable"``: the scan could not read it).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ BACKUP_SUFFIX = ".dbtwf-backup.py"
 #: The backup's first line starts with this; the hand-pasted SOURCE follows unchanged.
 BACKUP_MARK = "# dbtwf-backup:"
 
-Kind = Literal["guide", "runner", "backup", "refused", "other"]
+Kind = Literal["guide", "runner", "backup", "refused", "other", "unreadable"]
 #: The values adopt needs, by the names the flags and the config use.
 VALUE_NAMES = ("dbt_cloud_host", "dbt_cloud_account_id", "secret_scope", "secret_key")
 _PLACEHOLDER_NAME = re.compile(r"(?<![\"'\w])<YOUR_[A-Z_]+>(?![\"'\w])")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from provision.adopt.recognise import Recognition, recognise
-from provision.errors import UsageError
+from provision.errors import DbtwfError, UsageError
 from provision.parallel import run_all
 
 if TYPE_CHECKING:
@@ -77,9 +77,20 @@ def scan(
         info = ws.get_status(folder)
         if info is None or info.get("object_type") != "DIRECTORY":
             raise UsageError(f"--folder {folder}: no folder there", "pass a workspace folder, e.g. /Users/me")
+    unreadable: list[Found] = []
     while queue and not truncated:
         folder = queue.pop(0)
-        for info in ws.list_folder(folder) or []:
+        try:
+            listing = ws.list_folder(folder) or []
+        except DbtwfError as error:
+            if folder in folders:
+                raise
+            # Another user's home the identity may not list: said, not fatal to the scan.
+            unreadable.append(
+                Found(folder, Recognition("unreadable", reason=f"cannot be listed: {error.message}"))
+            )
+            continue
+        for info in listing:
             listed += 1
             if info.get("object_type") == "DIRECTORY":
                 queue.append(str(info["path"]))
@@ -95,15 +106,21 @@ def scan(
 
     def read(info: Mapping[str, Any]) -> Found:
         path = str(info["path"])
-        if info.get("object_type") == "NOTEBOOK":
-            text = ws.export_source(path) or ""
-        else:
-            text = (ws.read_file(path) or b"").decode("utf-8", errors="replace")
+        try:
+            if info.get("object_type") == "NOTEBOOK":
+                text = ws.export_source(path) or ""
+            else:
+                text = (ws.read_file(path) or b"").decode("utf-8", errors="replace")
+        except DbtwfError as error:
+            if path in notebooks:
+                raise
+            return Found(path, Recognition("unreadable", reason=f"cannot be read: {error.message}"))
         return Found(path, recognise(text, path), text)
 
     outcomes = run_all([functools.partial(read, info) for info in candidates])
-    found = tuple(outcome.get() for outcome in outcomes)
-    return ScanResult(tuple(item for item in found if item is not None), listed, truncated)
+    found = [outcome.get() for outcome in outcomes]
+    items = tuple(item for item in [*found, *unreadable] if item is not None)
+    return ScanResult(items, listed, truncated)
 
 
 # -- the workflows that run a notebook -------------------------------------------------------
