@@ -250,3 +250,48 @@ def test_a_version_2_state_record_still_loads() -> None:
 
     record = StateRecord.from_json(json.dumps({"environment": "dev", "version": 2}).encode(), "s")
     assert record.version == STATE_VERSION and record.adopted_workflows == [] and record.backup_path == ""
+
+
+def test_the_scan_stops_at_the_limit_and_says_so(
+    cli: Any, ws: Workspace, databricks: Any, dbt_cloud: Any
+) -> None:
+    seed(ws, databricks, dbt_cloud)
+    with databricks.recording() as requests:
+        result = cli("adopt", "--limit", "3", "--json")
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)
+    assert (found["status"], found["listed"], found["truncated"]) == ("nothing new", 3, True)
+    assert "stopped after --limit 3" in result.stderr
+    assert len([r for r in requests if r.path.endswith("/workspace/list")]) <= 3
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--limit", "0"), "--limit 0"),
+        (("--notebook", "Users/me/x"), "not an absolute workspace path"),
+        (("--secret-scope", "bad scope!"), "--secret-scope"),
+    ],
+)
+def test_bad_input_exits_2_before_any_request(
+    cli: Any, databricks: Any, args: tuple[str, ...], message: str
+) -> None:
+    with databricks.recording() as requests:
+        result = cli("adopt", *args)
+    assert result.exit_code == 2 and message in result.output
+    assert requests == []
+
+
+def test_a_missing_value_is_asked_for_at_a_terminal(
+    cli: Any, ws: Workspace, databricks: Any, dbt_cloud: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from provision.commands import shell
+
+    setup = seed(ws, databricks, dbt_cloud)
+    placeholder = setup.source.replace(f"account_id = {DBT_ACCOUNT_ID}", "account_id = <YOUR_ACCOUNT_ID>")
+    ws.import_notebook(setup.notebook_path, placeholder, overwrite=True)
+    monkeypatch.setattr(shell, "can_ask", lambda: True)
+    result = cli("adopt", "--notebook", setup.notebook_path, input=f"{DBT_ACCOUNT_ID}\ny\n")
+    assert result.exit_code == 0, result.output
+    assert "dbt account id" in result.output
+    assert f"dbt_cloud_account_id = {DBT_ACCOUNT_ID}" in (tmp_path / "dbtwf.toml").read_text()

@@ -283,8 +283,6 @@ def adopt(
     found = choose(result, options)
     if found is None:
         return AdoptOutcome("nothing new", result, skipped=skipped)
-    if result.truncated:
-        ui.warn(f"the scan stopped at --limit {options.limit} objects; pass --folder or a higher --limit")
     for item in result.of_kind("refused"):
         ui.warn(f"{item.path} left alone: {item.recognition.reason}")
     reader = Reader(ws)

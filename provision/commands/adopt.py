@@ -81,6 +81,8 @@ def adopt_command(
         ask=None if yes or not shell.can_ask() else _ask,
         progress=None if request.notebooks else _progress,
     )
+    if outcome.scan.truncated:
+        output.warn(f"the scan stopped after --limit {limit} objects: pass --folder, or a higher --limit")
     if as_json:
         output.print_json(outcome.to_dict())
         return
