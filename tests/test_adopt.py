@@ -295,3 +295,45 @@ def test_a_missing_value_is_asked_for_at_a_terminal(
     assert result.exit_code == 0, result.output
     assert "dbt account id" in result.output
     assert f"dbt_cloud_account_id = {DBT_ACCOUNT_ID}" in (tmp_path / "dbtwf.toml").read_text()
+
+
+def test_apply_after_adopt_converges_and_destroy_still_gives_it_back(
+    cli: Any, ws: Workspace, databricks: Any, dbt_cloud: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup = seed(ws, databricks, dbt_cloud)
+    assert cli("adopt", "--notebook", setup.notebook_path, "--yes").exit_code == 0
+    monkeypatch.setenv("DBT_CLOUD_API_TOKEN", DBT_CLOUD_TOKEN)  # apply stores the token: it needs it
+    applied = cli("apply", "--yes")
+    assert applied.exit_code == 0, applied.output
+    again = cli("plan")
+    assert again.exit_code == 0 and "nothing to change" in again.stdout, again.output
+    destroyed = cli("destroy", "--yes")
+    assert destroyed.exit_code == 0, destroyed.output
+    assert content(databricks, setup.notebook_path).rstrip() == setup.source.rstrip()
+    own = ws.get_job(setup.own_job_id)
+    assert own is not None and own["settings"]["tags"] == {"team": "analytics"}
+    assert databricks.secret_value(GUIDE_SCOPE, GUIDE_KEY) == DBT_CLOUD_TOKEN and ws.has_scope(GUIDE_SCOPE)
+
+
+def test_workspace_list_answers_in_the_sdks_objectinfo_shape(ws: Workspace, databricks: Any) -> None:
+    """What the scan walks: one folder at a time, objects as the SDK's ObjectInfo
+    (docs.databricks.com/api/workspace/workspace/list); a missing folder is None."""
+    import dataclasses
+
+    from databricks.sdk.service.workspace import ObjectInfo
+
+    ws.mkdirs("/Users/emulator-user@example.com/scan/sub")
+    ws.import_notebook("/Users/emulator-user@example.com/scan/nb", "print(1)\n", overwrite=False)
+    ws.write_file("/Users/emulator-user@example.com/scan/f.py", b"print(2)\n", overwrite=False)
+    listed = ws.list_folder("/Users/emulator-user@example.com/scan")
+    assert listed is not None
+    fields = {f.name for f in dataclasses.fields(ObjectInfo)}
+    assert all(set(item) <= fields for item in listed)
+    assert {
+        (item["path"].rsplit("/", 1)[1], item["object_type"], item.get("language")) for item in listed
+    } == {
+        ("sub", "DIRECTORY", None),
+        ("nb", "NOTEBOOK", "PYTHON"),
+        ("f.py", "FILE", None),
+    }
+    assert ws.list_folder("/Users/emulator-user@example.com/nowhere") is None
