@@ -78,29 +78,32 @@ def scan(
         if info is None or info.get("object_type") != "DIRECTORY":
             raise UsageError(f"--folder {folder}: no folder there", "pass a workspace folder, e.g. /Users/me")
     unreadable: list[Found] = []
+    # One level of the tree at a time, its folders listed together (8 requests in flight):
+    # a workspace of thousands of folders is not walked one round trip after another.
     while queue and not truncated:
-        folder = queue.pop(0)
-        try:
-            listing = ws.list_folder(folder) or []
-        except DbtwfError as error:
-            if folder in folders:
-                raise
-            # Another user's home the identity may not list: said, not fatal to the scan.
-            unreadable.append(
-                Found(folder, Recognition("unreadable", reason=f"cannot be listed: {error.message}"))
-            )
-            continue
-        for info in listing:
-            listed += 1
-            if info.get("object_type") == "DIRECTORY":
-                queue.append(str(info["path"]))
-            elif _is_candidate(info):
-                candidates.append(info)
-            if progress is not None and listed % PROGRESS_EVERY == 0:
-                progress(listed, False)
-            if listed >= limit:
-                truncated = True
+        level, queue = queue, []
+        outcomes = run_all([functools.partial(ws.list_folder, folder) for folder in level])
+        for folder, outcome in zip(level, outcomes, strict=True):
+            if truncated:
                 break
+            if outcome.error is not None:
+                if folder in folders or not isinstance(outcome.error, DbtwfError):
+                    raise outcome.error
+                # Another user's home the identity may not list: said, not fatal to the scan.
+                why = f"cannot be listed: {outcome.error.message}"
+                unreadable.append(Found(folder, Recognition("unreadable", reason=why)))
+                continue
+            for info in outcome.value or []:
+                listed += 1
+                if info.get("object_type") == "DIRECTORY":
+                    queue.append(str(info["path"]))
+                elif _is_candidate(info):
+                    candidates.append(info)
+                if progress is not None and listed % PROGRESS_EVERY == 0:
+                    progress(listed, False)
+                if listed >= limit:
+                    truncated = True
+                    break
     if progress is not None and not notebooks:
         progress(listed, True)
 
