@@ -337,3 +337,18 @@ def test_workspace_list_answers_in_the_sdks_objectinfo_shape(ws: Workspace, data
         ("f.py", "FILE", None),
     }
     assert ws.list_folder("/Users/emulator-user@example.com/nowhere") is None
+
+
+def test_the_scan_lists_a_level_of_folders_together(ws: Workspace, databricks: Any) -> None:
+    from provision.adopt.scan import scan
+    from tests.emulators.base import round_trip_depth
+
+    home = "/Users/emulator-user@example.com/teams"
+    for team in "abcdef":
+        ws.mkdirs(f"{home}/{team}/nested")
+    databricks.latency_ms = 30.0  # so requests sent together visibly overlap
+    with databricks.recording() as requests:
+        result = scan(ws, folders=[home])
+    lists = [r for r in requests if r.path.endswith("/workspace/list")]
+    assert (len(lists), result.listed) == (13, 12)  # home, 6 teams, 6 nested folders listed
+    assert round_trip_depth(lists) == 3  # one round trip per level, not one per folder
