@@ -492,24 +492,23 @@ class _Execution:
 
     def adopt_workflow(self, change: Change) -> None:
         """adopt (CREATE): dbtwf's tags added to a workflow made by hand, nothing else (jobs/update
-        of `tags` only); recorded first. destroy (UPDATE, op "give-back"): its tags as they were
-        before adopt; the workflow stays the user's."""
+        of `tags` only); recorded first. destroy (UPDATE, op "give-back"): one jobs/update putting
+        back its tags and the settings dbtwf manages as adopt found them; it stays the user's."""
         assert change.job_id is not None
         job_id = change.job_id
         if change.action is Action.CREATE:
             original = {str(k): str(v) for k, v in dict(change.payload.get("original_tags") or {}).items()}
+            settings = change.payload.get("original_settings")
+            adopted = AdoptedWorkflow(job_id, original, dict(settings) if settings is not None else None)
             with self.lock:
                 kept = [w for w in self.record.adopted_workflows if w.job_id != job_id]
-                self.record.adopted_workflows = [*kept, AdoptedWorkflow(job_id, original)]
+                self.record.adopted_workflows = [*kept, adopted]
                 self.record.workflow_job_id = job_id
                 self.save()
             self.ws.update_job(job_id, {"tags": dict(change.payload["tags"])})
         elif change.writes and change.payload.get("op") == "give-back":
-            tags = dict(change.payload.get("tags") or {})
-            if tags:
-                self.ws.update_job(job_id, {"tags": tags})
-            else:
-                self.ws.update_job(job_id, {}, fields_to_remove=["tags"])
+            removed = [str(name) for name in change.payload.get("fields_to_remove") or ()]
+            self.ws.update_job(job_id, dict(change.payload.get("new_settings") or {}), removed or None)
             with self.lock:
                 self.record.adopted_workflows = [
                     w for w in self.record.adopted_workflows if w.job_id != job_id

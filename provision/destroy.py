@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 from provision.add_task import is_dbtwf_task, task_differences
 from provision.adopt.recognise import BACKUP_MARK
 from provision.change import Action, Change
-from provision.desired import is_owned, sha256_text
+from provision.desired import MANAGED_JOB_FIELDS, is_owned, sha256_text
 from provision.errors import ConflictError
 from provision.observe import Reader, find_owned_workflow, location_paths
 from provision.probes import with_expectations
-from provision.state import AddedTask, StateRecord
+from provision.state import AddedTask, AdoptedWorkflow, StateRecord
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -167,13 +167,35 @@ def _plan_workflow(reader: Reader, env: Environment, state: StateRecord | None) 
     adopted = {w.job_id: w for w in state.adopted_workflows} if state is not None else {}
     for job_id in [i for i in owned_ids if i in adopted]:
         owned_ids.remove(job_id)
-        why = "made by hand, adopted: given back (dbtwf's tags removed), not deleted"
-        payload = {"op": "give-back", "tags": adopted[job_id].tags}
+        payload = _give_back(adopted[job_id], (reader.job(job_id) or {}).get("settings") or {})
+        why = "made by hand, adopted: given back as adopt found it (dbtwf's tags removed), not deleted"
         changes.append(Change("adopt-workflow", env.workflow_name, Action.UPDATE, why, job_id, payload))
     for job_id in owned_ids:
         how = "recorded in the state" if found_by == "state" else "carries dbtwf's tags"
         changes.append(Change("workflow", env.workflow_name, Action.DELETE, how, job_id))
     return changes
+
+
+def _give_back(adopted: AdoptedWorkflow, current: dict[str, Any]) -> dict[str, Any]:
+    """One jobs/update's worth: the tags and the fields dbtwf manages as adopt found them
+    (tasks and job clusters by key: those dbtwf added go); a record without them: the tags."""
+    new_settings: dict[str, Any] = {"tags": adopted.tags} if adopted.tags else {}
+    removed = [] if adopted.tags else ["tags"]
+    if adopted.settings is not None:
+        for name in MANAGED_JOB_FIELDS:
+            if name == "tags":
+                continue
+            if name in adopted.settings:
+                new_settings[name] = adopted.settings[name]
+            elif name in current:
+                removed.append(name)
+        for array, key in (("tasks", "task_key"), ("job_clusters", "job_cluster_key")):
+            kept = {item.get(key) for item in adopted.settings.get(array) or []}
+            if array in adopted.settings:
+                removed += [
+                    f"{array}/{i.get(key)}" for i in current.get(array) or [] if i.get(key) not in kept
+                ]
+    return {"op": "give-back", "new_settings": new_settings, "fields_to_remove": removed}
 
 
 def _plan_give_back(reader: Reader, env: Environment, state: StateRecord) -> list[Change]:

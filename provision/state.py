@@ -70,6 +70,9 @@ class AdoptedWorkflow:
     job_id: int
     #: Its tags before adopt added dbtwf's.
     tags: dict[str, str] = field(default_factory=dict, compare=False)
+    #: Its settings of the fields dbtwf manages (``desired.MANAGED_JOB_FIELDS``), as adopt found
+    #: them: destroy puts them back (apply converged them while dbtwf managed the workflow).
+    settings: dict[str, Any] | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -136,7 +139,9 @@ class StateRecord:
                 raise TypeError("created_folders holds a value that is not a workspace path")
             adopted_workflows = [
                 AdoptedWorkflow(
-                    int(w["job_id"]), {str(k): str(v) for k, v in dict(w.get("tags") or {}).items()}
+                    int(w["job_id"]),
+                    {str(k): str(v) for k, v in dict(w.get("tags") or {}).items()},
+                    _object_or_none(w.get("settings"), "settings"),
                 )
                 for w in _list(raw.get("adopted_workflows", []), "adopted_workflows")
             ]

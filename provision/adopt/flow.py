@@ -194,7 +194,7 @@ def adoption_changes(
     reader: Reader, env: Environment, found: Found, own: WorkflowUse, others: Sequence[WorkflowUse]
 ) -> list[Change]:
     """The plan: see the module's docstring. Read-only; refuses what it cannot take over."""
-    from provision.desired import render_runner_notebook, sha256_text, workflow_tags
+    from provision.desired import MANAGED_JOB_FIELDS, render_runner_notebook, sha256_text, workflow_tags
     from provision.probes import with_expectations
 
     scope, key = env.secret_scope, env.secret_key
@@ -217,7 +217,9 @@ def adoption_changes(
         )
     runner = render_runner_notebook(env)
     original = found.source
-    tags = {**dict((own.job.get("settings") or {}).get("tags") or {}), **workflow_tags(env)}
+    whole = (reader.job(own.job_id) or own.job).get("settings") or {}  # jobs/get: every field
+    kept = {name: whole[name] for name in MANAGED_JOB_FIELDS if name != "tags" and name in whole}
+    tags = {**dict(whole.get("tags") or {}), **workflow_tags(env)}
     changes = [
         Change("scope", scope, Action.NOOP, "exists; kept (not created by dbtwf: destroy leaves it)"),
         Change(
@@ -251,7 +253,7 @@ def adoption_changes(
             Action.CREATE,
             "made for the notebook: becomes dbtwf's (tags only; the next apply converges the rest)",
             own.job_id,
-            {"tags": tags, "original_tags": dict((own.job.get("settings") or {}).get("tags") or {})},
+            {"tags": tags, "original_tags": dict(whole.get("tags") or {}), "original_settings": kept},
         ),
     ]
     for use in others:
