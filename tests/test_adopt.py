@@ -354,3 +354,33 @@ def test_the_scan_lists_a_level_of_folders_together(ws: Workspace, databricks: A
     lists = [r for r in requests if r.path.endswith("/workspace/list")]
     assert (len(lists), result.listed) == (13, 12)  # home, 6 teams, 6 nested folders listed
     assert round_trip_depth(lists) == 3  # one round trip per level, not one per folder
+
+
+def test_a_second_workflow_made_for_the_notebook_is_recorded_not_owned(
+    cli: Any, ws: Workspace, databricks: Any, dbt_cloud: Any
+) -> None:
+    setup = seed(ws, databricks, dbt_cloud)
+    task = {
+        "task_key": "weekly",
+        "notebook_task": {"notebook_path": setup.notebook_path, "source": "WORKSPACE"},
+    }
+    second = ws.create_job(
+        {"name": "weekly dbt", "parameters": [{"name": "job_id", "default": "43"}], "tasks": [task]}
+    )
+    result = cli("adopt", "--notebook", setup.notebook_path, "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    rows = {(c["resource"], c.get("job_id")) for c in json.loads(result.stdout)["changes"]}
+    assert ("adopt-workflow", setup.own_job_id) in rows and ("task", second) in rows
+    weekly = ws.get_job(second)
+    assert weekly is not None and "tags" not in weekly["settings"]  # recorded, not tagged
+
+
+def test_a_notebook_no_workflow_was_made_for_is_refused(
+    cli: Any, ws: Workspace, databricks: Any, dbt_cloud: Any, tmp_path: Path
+) -> None:
+    setup = seed(ws, databricks, dbt_cloud)
+    ws.delete_job(setup.own_job_id)  # left: only the foreign workflow's task runs it
+    with databricks.recording() as requests:
+        result = cli("adopt", "--notebook", setup.notebook_path, "--yes")
+    assert result.exit_code == 2 and "no workflow was made for it" in result.output
+    assert [r for r in requests if r.is_write] == [] and not (tmp_path / "dbtwf.toml").exists()
