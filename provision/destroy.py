@@ -20,13 +20,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from provision.add_task import is_dbtwf_task, task_differences
-from provision.adopt.recognise import BACKUP_MARK
+from provision.adopt.give_back import give_back_notebook, give_back_workflow
 from provision.change import Action, Change
-from provision.desired import MANAGED_JOB_FIELDS, is_owned, sha256_text
+from provision.desired import is_owned
 from provision.errors import ConflictError
 from provision.observe import Reader, find_owned_workflow, location_paths
 from provision.probes import with_expectations
-from provision.state import AddedTask, AdoptedWorkflow, StateRecord
+from provision.state import AddedTask, StateRecord
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -61,7 +61,7 @@ def plan_destroy(ws: Workspace, env: Environment) -> list[Change]:
     adopted = state is not None and bool(state.original_notebook_sha256)
     if adopted:
         assert state is not None
-        changes += _plan_give_back(reader, env, state)
+        changes += give_back_notebook(reader, env, state)
     elif reader.status(env.notebook_path) is not None:
         changes.append(Change("notebook", env.notebook_path, Action.DELETE, "uploaded by dbtwf"))
     if adopted and reader.has_scope(env.secret_scope):
@@ -167,54 +167,13 @@ def _plan_workflow(reader: Reader, env: Environment, state: StateRecord | None) 
     adopted = {w.job_id: w for w in state.adopted_workflows} if state is not None else {}
     for job_id in [i for i in owned_ids if i in adopted]:
         owned_ids.remove(job_id)
-        payload = _give_back(adopted[job_id], (reader.job(job_id) or {}).get("settings") or {})
+        payload = give_back_workflow(adopted[job_id], (reader.job(job_id) or {}).get("settings") or {})
         why = "made by hand, adopted: given back as adopt found it (dbtwf's tags removed), not deleted"
         changes.append(Change("adopt-workflow", env.workflow_name, Action.UPDATE, why, job_id, payload))
     for job_id in owned_ids:
         how = "recorded in the state" if found_by == "state" else "carries dbtwf's tags"
         changes.append(Change("workflow", env.workflow_name, Action.DELETE, how, job_id))
     return changes
-
-
-def _give_back(adopted: AdoptedWorkflow, current: dict[str, Any]) -> dict[str, Any]:
-    """One jobs/update's worth: the tags and the fields dbtwf manages as adopt found them
-    (tasks and job clusters by key: those dbtwf added go); a record without them: the tags."""
-    new_settings: dict[str, Any] = {"tags": adopted.tags} if adopted.tags else {}
-    removed = [] if adopted.tags else ["tags"]
-    if adopted.settings is not None:
-        for name in MANAGED_JOB_FIELDS:
-            if name == "tags":
-                continue
-            if name in adopted.settings:
-                new_settings[name] = adopted.settings[name]
-            elif name in current:
-                removed.append(name)
-        for array, key in (("tasks", "task_key"), ("job_clusters", "job_cluster_key")):
-            kept = {item.get(key) for item in adopted.settings.get(array) or []}
-            if array in adopted.settings:
-                removed += [
-                    f"{array}/{i.get(key)}" for i in current.get(array) or [] if i.get(key) not in kept
-                ]
-    return {"op": "give-back", "new_settings": new_settings, "fields_to_remove": removed}
-
-
-def _plan_give_back(reader: Reader, env: Environment, state: StateRecord) -> list[Change]:
-    """An adopted notebook: the hand-pasted code put back from the backup (which then goes);
-    without the backup the runner stays, so the tasks running it keep working."""
-    backup = state.backup_path
-    data = reader.file(backup) if backup else None
-    if data is None:
-        why = f"adopted, and its backup {backup or '(none recorded)'} is gone: the runner stays"
-        return [Change("notebook", env.notebook_path, Action.NOOP, why)]
-    text = data.decode("utf-8", errors="replace")
-    first, _, source = text.partition("\n")
-    if not first.startswith(BACKUP_MARK):
-        source = text
-    why = f"the hand-pasted code put back from {backup}, which is then deleted"
-    if sha256_text(source) != state.original_notebook_sha256:
-        why += " (the backup was edited since adopt: put back as it is now)"
-    payload = {"op": "restore", "source": source}
-    return [Change("backup", backup, Action.UPDATE, why, None, payload)]
 
 
 def _refuse_to_orphan_dependents(job_id: int, job: dict[str, Any], removed: set[str]) -> None:
