@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from provision.adopt.recognise import BACKUP_SUFFIX, VALUE_NAMES
 from provision.adopt.scan import DEFAULT_LIMIT, Found, ScanResult, WorkflowUse, scan, workflows_running
 from provision.change import Action, Change, has_changes
-from provision.errors import ConfigError, ConflictError, DeclinedError, UsageError
+from provision.errors import ConflictError, DeclinedError, UsageError
 
 if TYPE_CHECKING:
     from provision.databricks import Workspace
@@ -327,12 +327,7 @@ def _existing(config_path: Path, env_name: str) -> Environment | None:
 
     if not config_path.exists():
         return None
-    try:
-        return load_config(config_path).environments.get(env_name)
-    except ConfigError:
-        raise
-    except UsageError:
-        return None
+    return load_config(config_path).environments.get(env_name)  # a broken file: ConfigError, exit 2
 
 
 def _execute(ws: Workspace, env: Environment, changes: list[Change], ui: Interaction) -> list[Change]:
