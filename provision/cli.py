@@ -18,7 +18,7 @@ import sys
 import threading
 from typing import Any
 
-from provision.commands import doctor, migrate, provision, run, shell, tasks, token
+from provision.commands import doctor, export, migrate, provision, run, shell, tasks, token
 
 app = shell.DbtwfTyper(
     name="dbtwf",
@@ -53,6 +53,8 @@ app.command("migrate", epilog=migrate.MIGRATE_EPILOG)(migrate.migrate_command)
 # Running the workflow, and checking every link.
 app.command("run", epilog=run.RUN_EPILOG)(run.run_command)
 app.command("doctor", epilog=doctor.DOCTOR_EPILOG)(doctor.doctor_command)
+# Handing the environments to another tool (a Databricks Asset Bundle).
+app.add_typer(export.app)
 
 
 def _interrupted_late(signum: int, frame: Any) -> None:
