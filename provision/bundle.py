@@ -21,6 +21,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from provision.change import Action, Change
 from provision.desired import render_runner_notebook, workflow_settings
 from provision.model import Environment
 
@@ -56,6 +57,15 @@ def bundle_note(settings: Mapping[str, Any]) -> str:
     path = (settings.get("deployment") or {}).get("metadata_file_path")
     what = "deployed by a Databricks Asset Bundle"
     return f"{what} ({path})" if path else what
+
+
+def handed_to_bundle(name: str, job_id: int, settings: Mapping[str, Any]) -> Change:
+    """The plan's line for a workflow a bundle now deploys: left alone, and why."""
+    why = (
+        f"{bundle_note(settings)}: dbtwf no longer manages it (change it in the bundle, then "
+        "`databricks bundle deploy`); `dbtwf run` still runs it"
+    )
+    return Change("workflow", name, Action.NOOP, why, job_id, {"bundle": True})
 
 
 def notebook_file(env: Environment) -> str:

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from provision.bundle import handed_to_bundle, is_bundle_managed
 from provision.change import Action, Change, has_changes
 from provision.desired import (
     MANAGED_JOB_FIELDS,
@@ -275,6 +276,8 @@ def _plan_workflow(desired: Desired, observed: Observed, *, adopt: bool) -> Chan
     if observed.workflow is not None:
         job_id = int(observed.workflow["job_id"])
         settings = observed.workflow.get("settings") or {}
+        if is_bundle_managed(settings):
+            return handed_to_bundle(name, job_id, settings)
         differences = workflow_differences(desired.workflow, settings)
         how = "found by its tags" if observed.found_by == "tags" else "owned"
         if differences:
