@@ -41,6 +41,7 @@ def test_demo_runs_every_step_as_a_user_types_it(demo_walk: DemoWalk) -> None:
         r"^\$ dbtwf plan$",
         r"^\$ dbtwf doctor$",
         r"^\$ dbtwf run$",
+        r"^\$ dbtwf export bundle --out bundle$",
     ):
         assert re.search(step, output, re.MULTILINE), step
     assert output.rstrip().endswith("demo passed: every step exited 0")
@@ -63,6 +64,7 @@ def test_demo_shows_the_plan_the_runs_and_a_summary(demo_walk: DemoWalk) -> None
     assert re.search(r"^all checks passed$", output, re.MULTILINE)
     assert "its other tasks untouched: ingest_orders, refresh_dashboards" in output
     assert re.search(r"2 triggered by the uploaded notebook, 2 succeeded", output)
+    assert re.search(r"export bundle: +bundle/ \(databricks\.yml, src/dev/run_dbt_cloud_job\.py\)", output)
     assert re.search(r"elapsed: +\d+\.\d s", output)
 
 

@@ -14,7 +14,7 @@ from typer.core import TyperGroup
 
 from provision.commands import shell
 from provision.commands.shell import DbtwfTyper
-from provision.errors import UsageError
+from provision.errors import DbtwfError, UsageError
 
 app = DbtwfTyper(
     name="export",
@@ -74,8 +74,13 @@ def bundle_command(
     _check_out(out, force)
     for relative, text in files.items():
         path = out / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        except OSError as error:
+            raise DbtwfError(
+                f"could not write {path}: {error.strerror or error}", "pass another --out"
+            ) from None
     say(f"wrote {out / BUNDLE_FILE} with target(s) {', '.join(env.name for env in environments)}")
     for env in environments:
         if not (env.databricks_host or env.databricks_profile):
