@@ -68,12 +68,13 @@ def two_envs(
     pinned to the emulator's host; the CLI's variables point at the emulators."""
     for job in (42, 43, 44):
         dbt_cloud.add_job(job)
+    databricks.add_cluster("0601-182128-abcd1234")
     config = write_config(tmp_path / "dbtwf.toml", dbt_cloud.url, {"dev": {"nightly": 42}, "prod": {"a": 43}})
     text = config.read_text().replace(
         "[environments.prod.dbt_jobs]",
         f'[environments.prod]\ndatabricks_host = "{databricks.url}"\n'
         'scope_readers = ["users", "ana@example.com"]\n'
-        'failure_emails = ["ana@example.com"]\n'
+        'failure_emails = ["ana@example.com"]\ncluster_id = "0601-182128-abcd1234"\n'
         'schedule = { quartz_cron = "0 0 6 * * ?", timezone = "Europe/Berlin" }\n\n'
         "[environments.prod.dbt_jobs]",
     )
@@ -216,7 +217,10 @@ def test_bundle_job_equals_what_apply_sends_but_the_notebook_path(
         (path,) = workspace_paths
         uploaded = base64.b64decode(w.workspace.export(path).content or "").decode()
         assert (out / f"src/{name}/run_dbt_cloud_job.py").read_text().rstrip() == uploaded.rstrip()
-    assert sent["prod"]["tasks"][1]["depends_on"] == [{"task_key": "a"}]  # the richer case was covered
+    # The richer case was covered: dependencies, a cluster, a schedule, e-mails.
+    assert sent["prod"]["tasks"][1]["depends_on"] == [{"task_key": "a"}]
+    assert sent["prod"]["tasks"][0]["existing_cluster_id"] == "0601-182128-abcd1234"
+    assert {"schedule", "email_notifications"} <= set(sent["prod"])
 
 
 # --- after a bundle deploy: dbtwf leaves the workflow alone -----------------------------------
@@ -225,7 +229,8 @@ def test_bundle_job_equals_what_apply_sends_but_the_notebook_path(
 def deploy_as_a_bundle_would(databricks: DatabricksEmulator, out: Path, env: str, job_id: int) -> str:
     """What `databricks bundle deployment bind` + `bundle deploy -t env` do to the bound job:
     upload the notebook file under the bundle's folder, then jobs/reset with the bundle's settings,
-    the notebook path translated and `deployment` set (kind BUNDLE, the metadata file)."""
+    the notebook path translated (databricks/cli bundle/config/mutator/translate_paths.go: the
+    notebook's extension goes) and `deployment` set (kind BUNDLE, the metadata file)."""
     from databricks.sdk.service.jobs import JobSettings
     from databricks.sdk.service.workspace import ImportFormat, Language
 
@@ -244,7 +249,10 @@ def deploy_as_a_bundle_would(databricks: DatabricksEmulator, out: Path, env: str
     settings = copy.deepcopy(read_bundle(out)["targets"][env]["resources"]["jobs"][JOB_KEY])
     for task in settings["tasks"]:
         task["notebook_task"]["notebook_path"] = remote
+    # What the deploy adds to every job (databricks/cli bundle/deploy/metadata/annotate_jobs.go).
     settings["deployment"] = {"kind": "BUNDLE", "metadata_file_path": METADATA.format(env=env)}
+    settings["edit_mode"] = "UI_LOCKED"
+    settings["format"] = "MULTI_TASK"
     w.jobs.reset(job_id, JobSettings.from_dict(settings))
     return remote
 
@@ -272,6 +280,10 @@ def test_plan_apply_and_destroy_leave_a_bundle_deployed_workflow_alone(
     assert result.exit_code == 0, result.output
     assert [r for r in databricks.requests if r.is_write and "/jobs/" in r.path] == []
     assert client(databricks).jobs.get(job_id).settings.as_dict() == before  # type: ignore[union-attr]
+
+    result = invoke("doctor", "--env", "dev")
+    assert result.exit_code == 0, result.output
+    assert "Asset Bundle" in result.output and "the bundle manages it" in result.output
 
     result = invoke("run", "--env", "dev", "--no-wait")  # dbtwf still runs it
     assert result.exit_code == 0, result.output
