@@ -68,6 +68,15 @@ def handed_to_bundle(name: str, job_id: int, settings: Mapping[str, Any]) -> Cha
     return Change("workflow", name, Action.NOOP, why, job_id, {"bundle": True})
 
 
+def bundle_warning(handed: Change) -> Change:
+    """The line plan and apply print (stderr) about a workflow handed to a bundle."""
+    why = (
+        f"workflow {handed.job_id} {handed.name!r} belongs to a Databricks Asset Bundle now: "
+        "dbtwf leaves it to the bundle"
+    )
+    return Change("warning", handed.name, Action.NOOP, why, handed.job_id)
+
+
 def notebook_file(env: Environment) -> str:
     """The runner notebook's file in the bundle, relative to databricks.yml."""
     name = env.notebook_path.rstrip("/").rsplit("/", 1)[-1] or "run_dbt_cloud_job"

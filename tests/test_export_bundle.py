@@ -279,6 +279,10 @@ def test_plan_apply_and_destroy_leave_a_bundle_deployed_workflow_alone(
     result = invoke("apply", "--env", "dev", "--yes")
     assert result.exit_code == 0, result.output
     assert [r for r in databricks.requests if r.is_write and "/jobs/" in r.path] == []
+    assert [r for r in databricks.requests if r.is_write] == []  # nothing else to do either
+    assert (
+        f"workflow {job_id} 'dbt Cloud jobs (dev)' belongs to a Databricks Asset Bundle now" in result.stderr
+    )
     assert client(databricks).jobs.get(job_id).settings.as_dict() == before  # type: ignore[union-attr]
 
     result = invoke("doctor", "--env", "dev")
