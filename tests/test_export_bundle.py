@@ -327,3 +327,34 @@ def test_the_emulator_keeps_a_bundle_deployment_through_create_update_and_reset(
     w.jobs.reset(job_id, JobSettings(name="bundled", deployment=deployment))
     got = w.jobs.get(job_id).settings
     assert got is not None and got.deployment == deployment
+
+
+# --- the pure parts ------------------------------------------------------------------------
+
+
+def test_scope_readers_become_the_bundle_permission_of_their_kind() -> None:
+    from provision.bundle import scope_permission
+
+    assert scope_permission("ana@example.com") == {"level": "READ", "user_name": "ana@example.com"}
+    uuid = "6f2b1a3c-0d4e-4f5a-9b8c-7d6e5f4a3b2c"
+    assert scope_permission(uuid) == {"level": "READ", "service_principal_name": uuid}
+    assert scope_permission("data-engineers") == {"level": "READ", "group_name": "data-engineers"}
+
+
+def test_a_job_cluster_environment_exports_a_valid_job_with_its_cluster() -> None:
+    from databricks.bundles.jobs import Job
+
+    from provision.bundle import bundle_document, bundle_job
+    from provision.desired import workflow_settings
+    from provision.model import Compute
+    from tests.provision_helpers import make_env
+
+    spec = {"spark_version": "15.4.x-scala2.12", "node_type_id": "i3.xlarge", "num_workers": 1}
+    env = make_env("qa", compute=Compute(kind="job_cluster", new_cluster=spec))
+    job = bundle_job(env)
+    assert Job.from_dict(job).as_dict() == job
+    assert job["job_clusters"] == workflow_settings(env)["job_clusters"]
+    assert job["tasks"][0]["job_cluster_key"] == "dbtwf_cluster"
+    document = bundle_document([env])
+    validate(document)
+    assert "workspace" not in document["targets"]["qa"]
