@@ -153,7 +153,13 @@ def test_export_never_writes_the_token(two_envs: Path, tmp_path: Path, monkeypat
     assert DBT_CLOUD_TOKEN not in result.output
 
 
-def test_export_env_subset_and_env_before_the_command(two_envs: Path, tmp_path: Path) -> None:
+def test_export_env_subset_and_env_before_the_command(
+    two_envs: Path, tmp_path: Path, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("DBTWF_ENV", "prod")  # picks one environment to act on; an export takes all
+    out = tmp_path / "all"
+    assert invoke("export", "bundle", "--out", str(out)).exit_code == 0
+    assert list(read_bundle(out)["targets"]) == ["dev", "prod"]
     out = tmp_path / "only-prod"
     assert invoke("export", "bundle", "--env", "prod", "--out", str(out)).exit_code == 0
     assert list(read_bundle(out)["targets"]) == ["prod"]

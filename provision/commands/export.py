@@ -6,6 +6,7 @@ workspace, and needs no token (the bundle never holds it).
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -88,9 +89,15 @@ def bundle_command(
                 f"target {env.name!r} names no workspace: the Databricks CLI will use its default "
                 "(DATABRICKS_HOST or the DEFAULT profile); set databricks_host in dbtwf.toml to pin it"
             )
+    where = "; ".join(f"{env.name}: {env.secret_scope} {env.secret_key}" for env in environments)
     note(
-        "the token is not in the bundle: store it with `databricks secrets put-secret SCOPE KEY` "
-        "(hidden prompt); to hand a deployed environment over, see the README"
+        "the token is not in the bundle: where a scope holds none yet, store it with "
+        f"`databricks secrets put-secret SCOPE KEY` at its hidden prompt ({where})"
+    )
+    note(
+        f"next: cd {shlex.quote(str(out))} && databricks bundle deploy -t {environments[0].name}; "
+        "to take over what dbtwf deployed, bind the job and the scope first "
+        "(README: Handing an environment to Databricks Asset Bundles)"
     )
 
 
