@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -291,9 +292,12 @@ def test_plan_apply_and_destroy_leave_a_bundle_deployed_workflow_alone(
     )
     assert client(databricks).jobs.get(job_id).settings.as_dict() == before  # type: ignore[union-attr]
 
-    result = invoke("doctor", "--env", "dev")
+    result = invoke("doctor", "--env", "dev", "--json")
     assert result.exit_code == 0, result.output
-    assert "Asset Bundle" in result.output and "the bundle manages it" in result.output
+    (check,) = [c for c in json.loads(result.stdout)["checks"] if c["name"] == "workflow"]
+    assert check["status"] == "ok" and check["detail"].endswith(
+        "Asset Bundle (" + METADATA.format(env="dev") + "): the bundle manages it"
+    )
 
     result = invoke("run", "--env", "dev", "--no-wait")  # dbtwf still runs it
     assert result.exit_code == 0, result.output
