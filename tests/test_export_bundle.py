@@ -65,8 +65,9 @@ def invoke(*args: str) -> Any:
 def two_envs(
     tmp_path: Path, databricks: DatabricksEmulator, dbt_cloud: DbtCloudEmulator, monkeypatch: Any
 ) -> Path:
-    """dev runs one dbt job (a job-level job_id parameter), prod two (task parameters), prod
-    pinned to the emulator's host; the CLI's variables point at the emulators."""
+    """dev runs one dbt job (a job-level job_id parameter); prod two, one after the other (task
+    parameters), on a cluster, on a schedule, with failure e-mails and scope readers, pinned to
+    the emulator's host. The CLI's variables point at the emulators."""
     for job in (42, 43, 44):
         dbt_cloud.add_job(job)
     databricks.add_cluster("0601-182128-abcd1234")
@@ -368,3 +369,38 @@ def test_a_job_cluster_environment_exports_a_valid_job_with_its_cluster() -> Non
     document = bundle_document([env])
     validate(document)
     assert "workspace" not in document["targets"]["qa"]
+
+
+def test_the_validation_catches_what_the_bundle_schema_refuses() -> None:
+    """The checks have teeth: an unknown field, a wrong type, an unknown top-level key."""
+    from provision.bundle import bundle_document
+    from tests.provision_helpers import make_env
+
+    good = bundle_document([make_env("dev")])
+    validate(good)
+    job = good["targets"]["dev"]["resources"]["jobs"][JOB_KEY]
+    for broken in (
+        {**good, "resourcez": {}},
+        {**good, "targets": {"dev": {**good["targets"]["dev"], "hosts": "x"}}},
+        {
+            **good,
+            "targets": {
+                "dev": {
+                    "resources": {"jobs": {JOB_KEY: {**job, "max_concurrent_run": 1}}, "secret_scopes": {}}
+                }
+            },
+        },
+        {
+            **good,
+            "targets": {
+                "dev": {
+                    "resources": {
+                        "jobs": {JOB_KEY: {**job, "max_concurrent_runs": "one"}},
+                        "secret_scopes": {},
+                    }
+                }
+            },
+        },
+    ):
+        with pytest.raises((AssertionError, ValueError)):
+            validate(broken)
