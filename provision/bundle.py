@@ -25,8 +25,10 @@ from provision.change import Action, Change
 from provision.desired import render_runner_notebook, workflow_settings
 from provision.model import Environment
 
-#: The bundle's name (its default workspace folder is ~/.bundle/<name>/<target>).
+#: The bundle's default name (its workspace folder is ~/.bundle/<name>/<target>; two bundles of
+#: one name deployed by one identity share that folder and its deployment state).
 BUNDLE_NAME = "dbtwf"
+BUNDLE_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 #: The resource keys, the same in every target: `databricks bundle run dbt_cloud_jobs -t prod`.
 JOB_KEY = "dbt_cloud_jobs"
 SCOPE_KEY = "dbt_cloud_token_scope"
@@ -131,7 +133,9 @@ def target_workspace(env: Environment, profile_host: str | None) -> dict[str, st
 
 
 def bundle_document(
-    environments: Sequence[Environment], profile_hosts: Mapping[str, str | None] | None = None
+    environments: Sequence[Environment],
+    profile_hosts: Mapping[str, str | None] | None = None,
+    name: str = BUNDLE_NAME,
 ) -> dict[str, Any]:
     """databricks.yml as data: one target per environment, each with its job and scope."""
     hosts = profile_hosts or {}
@@ -148,17 +152,19 @@ def bundle_document(
             target["sync"] = {"exclude": [f"src/{name}/**" for name in sorted(others - {env.name})]}
         target["resources"] = {"jobs": {JOB_KEY: job}, "secret_scopes": {SCOPE_KEY: bundle_scope(env)}}
         targets[env.name] = target
-    return {"bundle": {"name": BUNDLE_NAME}, "targets": targets}
+    return {"bundle": {"name": name}, "targets": targets}
 
 
 def bundle_files(
-    environments: Sequence[Environment], profile_hosts: Mapping[str, str | None] | None = None
+    environments: Sequence[Environment],
+    profile_hosts: Mapping[str, str | None] | None = None,
+    name: str = BUNDLE_NAME,
 ) -> dict[str, str]:
     """Every file of the bundle, by path relative to its folder: databricks.yml and each
     environment's runner notebook."""
     import yaml
 
-    document = bundle_document(environments, profile_hosts)
+    document = bundle_document(environments, profile_hosts, name)
     text = yaml.safe_dump(document, sort_keys=False, default_flow_style=False, width=1000)
     files = {BUNDLE_FILE: HEADER + text}
     for env in environments:

@@ -155,7 +155,7 @@ def test_export_never_writes_the_token(two_envs: Path, tmp_path: Path, monkeypat
     assert DBT_CLOUD_TOKEN not in result.output
 
 
-def test_export_env_subset_and_env_before_the_command(
+def test_export_env_subset_env_before_the_command_and_name(
     two_envs: Path, tmp_path: Path, monkeypatch: Any
 ) -> None:
     monkeypatch.setenv("DBTWF_ENV", "prod")  # picks one environment to act on; an export takes all
@@ -170,6 +170,11 @@ def test_export_env_subset_and_env_before_the_command(
     out = tmp_path / "only-dev"
     assert invoke("--env", "dev", "export", "bundle", "-o", str(out)).exit_code == 0
     assert list(read_bundle(out)["targets"]) == ["dev"]
+    out = tmp_path / "named"
+    assert invoke("export", "bundle", "--name", "dbt-jobs_2", "-o", str(out)).exit_code == 0
+    assert read_bundle(out)["bundle"] == {"name": "dbt-jobs_2"}
+    result = invoke("export", "bundle", "--name", "../x", "-o", str(tmp_path / "bad"))
+    assert result.exit_code == 2 and not (tmp_path / "bad").exists()
     result = invoke("export", "bundle", "--env", "qa", "--out", str(tmp_path / "qa"))
     assert result.exit_code == 2 and 'no environment "qa"' in result.output
     assert not (tmp_path / "qa").exists()

@@ -49,6 +49,14 @@ def bundle_command(
         Path,
         typer.Option("--out", "-o", help="The folder to write the bundle into.", file_okay=False),
     ] = Path("dbtwf-bundle"),
+    name: Annotated[
+        str,
+        typer.Option(
+            "--name",
+            help="The bundle's name: its folder in the workspace is ~/.bundle/NAME/TARGET, so give "
+            "each bundle deployed by the same identity its own.",
+        ),
+    ] = "dbtwf",
     force: Annotated[
         bool,
         typer.Option("--force", help="Write into a folder that is not empty (its other files are kept)."),
@@ -56,10 +64,14 @@ def bundle_command(
 ) -> None:
     """Write the environments as a Databricks Asset Bundle: databricks.yml (one target each, with
     the workflow and the secret scope) and each environment's runner notebook."""
-    from provision.bundle import BUNDLE_FILE, bundle_files
+    from provision.bundle import BUNDLE_FILE, BUNDLE_NAME_PATTERN, bundle_files
     from provision.environments import read_databricks_profile, select_environment
     from provision.output import note, say
 
+    if not BUNDLE_NAME_PATTERN.fullmatch(name):
+        raise UsageError(
+            f"--name {name!r}: use letters, digits, '-', '_' and '.' (at most 100, a letter or digit first)"
+        )
     options = shell.settings(ctx)
     config = shell.load_config(options)
     # --env after the command (repeatable) wins; `dbtwf --env E export bundle` picks E.
@@ -71,7 +83,7 @@ def bundle_command(
         select_environment(config, None)  # the config's own "no environments defined" error
     profiles = {env.databricks_profile for env in environments if env.databricks_profile}
     hosts = {name: (read_databricks_profile(name) or {}).get("host") for name in profiles}
-    files = bundle_files(environments, hosts)
+    files = bundle_files(environments, hosts, name)
     _check_out(out, force)
     for relative, text in files.items():
         path = out / relative
