@@ -5,7 +5,8 @@ settings come from ``provision.desired.workflow_settings`` and the notebook from
 ``render_runner_notebook``, the very functions apply uses, so a bundle deploy and a dbtwf apply
 send the same workflow. The only field that differs is each notebook task's ``notebook_path``:
 the bundle's own source file (``src/<env>/<notebook name>.py``, relative to databricks.yml),
-which `databricks bundle deploy` uploads and translates to its workspace path.
+which `databricks bundle deploy` uploads and translates to its workspace path. An environment on
+the dbt platform task (Beta) has neither notebook nor scope: its job alone.
 
 The bundle never holds the dbt Cloud token: the scope is a ``secret_scopes`` resource, and the
 secret in it is filled by `databricks secrets put-secret` (see the README).
@@ -96,10 +97,6 @@ def bundle_job(env: Environment) -> dict[str, Any]:
     return settings
 
 
-def uses_notebook(job: Mapping[str, Any]) -> bool:
-    return any("notebook_task" in task for task in job.get("tasks") or [])
-
-
 def scope_permission(principal: str) -> dict[str, str]:
     """A scope reader as a bundle names it: a user by e-mail, a service principal by its
     application id (a UUID), anything else a group."""
@@ -140,17 +137,18 @@ def bundle_document(
     """databricks.yml as data: one target per environment, each with its job and scope."""
     hosts = profile_hosts or {}
     targets: dict[str, Any] = {}
-    others = {env.name for env in environments}
+    with_notebook = {env.name for env in environments if env.uses_notebook}
     for env in environments:
         target: dict[str, Any] = {}
         workspace = target_workspace(env, hosts.get(env.databricks_profile or ""))
         if workspace:
             target["workspace"] = workspace
-        job = bundle_job(env)
-        if len(others) > 1 and uses_notebook(job):
+        if env.uses_notebook and len(with_notebook) > 1:
             # Each target uploads only its own notebook (the sync takes the whole folder by default).
-            target["sync"] = {"exclude": [f"src/{name}/**" for name in sorted(others - {env.name})]}
-        target["resources"] = {"jobs": {JOB_KEY: job}, "secret_scopes": {SCOPE_KEY: bundle_scope(env)}}
+            target["sync"] = {"exclude": [f"src/{name}/**" for name in sorted(with_notebook - {env.name})]}
+        target["resources"] = {"jobs": {JOB_KEY: bundle_job(env)}}
+        if env.uses_notebook:  # a dbt platform task needs no secret: its connection holds the token
+            target["resources"]["secret_scopes"] = {SCOPE_KEY: bundle_scope(env)}
         targets[env.name] = target
     return {"bundle": {"name": name}, "targets": targets}
 
@@ -168,6 +166,6 @@ def bundle_files(
     text = yaml.safe_dump(document, sort_keys=False, default_flow_style=False, width=1000)
     files = {BUNDLE_FILE: HEADER + text}
     for env in environments:
-        if uses_notebook(document["targets"][env.name]["resources"]["jobs"][JOB_KEY]):
+        if env.uses_notebook:
             files[notebook_file(env)] = render_runner_notebook(env)
     return files

@@ -106,10 +106,10 @@ def validate(document: dict[str, Any]) -> None:
         assert set(target) <= TARGET_KEYS
         assert set(target.get("workspace", {})) <= WORKSPACE_KEYS
         assert set(target.get("sync", {})) <= SYNC_KEYS
-        assert set(target["resources"]) == {"jobs", "secret_scopes"}
+        assert {"jobs"} <= set(target["resources"]) <= {"jobs", "secret_scopes"}
         for job in target["resources"]["jobs"].values():
             assert Job.from_dict(job).as_dict() == job
-        for scope in target["resources"]["secret_scopes"].values():
+        for scope in target["resources"].get("secret_scopes", {}).values():
             assert SecretScope.from_dict(scope).as_dict() == scope
 
 
@@ -374,6 +374,23 @@ def test_a_job_cluster_environment_exports_a_valid_job_with_its_cluster() -> Non
     document = bundle_document([env])
     validate(document)
     assert "workspace" not in document["targets"]["qa"]
+
+
+def test_a_dbt_platform_environment_exports_its_job_alone() -> None:
+    from provision.bundle import bundle_files
+    from provision.model import DBT_PLATFORM
+    from tests.provision_helpers import make_env
+
+    env = make_env("beta", task_type=DBT_PLATFORM, dbt_platform_connection="dbt_prod")
+    files = bundle_files([env, make_env("dev")])
+    assert sorted(files) == ["databricks.yml", "src/dev/run_dbt_cloud_job.py"]
+    document = yaml.safe_load(files["databricks.yml"])
+    validate(document)
+    beta = document["targets"]["beta"]
+    assert set(beta) == {"resources"} and set(beta["resources"]) == {"jobs"}
+    assert "sync" not in document["targets"]["dev"]  # no other notebook folder to leave out
+    (task,) = beta["resources"]["jobs"][JOB_KEY]["tasks"]
+    assert task["dbt_platform_task"] == {"connection_resource_name": "dbt_prod", "dbt_platform_job_id": "42"}
 
 
 def test_the_validation_catches_what_the_bundle_schema_refuses() -> None:
