@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from provision.apply import execute
+from provision.bundle import is_bundle_managed
 from provision.change import Action, Change, has_changes, writes_secret
 from provision.dbt_cloud import fetch_dbt_job
 from provision.desired import runner_task
@@ -325,10 +326,6 @@ def task_running(settings: dict[str, Any], env: Environment, dbt_job_id: int) ->
         if is_platform_task_of(env, task) and platform_job == str(dbt_job_id):
             return str(task.get("task_key"))
     return None
-
-
-def is_bundle_managed(settings: dict[str, Any]) -> bool:
-    return str((settings.get("deployment") or {}).get("kind", "")).upper() == "BUNDLE"
 
 
 # --- remote parts -------------------------------------------------------------------------

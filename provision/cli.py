@@ -18,7 +18,7 @@ import sys
 import threading
 from typing import Any
 
-from provision.commands import adopt, doctor, migrate, provision, run, shell, tasks, token
+from provision.commands import adopt, doctor, export, migrate, provision, run, shell, tasks, token
 
 app = shell.DbtwfTyper(
     name="dbtwf",
@@ -55,6 +55,8 @@ app.command("adopt", epilog=adopt.ADOPT_EPILOG)(adopt.adopt_command)
 # Running the workflow, and checking every link.
 app.command("run", epilog=run.RUN_EPILOG)(run.run_command)
 app.command("doctor", epilog=doctor.DOCTOR_EPILOG)(doctor.doctor_command)
+# Handing the environments to another tool (a Databricks Asset Bundle).
+app.add_typer(export.app)
 
 
 def _interrupted_late(signum: int, frame: Any) -> None:

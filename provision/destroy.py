@@ -11,8 +11,9 @@ every entry is checked against the workspace first. A job is deleted only while 
 dbtwf's tags; a task is removed (or the user's original put back) only while it is still
 the task dbtwf wrote; an entry that no longer matches is shown as left alone. Tasks dbtwf
 added are also found by their mark (description and notebook path), so a lost record does
-not leave them pointing at a deleted notebook. The plan lists every deletion and
-restoration; the executor checks them again under the lock.
+not leave them pointing at a deleted notebook. A workflow a Databricks Asset Bundle now deploys
+(``settings.deployment.kind`` BUNDLE) is left alone, with the secret it reads. The plan lists
+every deletion and restoration; the executor checks them again under the lock.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from provision.add_task import is_dbtwf_task, task_differences
 from provision.adopt.give_back import give_back_notebook, give_back_workflow
+from provision.bundle import bundle_note, is_bundle_managed
 from provision.change import Action, Change
 from provision.desired import is_owned
 from provision.errors import ConflictError
@@ -64,12 +66,22 @@ def plan_destroy(ws: Workspace, env: Environment) -> list[Change]:
         changes += give_back_notebook(reader, env, state)
     elif reader.status(env.notebook_path) is not None:
         changes.append(Change("notebook", env.notebook_path, Action.DELETE, "uploaded by dbtwf"))
-    if adopted and reader.has_scope(env.secret_scope):
-        why = "the hand-made setup's, taken over by adopt: left as it is"
+    bundled = [c for c in changes if c.resource == "workflow" and c.payload.get("bundle")]
+    if (adopted or bundled) and reader.has_scope(env.secret_scope):
+        if adopted:
+            why = "the hand-made setup's, taken over by adopt: left as it is"
+        else:
+            # The bundle's workflow reads the token from the same scope and key: deleting it would break it.
+            why = f"the bundle-deployed workflow {bundled[0].job_id} reads it; left alone"
         changes.append(Change("secret", f"{env.secret_scope}/{env.secret_key}", Action.NOOP, why))
     elif state is not None and (state.scope_created or state.token_fingerprint):
         changes += _plan_secret_removal(reader, env, scope_created=state.scope_created)
-    if state is not None and state.granted_readers and not any(c.resource == "scope" for c in changes):
+    if (
+        state is not None
+        and state.granted_readers
+        and not bundled
+        and not any(c.resource == "scope" for c in changes)
+    ):
         changes += _plan_grant_removal(reader, env, state.granted_readers)
     if state is not None:
         changes.append(Change("state", env.state_path, Action.DELETE, "dbtwf's record"))
@@ -163,6 +175,10 @@ def _plan_workflow(reader: Reader, env: Environment, state: StateRecord | None) 
             changes.append(
                 Change("workflow", str((job.get("settings") or {}).get("name")), Action.NOOP, why, recorded)
             )
+    if workflow is not None and is_bundle_managed(workflow.get("settings") or {}):
+        why = f"{bundle_note(workflow['settings'])}; left alone: `databricks bundle destroy` removes it"
+        job_id = int(workflow["job_id"])
+        return [*changes, Change("workflow", env.workflow_name, Action.NOOP, why, job_id, {"bundle": True})]
     owned_ids = [int(workflow["job_id"])] if workflow is not None else list(duplicates)
     adopted = {w.job_id: w for w in state.adopted_workflows} if state is not None else {}
     for job_id in [i for i in owned_ids if i in adopted]:

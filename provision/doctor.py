@@ -356,6 +356,10 @@ class _Doctor:
             reasons = "; ".join(f"{c.name}: {c.reason}" for c in drift)
             raise _Failed(f"workflow {record.workflow_job_id} differs from the config: {reasons}", _APPLY_FIX)
         name = (job.get("settings") or {}).get("name")
+        from provision.bundle import bundle_note, is_bundle_managed
+
+        if is_bundle_managed(job.get("settings") or {}):
+            return f"{record.workflow_job_id} {name!r} {bundle_note(job['settings'])}: the bundle manages it"
         return f"{record.workflow_job_id} {name!r} owned and in sync"
 
     def added_tasks(self) -> str:

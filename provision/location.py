@@ -225,6 +225,10 @@ def check_same_deployment(env: Environment, job: Mapping[str, Any]) -> None:
     """Refuses to take over a workflow found by its tags whose tasks run another notebook:
     the environment is deployed from elsewhere (by another identity, in its home folder, or
     at an old location). Taking it over would leave two notebooks and two state records."""
+    from provision.bundle import is_bundle_managed
+
+    if is_bundle_managed(job.get("settings") or {}):
+        return  # handed to a bundle: it runs the bundle's copy of the notebook, and plan leaves it
     paths = runner_paths(job)
     if not paths or env.notebook_path.removeprefix("/Workspace") in paths:
         return

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from provision.bundle import bundle_warning, handed_to_bundle, is_bundle_managed
 from provision.change import Action, Change, has_changes
 from provision.desired import (
     MANAGED_JOB_FIELDS,
@@ -151,6 +152,8 @@ def plan(
     if include_workflow:
         changes.append(_plan_workflow(desired, observed, adopt=adopt))
         workflow_id = changes[-1].job_id
+        if changes[-1].payload.get("bundle"):
+            changes.append(bundle_warning(changes[-1]))
     changes += security_changes(
         env,
         deployer=observed.deployer,
@@ -275,6 +278,8 @@ def _plan_workflow(desired: Desired, observed: Observed, *, adopt: bool) -> Chan
     if observed.workflow is not None:
         job_id = int(observed.workflow["job_id"])
         settings = observed.workflow.get("settings") or {}
+        if is_bundle_managed(settings):
+            return handed_to_bundle(name, job_id, settings)
         differences = workflow_differences(desired.workflow, settings)
         how = "found by its tags" if observed.found_by == "tags" else "owned"
         if differences:

@@ -10,6 +10,7 @@ unchanged, each as a real `dbtwf` process whose output streams to this terminal:
     dbtwf plan
     dbtwf doctor
     dbtwf run
+    dbtwf export bundle --out bundle
     dbtwf migrate --to dbt_platform --connection dbt_demo --yes
 
 Everything lives in a temporary folder: HOME, the XDG folders, the Databricks config file
@@ -418,12 +419,27 @@ def _steps(demo: Demo, emulators: Emulators, started: float) -> None:
         check=r"^run \d+ succeeded",
     )
     final_run_id, final_run_url = run_url(final, "run")
+    run_step(
+        demo,
+        10,
+        "Export the environment as a Databricks Asset Bundle (offline, no token in it)",
+        ["dbtwf", "export", "bundle", "--env", "dev", "--out", "bundle"],
+        check=r"^wrote bundle/databricks\.yml with target\(s\) dev$",
+    )
+    bundle_files = sorted(
+        str(p.relative_to(demo.workdir / "bundle")) for p in (demo.workdir / "bundle").rglob("*.*")
+    )
+    if any(
+        emulators.settings["DBT_CLOUD_API_TOKEN"] in (demo.workdir / "bundle" / f).read_text()
+        for f in bundle_files
+    ):
+        raise StepFailed("step 10 (dbtwf export bundle) wrote the dbt Cloud token into the bundle")
 
     foreign_after = workflow_settings(emulators, foreign_id)
     untouched = _untouched_tasks(foreign_before, foreign_after, second_job_id)
     migrated = run_step(
         demo,
-        10,
+        11,
         "Migrate to Databricks' dbt platform task (Beta): one plan, no token, no notebook needed",
         ["dbtwf", "migrate", "--to", "dbt_platform", "--connection", "dbt_demo", "--yes"],
         check=r"^applied environment 'dev'",
@@ -435,7 +451,7 @@ def _steps(demo: Demo, emulators: Emulators, started: float) -> None:
     owned = [j for j in workflows if (j["settings"].get("tags") or {}).get("dbtwf-env") == "dev"]
     dbt_runs = dbt_cloud(emulators, "/runs/?order_by=-id&limit=100")["data"]
 
-    heading(demo, 11, "Summary")
+    heading(demo, 12, "Summary")
     config_path = demo.workdir / "dbtwf.toml"
     say(f"  config written:      {config_path.name} (environment 'dev'; no token in it)")
     say("  created by onboard:  secret scope dbtwf-dev with the dbt token, the runner notebook")
@@ -447,6 +463,8 @@ def _steps(demo: Demo, emulators: Emulators, started: float) -> None:
     say("                       'trigger_dbt_job' got dbtwf's tags, the secret was kept as it was")
     say(f"  workflow runs:       {onboard_run_id} (onboard --run) and {final_run_id} (run), both succeeded")
     say(f"  last run page:       {final_run_url}")
+    say(f"  export bundle:       bundle/ ({', '.join(bundle_files)}): `databricks bundle deploy -t dev`")
+    say("                       makes the same workflow; the token is not in it")
     say(
         "  migrated (Beta):     the workflow and the added task now run dbt_platform_task via "
         "connection dbt_demo; task_type set in dbtwf.toml"

@@ -42,6 +42,7 @@ def test_demo_runs_every_step_as_a_user_types_it(demo_walk: DemoWalk) -> None:
         r"^\$ dbtwf doctor$",
         r"^\$ dbtwf --env guide adopt --folder /Users/\S+/dbt --yes$",
         r"^\$ dbtwf run$",
+        r"^\$ dbtwf export bundle --env dev --out bundle$",
     ):
         assert re.search(step, output, re.MULTILINE), step
     assert output.rstrip().endswith("demo passed: every step exited 0")
@@ -66,6 +67,7 @@ def test_demo_shows_the_plan_the_runs_and_a_summary(demo_walk: DemoWalk) -> None
     assert re.search(r"^adopted /Users/\S+/dbt/trigger_dbt_job as environment 'guide'", output, re.MULTILINE)
     assert "adopted by adopt:" in output
     assert re.search(r"2 triggered by the uploaded notebook, 2 succeeded", output)
+    assert re.search(r"export bundle: +bundle/ \(databricks\.yml, src/dev/run_dbt_cloud_job\.py\)", output)
     assert re.search(r"elapsed: +\d+\.\d s", output)
 
 

@@ -584,6 +584,26 @@ def _adopt_destroy(ran: Ran, world: World) -> None:
     assert world.databricks.secret_value("dbt-cloud", "api-key") == DBT_CLOUD_TOKEN
 
 
+@claim("dbtwf export bundle --env prod --out bundle")
+def _export_bundle(ran: Ran, world: World) -> None:
+    # "bundle/databricks.yml and bundle/src/prod/run_dbt_cloud_job.py"; no workspace access, no token;
+    # one target with the profile's host, the workflow (notebook path: the bundle's file), the scope.
+    import yaml
+
+    out = world.project / "bundle"
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert files == ["databricks.yml", "src/prod/run_dbt_cloud_job.py"]
+    assert all(DBT_CLOUD_TOKEN not in (out / f).read_text(encoding="utf-8") for f in files)
+    assert ran.databricks_requests == [] and ran.dbt_requests == []
+    (target,) = yaml.safe_load((out / "databricks.yml").read_text(encoding="utf-8"))["targets"].values()
+    assert target["workspace"] == {"host": world.databricks.url, "profile": "prod"}
+    assert target["resources"]["secret_scopes"]["dbt_cloud_token_scope"]["name"] == "dbt-cloud"
+    job = target["resources"]["jobs"]["dbt_cloud_jobs"]
+    assert job["name"] == environment(world, "prod").workflow_name
+    assert [t["task_key"] for t in job["tasks"]] == ["nightly", "marts"]
+    assert {t["notebook_task"]["notebook_path"] for t in job["tasks"]} == {"src/prod/run_dbt_cloud_job.py"}
+
+
 @claim("dbtwf --env prod migrate --to dbt_platform --connection dbt_prod")
 def _migrate_to_dbt_platform(ran: Ran, world: World) -> None:
     # "one jobs/reset" for the owned workflow, "one jobs/update per workflow that holds only
