@@ -109,3 +109,12 @@ def test_a_notebook_that_only_reads_runs_is_not_the_guides_and_an_older_runner_i
         "refused",
         "it starts the dbt run with a URL put together in a way dbtwf cannot read",
     )
+
+
+@pytest.mark.parametrize("nesting", ["-" * 200_000 + "1", "(" * 300 + ")" * 300])
+def test_a_notebook_too_deep_for_the_parser_is_refused_not_a_crash_of_the_scan(nesting: str) -> None:
+    # A workspace can hold any notebook: one the parser runs out of memory or stack on must cost
+    # that notebook, not the whole scan (a MemoryError here used to end `dbtwf adopt`).
+    source = guide_source("h.dbt.com", 1) + "\nx = " + nesting + "\n"
+    found = recognise(source)
+    assert found.kind == "refused" and "nested" in found.reason

@@ -89,10 +89,14 @@ def recognise(source: str, path: str = "") -> Recognition:
         tree = ast.parse(text)
     except SyntaxError as error:
         return Recognition("refused", reason=f"not valid Python (line {error.lineno}: {error.msg})")
+    except (MemoryError, RecursionError):  # nesting too deep for the parser: one notebook, not the scan
+        return Recognition("refused", reason="not readable: nested too deeply for Python's parser")
     try:
         return _Reading(tree, text).recognise()
     except _Refusal as refusal:
         return Recognition("refused", reason=str(refusal))
+    except RecursionError:
+        return Recognition("refused", reason="not readable: nested too deeply to follow its values")
 
 
 class _Refusal(Exception):
