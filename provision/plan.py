@@ -207,9 +207,11 @@ def _plan_secret(desired: Desired, observed: Observed) -> Change:
     if desired.token is None:
         return Change("secret", name, Action.NOOP, "exists (token not available to compare)")
     if state is None or not state.token_fingerprint:
-        return Change(
-            "secret", name, Action.UPDATE, "no fingerprint recorded; re-storing the token", None, payload
-        )
+        why = "no fingerprint recorded; re-storing the token"
+        if state is not None and (state.backup_path or state.adopted_workflows):
+            # Adopt kept the hand-made secret: say that this replaces a value dbtwf never stored.
+            why = "kept by adopt as the hand-made setup stored it; replacing it with your token"
+        return Change("secret", name, Action.UPDATE, why, None, payload)
     if payload["fingerprint"] != state.token_fingerprint:
         return Change("secret", name, Action.UPDATE, "the token changed", None, payload)
     if recorded_at is None:

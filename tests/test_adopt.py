@@ -304,6 +304,10 @@ def test_apply_after_adopt_converges_and_destroy_still_gives_it_back(
     before = ws.get_job(setup.own_job_id)
     assert cli("adopt", "--notebook", setup.notebook_path, "--yes").exit_code == 0
     monkeypatch.setenv("DBT_CLOUD_API_TOKEN", DBT_CLOUD_TOKEN)  # apply stores the token: it needs it
+    planned = json.loads(cli("plan", "--json").stdout)["changes"]
+    (secret,) = [c for c in planned if c["resource"] == "secret"]
+    # The plan says the value it replaces is the hand-made setup's, not one dbtwf stored.
+    assert secret["action"] == "update" and "kept by adopt" in secret["reason"]
     applied = cli("apply", "--yes")
     assert applied.exit_code == 0, applied.output
     again = cli("plan")
