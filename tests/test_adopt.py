@@ -388,3 +388,24 @@ def test_a_notebook_no_workflow_was_made_for_is_refused(
         result = cli("adopt", "--notebook", setup.notebook_path, "--yes")
     assert result.exit_code == 2 and "no workflow was made for it" in result.output
     assert [r for r in requests if r.is_write] == [] and not (tmp_path / "dbtwf.toml").exists()
+
+
+def test_a_setup_under_shared_is_adopted_with_the_warning_plan_gives(
+    cli: Any, ws: Workspace, databricks: Any, dbt_cloud: Any
+) -> None:
+    # The guide's notebook often sits in /Shared, editable by every user: adopt keeps its path,
+    # so its plan must say so before the user confirms, as `dbtwf plan` would.
+    databricks.add_cluster(CLUSTER)
+    dbt_cloud.add_job(DBT_JOB, scenario=Scenario(outcome="success", polls=1))
+    setup = seed_guide_workspace(
+        ws,
+        dbt_host=dbt_cloud.url,
+        account_id=DBT_ACCOUNT_ID,
+        dbt_job_id=DBT_JOB,
+        token=DBT_CLOUD_TOKEN,
+        folder="/Shared/dbt",
+    )
+    adopted = cli("adopt", "--notebook", setup.notebook_path, "--yes")
+    assert adopted.exit_code == 0, adopted.output
+    assert f"every workspace user can edit {setup.notebook_path}" in adopted.output
+    assert "run_from_notebook(" in content(databricks, setup.notebook_path)

@@ -195,6 +195,7 @@ def adoption_changes(
 ) -> list[Change]:
     """The plan: see the module's docstring. Read-only; refuses what it cannot take over."""
     from provision.desired import MANAGED_JOB_FIELDS, render_runner_notebook, sha256_text, workflow_tags
+    from provision.location import security_changes
     from provision.probes import with_expectations
 
     scope, key = env.secret_scope, env.secret_key
@@ -262,6 +263,17 @@ def adoption_changes(
             payload = {"op": "adopt", "task": task.task, "dbt_job_id": task.dbt_job_id, "adopted": True}
             changes.append(Change("task", str(task.task["task_key"]), Action.NOOP, why, use.job_id, payload))
     changes.append(Change("state", env.state_path, Action.CREATE, "records what adopt took over"))
+    # The same warnings plan gives: a notebook every user can edit (the guide's /Shared), a scope
+    # every user can read. Adopting keeps the path, so the user hears it before confirming.
+    changes += security_changes(
+        env,
+        deployer=None,
+        location=reader.location(env),
+        workflow=None,
+        scope_exists=True,
+        scope_acls=reader.scope_acls(env, required=False),
+        granted_readers=(),
+    )
     return with_expectations(changes, reader, env)
 
 
