@@ -106,6 +106,15 @@ def plan_migrate(
 
     # The config must still validate with the new values (exit 2 before any write).
     upsert_environment(config_path, env.name, config_values(env, target), write=False)
+    if not target.uses_notebook and ws.get_connection(str(target.dbt_platform_connection)) is None:
+        # Switching working tasks to a connection that is not there would fail every later run.
+        from provision.platform import HOW_TO_CREATE
+
+        raise UsageError(
+            f"Unity Catalog connection {target.dbt_platform_connection!r} does not exist (or you may "
+            "not see it); nothing was changed",
+            f"dbtwf never creates it: {HOW_TO_CREATE}",
+        )
     changes = plan_environment(ws, target, token)
     state_change = next(c for c in changes if c.resource == "state")
     changes = [c for c in changes if c.resource != "state"]

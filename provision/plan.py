@@ -318,4 +318,8 @@ def plan_environment(
         reader, env, observe(reader, env, include_workflow=include_workflow), desired
     )
     changes = plan(desired, observed, adopt=adopt, include_workflow=include_workflow)
+    if not env.uses_notebook:
+        from provision.platform_plan import missing_connection_warning
+
+        changes[-1:-1] = missing_connection_warning(ws, env)
     return with_expectations(changes, reader, env)

@@ -11,6 +11,7 @@ from provision.change import Action, Change, has_changes
 from provision.location import WARNING
 
 if TYPE_CHECKING:
+    from provision.databricks import Workspace
     from provision.model import Environment
     from provision.observe import Observed
 
@@ -58,3 +59,18 @@ def unused_notebook_backend(env: Environment, observed: Observed) -> list[Change
     if notebook_there and state is not None and state.notebook_sha256:
         changes.append(Change("notebook", env.notebook_path, Action.NOOP, kept))
     return changes
+
+
+def missing_connection_warning(ws: Workspace, env: Environment) -> list[Change]:
+    """A warning when the Unity Catalog connection the tasks name cannot be found: dbtwf never
+    creates it, and every run of the workflow fails until an admin does."""
+    from provision.platform import HOW_TO_CREATE
+
+    name = str(env.dbt_platform_connection)
+    if ws.get_connection(name) is not None:
+        return []
+    why = (
+        f"Unity Catalog connection {name!r} does not exist (or you may not see it): every run of these "
+        f"dbt platform tasks fails until it does; {HOW_TO_CREATE}"
+    )
+    return [Change(WARNING, name, Action.NOOP, why)]

@@ -232,6 +232,19 @@ def dbt_cloud(emulators: Emulators, path: str) -> Any:
     return call_json("GET", url, emulators.settings["DBT_CLOUD_API_TOKEN"], "Token")
 
 
+def make_dbt_connection(emulators: Emulators) -> None:
+    """What an admin does once for the dbt platform task (Beta): a Unity Catalog connection to
+    dbt Cloud, through the public API. Its options are the emulator's assumption (see
+    tests/emulators/databricks_dbt_platform.py)."""
+    options = {
+        "host": emulators.dbt_host,
+        "account_id": str(emulators.dbt_account_id),
+        "token": emulators.settings["DBT_CLOUD_API_TOKEN"],
+    }
+    body = {"name": "dbt_demo", "connection_type": "HTTP", "options": options}
+    databricks(emulators, "POST", "/api/2.1/unity-catalog/connections", body)
+
+
 def create_foreign_workflow(emulators: Emulators) -> int:
     """A workflow dbtwf did not create: two notebook tasks, a tag, an email, a schedule."""
     settings = {
@@ -437,6 +450,8 @@ def _steps(demo: Demo, emulators: Emulators, started: float) -> None:
 
     foreign_after = workflow_settings(emulators, foreign_id)
     untouched = _untouched_tasks(foreign_before, foreign_after, second_job_id)
+    make_dbt_connection(emulators)
+    say("  an admin made Unity Catalog connection 'dbt_demo' to dbt Cloud (dbtwf never creates it)")
     migrated = run_step(
         demo,
         11,

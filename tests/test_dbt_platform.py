@@ -158,7 +158,10 @@ def test_a_missing_connection_fails_the_task_run(
 ) -> None:
     platform_config(tmp_path / "dbtwf.toml", dbt_cloud.url)
     dbt_cloud.add_job(DBT_JOB, scenario=Scenario(outcome="success", polls=1))
-    assert cli("apply", "--yes").exit_code == 0
+    applied = cli("apply", "--yes")
+    # apply goes ahead (an admin may make the connection later) but says what will happen.
+    assert applied.exit_code == 0 and f"connection {CONNECTION!r} does not exist" in applied.output
+    assert "every run of these dbt platform tasks fails" in applied.output
     failed = cli("run", "--poll-interval", "0.05")
     assert failed.exit_code == 1 and f"Connection '{CONNECTION}' does not exist" in failed.stderr
     assert dbt_cloud.runs_of(DBT_JOB) == []
@@ -278,8 +281,14 @@ def test_migrate_to_dbt_platform_and_back_switches_owned_and_added_tasks_as_one_
     ws.update_job(foreign, {"tasks": [{**marts, "max_retries": 2}]})
     others_before = [t for t in databricks.jobs[foreign]["settings"]["tasks"] if t["task_key"] != "dbt_marts"]
 
-    databricks.reset_log()
     monkeypatch.delenv("DBT_CLOUD_API_TOKEN")  # going to dbt_platform needs no token
+    # Not before the connection exists: every run of the switched tasks would fail.
+    databricks.reset_log()
+    missing = invoke("migrate", "--env", "dev", "--to", "dbt_platform", "--connection", CONNECTION, "--yes")
+    assert missing.exit_code == 2 and f"connection {CONNECTION!r} does not exist" in missing.stderr
+    assert "CREATE CONNECTION" in missing.stderr and [r for r in databricks.requests if r.is_write] == []
+    seed_connection(databricks, dbt_cloud)
+    databricks.reset_log()
     there = invoke(
         "migrate", "--env", "dev", "--to", "dbt_platform", "--connection", CONNECTION, "--yes", "--json"
     )
@@ -419,6 +428,7 @@ def test_destroy_after_migrate_removes_the_switched_task_and_the_unused_notebook
         }
     )
     assert invoke("add-task", "--workflow", str(foreign), "--dbt-job", str(DBT_JOB), "--yes").exit_code == 0
+    seed_connection(databricks, dbt_cloud)
     assert invoke("migrate", "--to", "dbt_platform", "--connection", CONNECTION, "--yes").exit_code == 0
 
     destroyed = invoke("destroy", "--yes")

@@ -252,6 +252,12 @@ def world(
             ws, dbt_host=dbt_cloud.url, account_id=70403, dbt_job_id=1234, token=DBT_CLOUD_TOKEN
         )
 
+    # The Unity Catalog connections the dbt platform section names, made as an admin would.
+    for connection in _mentioned(r"--connection (\S+)", texts):
+        databricks.add_dbt_platform_connection(
+            connection, dbt_url=dbt_cloud.url, account_id=70403, token=DBT_CLOUD_TOKEN
+        )
+
     home, project = tmp_path / "home", tmp_path / "project"
     (home / ".local/share").mkdir(parents=True)
     project.mkdir()
