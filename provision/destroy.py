@@ -20,12 +20,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from provision.add_task import is_dbtwf_task, task_differences
 from provision.adopt.give_back import give_back_notebook, give_back_workflow
 from provision.bundle import bundle_note, is_bundle_managed
 from provision.change import Action, Change
 from provision.desired import is_owned
 from provision.errors import ConflictError
+from provision.foreign_task import is_dbtwf_task, task_differences
 from provision.observe import Reader, find_owned_workflow, location_paths
 from provision.probes import with_expectations
 from provision.state import AddedTask, StateRecord

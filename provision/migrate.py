@@ -74,8 +74,8 @@ def switched_task(
 ) -> dict[str, Any]:
     """``task`` (as jobs/get gave it) running ``dbt_job_id`` on the target backend: every field
     the user set stays; the backend field, its timeout and the compute are the target's."""
-    from provision.add_task import choose_compute, job_parameter_note
     from provision.desired import runner_task
+    from provision.foreign_task import choose_compute, job_parameter_note
 
     depends_on = tuple(str(d.get("task_key")) for d in task.get("depends_on") or [])
     runner = runner_task(target, str(task["task_key"]), dbt_job_id, depends_on)
@@ -97,8 +97,8 @@ def plan_migrate(
 ) -> list[Change]:
     """The whole migrate as one plan (see the module docstring); each change stamped with what
     it expects to find, so the executor refuses when the workspace moved since."""
-    from provision.add_task import is_dbtwf_task
     from provision.config_writer import upsert_environment
+    from provision.foreign_task import is_dbtwf_task
     from provision.location import NOTEBOOK_ACL, WARNING, notebook_acl_name, readers_to_grant
     from provision.observe import Reader
     from provision.plan import plan_environment

@@ -364,8 +364,9 @@ def _summary(samples: list[tuple[float, dict[str, int]]]) -> dict[str, Any]:
 
 def bench_add_task(sizes: Sizes) -> list[dict[str, Any]]:
     """In one process (no start-up), so the requests alone make the difference."""
-    from provision.add_task import AddTaskRequest, add_task, build_task
+    from provision.add_task import AddTaskRequest, add_task
     from provision.apply import apply_changes
+    from provision.foreign_task import build_task
     from provision.model import default_task_key
     from provision.plan import plan_environment
     from tests.conftest import DBT_CLOUD_TOKEN

@@ -14,18 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from provision.add_task import (
-    AddTaskRequest,
-    AddTaskResult,
-    add_task,
-    build_task,
-    check_request,
-    choose_compute,
-    job_parameter_note,
-    parse_dbt_job,
-    task_differences,
-)
+from provision.add_task import AddTaskRequest, AddTaskResult, add_task, check_request, parse_dbt_job
 from provision.errors import AuthError, ConflictError, DbtwfError, UnknownNameError, UsageError
+from provision.foreign_task import build_task, choose_compute, job_parameter_note, task_differences
 from provision.model import Compute, DbtJobTask, Environment, default_task_key
 from provision.onboard import OnboardOptions, prepare
 from provision.state import AddedTask, load_state
