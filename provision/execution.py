@@ -120,6 +120,10 @@ class Execution:
             for change in of("adopt-workflow"):
                 self.adopt_workflow(change)
 
+        config = of("config")
+        for change in config:
+            if change.action is Action.CREATE:  # adopt: first, so a run stopped half-way can be destroyed
+                self.config(change)
         for change in of("folder"):
             self.folder(change)  # recorded with the first save; made before the lock
         gather([secret_side, notebook_side, workflow_side])
@@ -134,8 +138,9 @@ class Execution:
             self.switch_tasks(job_id, [c for c in switched if c.job_id == job_id and c.writes])
         for change in of("state"):
             self.state(change)
-        for change in of("config"):
-            self.config(change)
+        for change in config:
+            if change.action is not Action.CREATE:  # migrate: last, so a failed one can be re-run
+                self.config(change)
 
     # -- the resources ---------------------------------------------------------------------
     def scope(self, change: Change) -> None:
@@ -294,7 +299,8 @@ class Execution:
         self.ws.update_job(job_id, {"tasks": tasks})
 
     def config(self, change: Change) -> None:
-        """migrate: the environment's task_type (and connection) in dbtwf.toml, last."""
+        """The environment in dbtwf.toml: created by adopt, updated by migrate (task_type and
+        connection)."""
         from pathlib import Path
 
         from provision.config_writer import upsert_environment

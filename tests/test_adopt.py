@@ -208,6 +208,10 @@ def test_nothing_is_written_before_the_plan_is_confirmed(
         result = cli("adopt", "--notebook", setup.notebook_path, input="n\n")
     assert result.exit_code == 1, result.output
     assert "backup" in result.output and "not adopted; nothing was changed" in result.output
+    # Before the question: where the runner will send the token, read off the pasted code.
+    asked = result.output.index("adopt " + setup.notebook_path)
+    said = result.output.index(f"dbt_cloud_host = '{dbt_cloud.url}'")
+    assert said < asked and f"dbt_cloud_account_id = {DBT_ACCOUNT_ID}" in result.output
     assert [r for r in requests if r.is_write] == []
     assert not (tmp_path / "dbtwf.toml").exists()
     assert content(databricks, setup.notebook_path) == setup.source

@@ -3,8 +3,10 @@
 Order for "nothing written before the plan is confirmed": the scan and every check only
 read; the environment is worked out in memory (``upsert_environment(write=False)``) and
 compared with one of that name already in dbtwf.toml (a different one is refused, exit 2);
-the plan is shown and confirmed; only then is dbtwf.toml written and the plan handed to the
-one executor (``provision.apply.execute``), which re-reads every object under the lock.
+the plan, which shows the environment's values, is shown and confirmed; only then is it handed
+to the one executor (``provision.apply.execute``), which re-reads every object under the lock
+and writes the environment into dbtwf.toml first (a run stopped half-way can then be given back
+with `dbtwf destroy`).
 
 What adopt takes over (``adoption_changes``):
 
@@ -190,6 +192,18 @@ def environment_values(values: dict[str, Any], path: str, own: WorkflowUse) -> d
     return result
 
 
+def config_change(config_path: Path, env_name: str, values: dict[str, Any], exists: bool) -> Change:
+    """The environment adopt writes into dbtwf.toml, every value shown: the dbt host and
+    account are where the runner will send the token, so the user sees them before confirming."""
+    said = ", ".join(f"{key} = {value!r}" for key, value in values.items())
+    if exists:
+        return Change("config", str(config_path), Action.NOOP, f"[environments.{env_name}] already there")
+    payload = {"environment": env_name, "values": values}
+    return Change(
+        "config", str(config_path), Action.CREATE, f"[environments.{env_name}] {said}", None, payload
+    )
+
+
 def adoption_changes(
     reader: Reader, env: Environment, found: Found, own: WorkflowUse, others: Sequence[WorkflowUse]
 ) -> list[Change]:
@@ -319,17 +333,19 @@ def adopt(
             f"environment {env_name!r} in {config_path} differs from the setup found in {found.path}",
             "pick a new name with --env",
         )
-    changes = adoption_changes(reader, pending, found, own, others)
+    changes = [
+        config_change(config_path, env_name, values, exists=existing is not None),
+        *adoption_changes(reader, pending, found, own, others),
+    ]
     ui.show_header(header_of(ws, pending))
     ui.show_plan(changes)
     if not ui.confirm(f"adopt {found.path} as environment {env_name!r}?"):
         raise DeclinedError(f"{found.path} not adopted; nothing was changed")
-    if existing is None:
-        written = upsert_environment(config_path, env_name, values)
-        ui.say(f"wrote environment {env_name!r} to {config_path}")
-        if written != pending:
-            raise ConflictError(f"{config_path} changed while adopt was asking; nothing was applied")
+    if _existing(config_path, env_name) != existing:
+        raise ConflictError(f"{config_path} changed while adopt was asking; nothing was changed")
     done = _execute(ws, pending, changes, ui)
+    if existing is None:
+        ui.say(f"wrote environment {env_name!r} to {config_path}")
     status = "adopted" if has_changes(done) else "nothing new"
     return AdoptOutcome(status, result, env_name, found.path, str(config_path), changes, done, skipped)
 
