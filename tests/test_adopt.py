@@ -413,3 +413,24 @@ def test_a_setup_under_shared_is_adopted_with_the_warning_plan_gives(
     assert adopted.exit_code == 0, adopted.output
     assert f"every workspace user can edit {setup.notebook_path}" in adopted.output
     assert "run_from_notebook(" in content(databricks, setup.notebook_path)
+
+
+def test_a_record_naming_another_file_as_the_backup_cannot_make_destroy_delete_it(
+    cli: Any, ws: Workspace, databricks: Any, dbt_cloud: Any
+) -> None:
+    # Someone who can edit the state record points its backup at a file of the destroyer's:
+    # destroy would have copied it over the notebook and deleted it.
+    setup = seed(ws, databricks, dbt_cloud)
+    assert cli("adopt", "--notebook", setup.notebook_path, "--yes").exit_code == 0
+    precious = f"/Users/{ws.current_user_name()}/precious.py"
+    ws.write_file(precious, b"print('mine')\n", overwrite=False)
+    state_path = setup.notebook_path.rsplit("/", 1)[0] + "/.dbtwf-state-dev.json"
+    record = json.loads(content(databricks, state_path))
+    record["backup_path"] = precious
+    ws.write_file(state_path, json.dumps(record).encode(), overwrite=True)
+
+    destroyed = cli("destroy", "--yes")
+    assert destroyed.exit_code == 0, destroyed.output
+    assert "not the file adopt writes: left alone" in destroyed.output
+    assert content(databricks, precious) == "print('mine')\n"
+    assert "run_from_notebook(" in content(databricks, setup.notebook_path)

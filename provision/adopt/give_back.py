@@ -44,7 +44,14 @@ def give_back_workflow(adopted: AdoptedWorkflow, current: dict[str, Any]) -> dic
 def give_back_notebook(reader: Reader, env: Environment, state: StateRecord) -> list[Change]:
     """An adopted notebook: the hand-pasted code put back from the backup (which then goes);
     without the backup the runner stays, so the tasks running it keep working."""
+    from provision.adopt.recognise import BACKUP_SUFFIX
+
     backup = state.backup_path
+    if backup and backup != env.notebook_path + BACKUP_SUFFIX:
+        # Adopt only ever writes the backup next to the notebook: a record naming another file
+        # was edited, and destroy would overwrite the notebook from it and delete it.
+        why = f"the state record names {backup} as the backup, not the file adopt writes: left alone"
+        return [Change("notebook", env.notebook_path, Action.NOOP, why)]
     data = reader.file(backup) if backup else None
     if data is None:
         why = f"adopted, and its backup {backup or '(none recorded)'} is gone: the runner stays"
