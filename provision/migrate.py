@@ -132,6 +132,12 @@ def plan_migrate(
             gone = "workflow" if job is None else "task"
             tasks.append(Change(WARNING, where, Action.NOOP, f"{where}: the {gone} is gone; left as it is"))
             continue
+        if entry.adopted:
+            # The hand-made setup's own task, recorded by adopt as it was: it keeps running the
+            # notebook, which stays (adopt's destroy gives it back).
+            why = f"{where} was adopted as the hand-made setup had it: left running the notebook"
+            tasks.append(Change(WARNING, where, Action.NOOP, why))
+            continue
         if not (is_dbtwf_task(env, found) or is_dbtwf_task(target, found)):
             why = f"{where} no longer runs dbtwf's task (changed by hand); left as it is"
             tasks.append(Change(WARNING, where, Action.NOOP, why))

@@ -434,3 +434,23 @@ def test_a_record_naming_another_file_as_the_backup_cannot_make_destroy_delete_i
     assert "not the file adopt writes: left alone" in destroyed.output
     assert content(databricks, precious) == "print('mine')\n"
     assert "run_from_notebook(" in content(databricks, setup.notebook_path)
+
+
+def test_migrate_after_adopt_says_the_adopted_foreign_task_stays_on_the_notebook(
+    cli: Any, ws: Workspace, databricks: Any, dbt_cloud: Any
+) -> None:
+    # The foreign workflow's task is the user's own, recorded by adopt as it was (no dbtwf mark):
+    # migrate leaves it running the notebook and says why, instead of "changed by hand".
+    setup = seed(ws, databricks, dbt_cloud)
+    assert cli("adopt", "--notebook", setup.notebook_path, "--yes").exit_code == 0
+    databricks.add_dbt_platform_connection(
+        "dbt_conn", dbt_url=dbt_cloud.url, account_id=DBT_ACCOUNT_ID, token=DBT_CLOUD_TOKEN
+    )
+    foreign_before = ws.get_job(setup.foreign_job_id)
+    migrated = cli("migrate", "--to", "dbt_platform", "--connection", "dbt_conn", "--yes")
+    assert migrated.exit_code == 0, migrated.output
+    assert "was adopted as the hand-made setup had it: left running the notebook" in migrated.output
+    assert "changed by hand" not in migrated.output
+    assert ws.get_job(setup.foreign_job_id) == foreign_before
+    own = ws.get_job(setup.own_job_id)
+    assert own is not None and all("dbt_platform_task" in t for t in own["settings"]["tasks"])
