@@ -317,14 +317,24 @@ class Execution:
         from provision.adopt.recognise import backup_header
 
         env = self.env
-        if change.action is Action.CREATE:
-            source, sha256 = str(change.payload["source"]), str(change.payload["sha256"])
-            body = backup_header(env.notebook_path, sha256) + "\n" + source
-            self.ws.write_file(change.name, body.encode("utf-8"), overwrite=False)
+        if change.action in (Action.CREATE, Action.NOOP) and "sha256" in change.payload:
+            # Recorded before the write (a NOOP: kept by an adopt that stopped half-way), so a
+            # run stopped right after it still names the backup and destroy can give it back.
+            sha256 = str(change.payload["sha256"])
             with self.lock:
                 self.record.backup_path = change.name
                 self.record.original_notebook_sha256 = sha256
-                self.save()  # the backup is known before the notebook is overwritten
+                self.save()
+            if change.action is Action.CREATE:
+                body = (
+                    backup_header(env.notebook_path, sha256) + "\n" + str(change.payload["source"])
+                ).encode()
+                try:
+                    self.ws.write_file(change.name, body, overwrite=False)
+                except ConflictError:
+                    # The SDK re-sends a write whose answer was lost: the first attempt's file is ours.
+                    if self.ws.read_file(change.name) != body:
+                        raise
         elif change.writes and change.payload.get("op") == "restore":
             self.ws.import_notebook(env.notebook_path, str(change.payload["source"]), overwrite=True)
             self.ws.delete(change.name)

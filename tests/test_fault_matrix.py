@@ -76,6 +76,8 @@ SAMPLED_SEEDS = {
     "onboard": (2, 5, 9),  # secrets/put, workspace/import (the notebook), jobs/create
     "add-task": (2, 5, 12),  # secrets/put, workspace/import, jobs/update (the task itself)
     "runner": (1, 2, 6),  # the trigger (a failing run), a poll, the trigger (a succeeding run)
+    "adopt": tuple(range(13)),  # measured below
+    "migrate": tuple(range(14)),
 }
 
 
@@ -211,12 +213,12 @@ class FaultPlan:
 
     def __init__(self, emulator: Emulator) -> None:
         self.emulator = emulator
-        self.rules: list[Fault] = []
+        self.rules: list[GatedFault] = []
 
     def add(self, kind: FaultKind, path: str, **options: Any) -> None:
         options.setdefault("retry_after", 0)
         options.setdefault("delay", LATENCY_SECONDS if kind == "latency" else 0.0)
-        self.rules.append(self.emulator.faults.inject(kind, path=path, **options))
+        self.rules.append(self.emulator.faults.add(GatedFault(kind, path=path, **options)))
 
     def seeded(self, kind: FaultKind, seed: int, endpoints: tuple[str, ...]) -> None:
         """One endpoint picked by the seed fails on its first hits; every endpoint fails now and then."""
@@ -225,6 +227,25 @@ class FaultPlan:
         slow = kind == "latency"  # each one really waits; keep them few
         self.add(kind, endpoints[seed % len(endpoints)], times=1 if slow else rng.choice((1, 2)))
         self.add(kind, ".*", times=2 if slow else None, probability=rng.choice((0.05, 0.1, 0.2)))
+
+    def during_writes(self, kind: FaultKind, seed: int, endpoints: tuple[str, ...], writes: int) -> None:
+        """For a run that reads a lot before it writes (adopt, migrate): even seeds as
+        ``seeded``; odd seeds the same rules armed only once the first write went out (the
+        lock), so they meet the re-reads under the lock and the writes, not only the planning.
+        Either way the write numbered by the seed fails once, checked before the other rules."""
+        gate = WriteGate(kind, times=0)
+        self.emulator.faults.add(gate)
+        self.seeded(kind, seed, endpoints)
+        if seed % 2:
+            for rule in self.rules:
+                rule.gate = gate
+        nth = NthWrite(kind, nth=seed % writes + 1, retry_after=0, delay=self._delay(kind))
+        self.emulator.faults._rules.insert(0, nth)
+        self.rules.append(nth)
+
+    @staticmethod
+    def _delay(kind: FaultKind) -> float:
+        return LATENCY_SECONDS if kind == "latency" else 0.0
 
     @property
     def fired(self) -> int:
@@ -243,6 +264,43 @@ class FaultPlan:
             if served >= fired:
                 return
             time.sleep(0.01)
+
+
+@dataclass
+class GatedFault(Fault):
+    """A rule that fires only once its gate (if any) has opened."""
+
+    gate: WriteGate | None = None
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.gate is not None and not self.gate.opened:
+            return False
+        return super().matches(method, path)
+
+
+@dataclass
+class WriteGate(Fault):
+    """Never fires: opens when the first write (POST) comes by."""
+
+    opened: bool = False
+
+    def matches(self, method: str, path: str) -> bool:
+        self.opened = self.opened or method == "POST"
+        return False
+
+
+@dataclass
+class NthWrite(GatedFault):
+    """Fires on the ``nth`` write (POST) the emulator sees, once."""
+
+    nth: int = 1
+    seen: int = 0
+
+    def matches(self, method: str, path: str) -> bool:
+        if method != "POST" or self.fired:
+            return False
+        self.seen += 1
+        return self.seen == self.nth
 
 
 class SimulatedClock:
@@ -780,3 +838,155 @@ def test_workflow_run_under_faults_starts_one_run(
     if outcome is not None:
         assert outcome.run_id == runs[0].run_id
         assert outcome.result_state == finished["state"]["result_state"] == "SUCCESS"
+
+
+# --- adopt under faults -----------------------------------------------------------------------
+
+#: Every Databricks endpoint adopt, its recovery and destroy touch (a lock's get-status, import
+#: and delete included); `adopt --folder` lists the folder, `--notebook` does not.
+ADOPT_ENDPOINTS = (
+    r"/api/2\.0/secrets/scopes/list",
+    r"/api/2\.0/secrets/list",
+    r"/api/2\.0/secrets/acls/list",
+    r"/api/2\.0/workspace/list",
+    r"/api/2\.0/workspace/get-status",
+    r"/api/2\.0/workspace/export",
+    r"/api/2\.0/workspace/import",
+    r"/api/2\.0/workspace/delete",
+    r"/api/2\.0/permissions/.*",
+    r"/api/2\.0/preview/scim/v2/Me",
+    r"/api/2\.[12]/jobs/list",
+    r"/api/2\.[12]/jobs/get",
+    r"/api/2\.[12]/jobs/update",
+)
+#: The writes of an adopt without faults: the lock, the backup, the record, the notebook, the
+#: record, the workflow's tags, the record, the lock's release (measured).
+ADOPT_WRITES = 8
+GUIDE_CLUSTER = "0101-guide-cluster"
+
+
+def _backups(ws: Workspace, folder: str) -> list[str]:
+    """Every file in the notebook's folder that looks like a backup."""
+    return sorted(str(item["path"]) for item in ws.list_folder(folder) or [] if "backup" in str(item["path"]))
+
+
+def _stamp(ws: Workspace, scope: str, key: str) -> Any:
+    return {s["key"]: s.get("last_updated_timestamp") for s in ws.list_secrets(scope)}.get(key)
+
+
+def _text(databricks: DatabricksEmulator, path: str) -> str | None:
+    data = databricks.workspace_file(path)
+    return None if data is None else bytes(data).decode("utf-8")
+
+
+def assert_guide_safe(
+    ws: Workspace, databricks: DatabricksEmulator, setup: Any, before: dict[str, Any]
+) -> None:
+    """Whatever adopt did: the secret and scope as they were, the foreign workflow's tasks as
+    they were, at most one backup, and the hand-pasted code at the path or in the backup."""
+    from provision.adopt.recognise import BACKUP_MARK, BACKUP_SUFFIX
+
+    assert databricks.secret_value(setup.scope, setup.key) == DBT_CLOUD_TOKEN
+    assert _stamp(ws, setup.scope, setup.key) == before["stamp"]
+    assert ws.has_scope(setup.scope)
+    assert databricks.jobs[setup.foreign_job_id]["settings"] == before["foreign"]
+    folder = setup.notebook_path.rsplit("/", 1)[0]
+    backups = _backups(ws, folder)
+    assert backups in ([], [setup.notebook_path + BACKUP_SUFFIX]), backups
+    at_path = _text(databricks, setup.notebook_path)
+    kept = _text(databricks, setup.notebook_path + BACKUP_SUFFIX)
+    in_backup = kept is not None and kept.startswith(BACKUP_MARK) and kept.split("\n", 1)[1] == setup.source
+    assert at_path == setup.source or in_backup, "the hand-pasted code was lost"
+
+
+def assert_adopted(cli: Cli, databricks: DatabricksEmulator, setup: Any, before: dict[str, Any]) -> None:
+    from provision.adopt.recognise import BACKUP_MARK, BACKUP_SUFFIX
+
+    env = cli.environment
+    backup = setup.notebook_path + BACKUP_SUFFIX
+    assert cli.workspace.export_source(setup.notebook_path) == render_runner_notebook(env)
+    kept = _text(databricks, backup)
+    assert kept is not None and kept.startswith(BACKUP_MARK) and kept.split("\n", 1)[1] == setup.source
+    tags = databricks.jobs[setup.own_job_id]["settings"].get("tags") or {}
+    assert tags == {**before["own"].get("tags", {}), "managed-by": "dbtwf", "dbtwf-env": env.name}
+    state = load_state(cli.workspace, env)
+    assert state is not None and state.backup_path == backup
+    assert state.workflow_job_id == setup.own_job_id
+    assert [w.job_id for w in state.adopted_workflows] == [setup.own_job_id]
+    assert [(t.job_id, t.task_key) for t in state.added_tasks] == [(setup.foreign_job_id, "dbt_cloud")]
+    assert databricks.workspace_file(lock_path(env)) is None, "the lock was left behind"
+
+
+def _recover(cli: Cli, result: Any, *command: str) -> Any:
+    """What the user does after a failed run: what its hint says (`--break-lock` when the
+    failed run's lock is left)."""
+    if result.exit_code and "--break-lock" in result.text:
+        return cli(*command, "--break-lock")
+    return result
+
+
+@pytest.mark.parametrize(("kind", "seed"), cases("adopt"))
+def test_adopt_under_faults_keeps_the_guide_setup_and_converges(
+    kind: FaultKind,
+    seed: int,
+    cli: Cli,
+    databricks: DatabricksEmulator,
+    dbt_cloud: DbtCloudEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.guide_workspace import seed_guide_workspace
+
+    cli.env_vars = cli_env(cli.tmp_path, databricks.url, token=None)  # adopt needs no dbt token
+    monkeypatch.delenv("DBT_CLOUD_API_TOKEN", raising=False)
+    databricks.add_cluster(GUIDE_CLUSTER)
+    setup = seed_guide_workspace(
+        cli.workspace,
+        dbt_host=dbt_cloud.url,
+        account_id=DBT_ACCOUNT_ID,
+        dbt_job_id=DBT_JOB,
+        token=DBT_CLOUD_TOKEN,
+    )
+    before = {
+        "stamp": _stamp(cli.workspace, setup.scope, setup.key),
+        "foreign": json.loads(json.dumps(databricks.jobs[setup.foreign_job_id]["settings"])),
+        "own": json.loads(json.dumps(databricks.jobs[setup.own_job_id]["settings"])),
+    }
+    folder = setup.notebook_path.rsplit("/", 1)[0]
+    where = (
+        ("--folder", folder)
+        if ADOPT_ENDPOINTS[seed % len(ADOPT_ENDPOINTS)].endswith("list")
+        else (
+            "--notebook",
+            setup.notebook_path,
+        )
+    )
+    adopt = ("adopt", *where, "--yes")
+    plan = FaultPlan(databricks)
+    cli.clock.plans.append(plan)
+    plan.during_writes(kind, seed, ADOPT_ENDPOINTS, ADOPT_WRITES)
+
+    first = cli(*adopt)
+    plan.off()
+    TALLY.note("adopt", kind, first.exit_code != 0, plan.fired, outcome_of(first))
+    assert_guide_safe(cli.workspace, databricks, setup, before)
+    if first.exit_code == 0:
+        assert_adopted(cli, databricks, setup, before)
+    else:
+        # The recovery the error names: destroy then adopt once it stopped half-way, else
+        # adopt again (which also resumes a run stopped before the notebook was replaced).
+        if "destroy --yes" in first.text:
+            undone = _recover(cli, cli("destroy", "--yes"), "destroy", "--yes")
+            assert undone.exit_code == 0, undone.text
+            assert_guide_safe(cli.workspace, databricks, setup, before)
+        again = _recover(cli, cli(*adopt), *adopt)
+        assert again.exit_code == 0, first.text + again.text
+        assert_adopted(cli, databricks, setup, before)
+
+    # destroy gives the hand-made setup back exactly.
+    cli.ok("destroy", "--yes")
+    assert _text(databricks, setup.notebook_path) == setup.source
+    assert _backups(cli.workspace, folder) == []
+    assert databricks.jobs[setup.own_job_id]["settings"] == before["own"]
+    assert databricks.jobs[setup.foreign_job_id]["settings"] == before["foreign"]
+    assert databricks.secret_value(setup.scope, setup.key) == DBT_CLOUD_TOKEN
+    assert _stamp(cli.workspace, setup.scope, setup.key) == before["stamp"]

@@ -29,16 +29,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from provision.adopt.recognise import BACKUP_SUFFIX, VALUE_NAMES
+from provision.adopt.recognise import BACKUP_SUFFIX, VALUE_NAMES, backup_header
 from provision.adopt.scan import DEFAULT_LIMIT, Found, ScanResult, WorkflowUse, scan, workflows_running
 from provision.change import Action, Change, has_changes
-from provision.errors import ConflictError, DeclinedError, UsageError
+from provision.errors import ConflictError, DbtwfError, DeclinedError, UsageError
 
 if TYPE_CHECKING:
     from provision.databricks import Workspace
     from provision.flows import Interaction
     from provision.model import Environment
     from provision.observe import Reader
+    from provision.state import StateRecord
 
 DEFAULT_ENVIRONMENT = "dev"
 #: The flag that gives each value the code may not say.
@@ -221,17 +222,25 @@ def adoption_changes(
     if key not in stamps:
         raise UsageError(f"{found.path} reads secret {key!r} of scope {scope!r}, which does not exist")
     backup = env.notebook_path + BACKUP_SUFFIX
-    if reader.status(backup) is not None:
+    runner = render_runner_notebook(env)
+    original = found.source
+    # An adopt that stopped half-way, before the notebook was replaced, left the backup (exactly
+    # what adopt writes now) and a record naming it: adopting again resumes it.
+    kept = reader.file(backup) if reader.status(backup) is not None else None
+    resumes = kept == (backup_header(env.notebook_path, sha256_text(original)) + "\n" + original).encode()
+    record = reader.state(env) if reader.file(env.state_path) is not None else None
+    undo = f"`dbtwf --env {env.name} destroy --yes` gives the hand-made setup back, then adopt again"
+    if kept is not None and not resumes:
+        named = record is not None and record.backup_path == backup
         raise ConflictError(
-            f"{backup} exists already", "move it away (it may be an earlier backup), then re-run"
+            f"{backup} exists already",
+            undo if named else "move it away (it may be an earlier backup), then re-run",
         )
-    if reader.file(env.state_path) is not None:
+    if reader.file(env.state_path) is not None and not _half_way(record, backup, own.job_id):
         raise ConflictError(
             f"{env.state_path} exists: environment {env.name!r} is already deployed next to this notebook",
             "use another --env, or `dbtwf destroy` that environment first",
         )
-    runner = render_runner_notebook(env)
-    original = found.source
     whole = (reader.job(own.job_id) or own.job).get("settings") or {}  # jobs/get: every field
     kept = {name: whole[name] for name in MANAGED_JOB_FIELDS if name != "tags" and name in whole}
     tags = {**dict(whole.get("tags") or {}), **workflow_tags(env)}
@@ -249,8 +258,13 @@ def adoption_changes(
         Change(
             "backup",
             backup,
-            Action.CREATE,
-            f"keeps the hand-pasted code of {env.notebook_path}; destroy puts it back",
+            Action.NOOP if resumes else Action.CREATE,
+            (
+                "kept by an adopt that stopped half-way"
+                if resumes
+                else f"keeps the hand-pasted code of {env.notebook_path}"
+            )
+            + "; destroy puts it back",
             None,
             {"source": original, "sha256": sha256_text(original)},
         ),
@@ -343,11 +357,30 @@ def adopt(
         raise DeclinedError(f"{found.path} not adopted; nothing was changed")
     if _existing(config_path, env_name) != existing:
         raise ConflictError(f"{config_path} changed while adopt was asking; nothing was changed")
-    done = _execute(ws, pending, changes, ui)
+    try:
+        done = _execute(ws, pending, changes, ui)
+    except DbtwfError as error:
+        if _existing(config_path, env_name) is not None and not isinstance(error, DeclinedError):
+            # Stopped half-way (the environment is written first): say the way back that works.
+            how = f"`dbtwf --env {env_name} destroy --yes` gives the hand-made setup back, then adopt again"
+            error.hint = f"{error.hint}; or {how}" if error.hint else how
+        raise
     if existing is None:
         ui.say(f"wrote environment {env_name!r} to {config_path}")
     status = "adopted" if has_changes(done) else "nothing new"
     return AdoptOutcome(status, result, env_name, found.path, str(config_path), changes, done, skipped)
+
+
+def _half_way(record: StateRecord | None, backup: str, job_id: int) -> bool:
+    """A record an adopt of this notebook left when it stopped before the notebook was
+    replaced: it names this backup, or nothing dbtwf wrote (no token, no notebook)."""
+    if record is None or record.workflow_job_id not in (None, job_id):
+        return False
+    if record.backup_path == backup:
+        return True
+    return not (
+        record.backup_path or record.token_fingerprint or record.notebook_sha256 or record.scope_created
+    )
 
 
 def _existing(config_path: Path, env_name: str) -> Environment | None:
