@@ -1,4 +1,4 @@
-"""Fault matrix: onboarding, add-task and the runner under seeded faults on every endpoint.
+"""Fault matrix: onboard, add-task, adopt, migrate and the runner under seeded faults on every endpoint.
 
 Each case switches on one fault kind (429 with Retry-After, 500, 503, a connection dropped
 after the write landed, one dropped before it, an answer slower than the client's timeout)
@@ -9,6 +9,15 @@ with a one-line message); whatever it did, afterwards:
 - exactly one scope, secret, notebook and owned workflow; the foreign workflow untouched;
 - exactly one dbt run per trigger, and the runner reports the run's real final status;
 - with the faults off, a re-run converges and one more run changes nothing (no write at all).
+
+adopt (a workspace as the guide leaves it): the secret, its scope and the foreign workflow
+untouched, at most one backup, the hand-pasted code at the notebook's path or in the backup;
+a failed adopt recovers as its error says (destroy then adopt once it stopped half-way, else
+adopt again, which resumes), and destroy then gives the hand-made setup back exactly. migrate
+there (dbt_platform) and back (notebook): a failed one converges when run again; each task
+switched once, the foreign workflow's other tasks byte-equal, plan a no-op. Both read a lot
+before they write, so odd seeds arm their faults only once the first write (the lock) went
+out, and the write numbered by the seed fails once (``FaultPlan.during_writes``).
 
 Then: an apply killed (SIGKILL) after each of its writes, re-applied; four concurrent applies.
 Time is simulated wherever a client lets us inject a clock: the SDK's retry clock and the
@@ -76,9 +85,16 @@ SAMPLED_SEEDS = {
     "onboard": (2, 5, 9),  # secrets/put, workspace/import (the notebook), jobs/create
     "add-task": (2, 5, 12),  # secrets/put, workspace/import, jobs/update (the task itself)
     "runner": (1, 2, 6),  # the trigger (a failing run), a poll, the trigger (a succeeding run)
-    "adopt": tuple(range(13)),  # measured below
-    "migrate": tuple(range(14)),
+    # adopt and migrate: every kind with a seed of its own; their 500s depend on the seed too
+    # (adopt 8 outcomes, migrate 8 there and 7 back, over 14 seeds) but cost 0.5 s and 1 s a
+    # case, so only DBTWF_FAULT_SEEDS=all runs them all.
+    "adopt": (1, 12),  # secrets/list after the lock + the 2nd write (the backup); jobs/update (the tags)
+    "migrate": (11,),  # jobs/reset (the owned workflow) after the lock + the 2nd write
 }
+
+
+#: Sampled with their first seed only: each real wait costs 0.45 s.
+ONE_SEED = {("adopt", "latency")}
 
 
 def _seed_choice(value: str) -> tuple[int, ...] | None:
@@ -105,7 +121,7 @@ def cases(operation: str) -> list[Any]:
         elif (operation, kind) in SEED_DEPENDENT:
             seeds = FULL_SEEDS
         else:
-            seeds = SAMPLED_SEEDS[operation]
+            seeds = SAMPLED_SEEDS[operation][: 1 if (operation, kind) in ONE_SEED else None]
         params += [pytest.param(kind, seed, id=f"{kind}-{seed}") for seed in seeds]
     return params
 
@@ -214,6 +230,8 @@ class FaultPlan:
     def __init__(self, emulator: Emulator) -> None:
         self.emulator = emulator
         self.rules: list[GatedFault] = []
+        #: Delayed requests served before this plan (an earlier plan's on the same emulator).
+        self.served_before = self._served()
 
     def add(self, kind: FaultKind, path: str, **options: Any) -> None:
         options.setdefault("retry_after", 0)
@@ -239,17 +257,18 @@ class FaultPlan:
         if seed % 2:
             for rule in self.rules:
                 rule.gate = gate
-        nth = NthWrite(kind, nth=seed % writes + 1, retry_after=0, delay=self._delay(kind))
+        if kind == "latency":
+            return  # each one really waits: the seeded ones are enough
+        nth = NthWrite(kind, nth=seed % writes + 1, retry_after=0)
         self.emulator.faults._rules.insert(0, nth)
         self.rules.append(nth)
-
-    @staticmethod
-    def _delay(kind: FaultKind) -> float:
-        return LATENCY_SECONDS if kind == "latency" else 0.0
 
     @property
     def fired(self) -> int:
         return sum(rule.fired for rule in self.rules)
+
+    def _served(self) -> int:
+        return sum(1 for r in list(self.emulator.requests) if r.fault == "latency")
 
     def off(self) -> None:
         self.settle()
@@ -260,8 +279,7 @@ class FaultPlan:
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
             fired = sum(rule.fired for rule in self.rules if rule.kind == "latency")
-            served = sum(1 for r in list(self.emulator.requests) if r.fault == "latency")
-            if served >= fired:
+            if self._served() - self.served_before >= fired:
                 return
             time.sleep(0.01)
 
@@ -990,3 +1008,84 @@ def test_adopt_under_faults_keeps_the_guide_setup_and_converges(
     assert databricks.jobs[setup.foreign_job_id]["settings"] == before["foreign"]
     assert databricks.secret_value(setup.scope, setup.key) == DBT_CLOUD_TOKEN
     assert _stamp(cli.workspace, setup.scope, setup.key) == before["stamp"]
+
+
+# --- migrate under faults ---------------------------------------------------------------------
+
+#: Every Databricks endpoint migrate (both ways) touches; the connection is read going to dbt_platform.
+MIGRATE_ENDPOINTS = (
+    r"/api/2\.1/unity-catalog/connections/.*",
+    r"/api/2\.0/secrets/scopes/list",
+    r"/api/2\.0/secrets/list",
+    r"/api/2\.0/secrets/acls/list",
+    r"/api/2\.0/workspace/get-status",
+    r"/api/2\.0/workspace/export",
+    r"/api/2\.0/workspace/import",
+    r"/api/2\.0/workspace/delete",
+    r"/api/2\.0/permissions/.*",
+    r"/api/2\.[12]/jobs/get",
+    r"/api/2\.[12]/jobs/list",
+    r"/api/2\.[12]/jobs/reset",
+    r"/api/2\.[12]/jobs/update",
+)
+#: The writes of a migrate without faults: the lock, the owned workflow's reset, the record,
+#: the foreign workflow's update, the lock's release (about; the seed picks one of them).
+MIGRATE_WRITES = 5
+CONNECTION = "dbt_platform_conn"
+
+
+def _migrated(
+    cli: Cli, databricks: DatabricksEmulator, foreign_id: int, others: list[Any], to: str, *, apply: bool
+) -> None:
+    """Converged on ``to``: every owned task and the one added task on that backend, the
+    foreign workflow's other tasks byte-equal, the config saying so, and plan a no-op."""
+    field = "dbt_platform_task" if to == "dbt_platform" else "notebook_task"
+    env = cli.environment
+    assert env.task_type == to
+    owned = [j for j in databricks.jobs.values() if is_owned(j, env)]
+    assert len(owned) == 1 and all(field in t for t in owned[0]["settings"]["tasks"])
+    tasks = databricks.jobs[foreign_id]["settings"]["tasks"]
+    added = [t for t in tasks if t["task_key"] == "dbt_marts"]
+    assert len(added) == 1 and field in added[0], added
+    assert [t for t in tasks if t["task_key"] != "dbt_marts"] == others
+    assert databricks.workspace_file(lock_path(env)) is None, "the lock was left behind"
+    token = DBT_CLOUD_TOKEN if to == "notebook" else None
+    assert not has_changes(plan_environment(cli.workspace, env, token)), "plan is not a no-op"
+    if not apply:
+        return
+    with databricks.recording() as requests:
+        cli.ok("apply", "--yes")
+    assert not [r for r in requests if r.is_write], "a converged apply still wrote"
+
+
+@pytest.mark.parametrize(("kind", "seed"), cases("migrate"))
+def test_migrate_under_faults_switches_each_task_once_and_converges(
+    kind: FaultKind, seed: int, cli: Cli, databricks: DatabricksEmulator, dbt_cloud: DbtCloudEmulator
+) -> None:
+    write_config(cli.tmp_path / "dbtwf.toml", dbt_cloud.url, {"dev": {"nightly": DBT_JOB}})
+    cli.ok("apply", "--yes")
+    foreign_id, _ = foreign_workflow(cli.workspace, databricks, tasks=2 + seed % 3)
+    add = ("add-task", "--workflow", str(foreign_id), "--dbt-job", str(SECOND_DBT_JOB))
+    cli.ok(*add, "--task-key", "dbt_marts", "--depends-on", "step_0", "--yes")
+    others = [t for t in databricks.jobs[foreign_id]["settings"]["tasks"] if t["task_key"] != "dbt_marts"]
+    databricks.add_dbt_platform_connection(
+        CONNECTION, dbt_url=dbt_cloud.url, account_id=DBT_ACCOUNT_ID, token=DBT_CLOUD_TOKEN
+    )
+    # There under faults, then back (to the notebook) under the same seed's faults.
+    for to, extra in (("dbt_platform", ("--connection", CONNECTION)), ("notebook", ())):
+        migrate = ("migrate", "--to", to, *extra, "--yes")
+        plan = FaultPlan(databricks)
+        cli.clock.plans.append(plan)
+        plan.during_writes(kind, seed, MIGRATE_ENDPOINTS, MIGRATE_WRITES)
+        first = cli(*migrate)
+        plan.off()
+        cli.clock.plans.remove(plan)
+        TALLY.note(f"migrate to {to}", kind, first.exit_code != 0, plan.fired, outcome_of(first))
+        assert [
+            t for t in databricks.jobs[foreign_id]["settings"]["tasks"] if t["task_key"] != "dbt_marts"
+        ] == others
+        if first.exit_code:
+            # The recovery: the same migrate again (the config changes last, so it still applies).
+            again = _recover(cli, cli(*migrate), *migrate)
+            assert again.exit_code == 0, first.text + again.text
+        _migrated(cli, databricks, foreign_id, others, to, apply=to == "notebook")

@@ -242,7 +242,7 @@ def adoption_changes(
             "use another --env, or `dbtwf destroy` that environment first",
         )
     whole = (reader.job(own.job_id) or own.job).get("settings") or {}  # jobs/get: every field
-    kept = {name: whole[name] for name in MANAGED_JOB_FIELDS if name != "tags" and name in whole}
+    kept_fields = {name: whole[name] for name in MANAGED_JOB_FIELDS if name != "tags" and name in whole}
     tags = {**dict(whole.get("tags") or {}), **workflow_tags(env)}
     changes = [
         Change("scope", scope, Action.NOOP, "exists; kept (not created by dbtwf: destroy leaves it)"),
@@ -282,7 +282,7 @@ def adoption_changes(
             Action.CREATE,
             "made for the notebook: becomes dbtwf's (tags only; the next apply converges the rest)",
             own.job_id,
-            {"tags": tags, "original_tags": dict(whole.get("tags") or {}), "original_settings": kept},
+            {"tags": tags, "original_tags": dict(whole.get("tags") or {}), "original_settings": kept_fields},
         ),
     ]
     for use in others:
