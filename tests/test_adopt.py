@@ -454,3 +454,47 @@ def test_migrate_after_adopt_says_the_adopted_foreign_task_stays_on_the_notebook
     assert ws.get_job(setup.foreign_job_id) == foreign_before
     own = ws.get_job(setup.own_job_id)
     assert own is not None and all("dbt_platform_task" in t for t in own["settings"]["tasks"])
+
+
+def test_an_adopt_stopped_half_way_names_the_way_back_and_that_way_works(
+    cli: Any, ws: Workspace, databricks: Any, dbt_cloud: Any
+) -> None:
+    # The tags' jobs/update fails (a 500 is not retried): the notebook is the runner already.
+    setup = seed(ws, databricks, dbt_cloud)
+    own_before = ws.get_job(setup.own_job_id)
+    databricks.faults.inject("500", path=r"/api/2\.[12]/jobs/update", times=1)
+    failed = cli("adopt", "--notebook", setup.notebook_path, "--yes")
+    assert failed.exit_code == 1
+    assert "`dbtwf --env dev destroy --yes` gives the hand-made setup back, then adopt again" in failed.output
+    assert cli("destroy", "--yes").exit_code == 0
+    assert content(databricks, setup.notebook_path) == setup.source
+    assert ws.get_status(setup.notebook_path + BACKUP_SUFFIX) is None
+    assert ws.get_job(setup.own_job_id) == own_before
+    again = cli("adopt", "--notebook", setup.notebook_path, "--yes")
+    assert again.exit_code == 0, again.output
+    assert "run_from_notebook(" in content(databricks, setup.notebook_path)
+
+
+def test_adopt_resumes_a_run_stopped_before_the_notebook_was_replaced(
+    cli: Any, ws: Workspace, databricks: Any, dbt_cloud: Any
+) -> None:
+    from provision.adopt.recognise import backup_header
+    from provision.desired import sha256_text
+
+    # What an adopt stopped right after the backup left: the backup, exactly as adopt writes it.
+    setup = seed(ws, databricks, dbt_cloud)
+    backup = setup.notebook_path + BACKUP_SUFFIX
+    body = backup_header(setup.notebook_path, sha256_text(setup.source)) + "\n" + setup.source
+    ws.write_file(backup, body.encode(), overwrite=False)
+    resumed = cli("adopt", "--notebook", setup.notebook_path, "--yes")
+    assert resumed.exit_code == 0, resumed.output
+    assert content(databricks, backup) == body and "run_from_notebook(" in content(
+        databricks, setup.notebook_path
+    )
+    # A backup holding anything else is still refused, nothing written.
+    assert cli("destroy", "--yes").exit_code == 0
+    ws.write_file(backup, b"# someone's file\n", overwrite=False)
+    with databricks.recording() as requests:
+        refused = cli("adopt", "--notebook", setup.notebook_path, "--yes")
+    assert refused.exit_code == 1 and "exists already" in refused.output
+    assert [r for r in requests if r.is_write] == []
