@@ -86,7 +86,7 @@ SAMPLED_SEEDS = {
     "add-task": (2, 5, 12),  # secrets/put, workspace/import, jobs/update (the task itself)
     "runner": (1, 2, 6),  # the trigger (a failing run), a poll, the trigger (a succeeding run)
     # adopt and migrate: every kind with a seed of its own; their 500s depend on the seed too
-    # (adopt 8 outcomes, migrate 8 there and 7 back, over 14 seeds) but cost 0.5 s and 1 s a
+    # (adopt 6 outcomes, migrate 9 there and 8 back, over 14 seeds) but cost 0.5 s and 1 s a
     # case, so only DBTWF_FAULT_SEEDS=all runs them all.
     "adopt": (1, 12),  # secrets/list after the lock + the 2nd write (the backup); jobs/update (the tags)
     "migrate": (11,),  # jobs/reset (the owned workflow) after the lock + the 2nd write
