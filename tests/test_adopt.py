@@ -466,6 +466,10 @@ def test_an_adopt_stopped_half_way_names_the_way_back_and_that_way_works(
     failed = cli("adopt", "--notebook", setup.notebook_path, "--yes")
     assert failed.exit_code == 1
     assert "`dbtwf --env dev destroy --yes` gives the hand-made setup back, then adopt again" in failed.output
+    # Adopting again now sees dbtwf's runner at the path: not "nothing new", but the way back.
+    rerun = cli("adopt", "--notebook", setup.notebook_path, "--yes")
+    assert rerun.exit_code == 1 and "stopped half-way" in rerun.output, rerun.output
+    assert "destroy --yes` gives the hand-made setup back" in rerun.output
     assert cli("destroy", "--yes").exit_code == 0
     assert content(databricks, setup.notebook_path) == setup.source
     assert ws.get_status(setup.notebook_path + BACKUP_SUFFIX) is None

@@ -324,6 +324,7 @@ def adopt(
     skipped = _skipped(result)
     found = choose(result, options)
     if found is None:
+        _check_not_half_way(ws, config_path, options.env_name or DEFAULT_ENVIRONMENT)
         return AdoptOutcome("nothing new", result, skipped=skipped)
     for item in result.of_kind("refused"):
         ui.warn(f"{item.path} left alone: {item.recognition.reason}")
@@ -381,6 +382,29 @@ def _half_way(record: StateRecord | None, backup: str, job_id: int) -> bool:
     return not (
         record.backup_path or record.token_fingerprint or record.notebook_sha256 or record.scope_created
     )
+
+
+def _check_not_half_way(ws: Workspace, config_path: Path, env_name: str) -> None:
+    """Nothing new to adopt, but the environment's own adopt may have stopped after the runner
+    replaced the code (the scan then sees the runner): a workflow it recorded without dbtwf's
+    tags yet. Say so, with the way back, rather than "nothing new"."""
+    from provision.desired import is_owned
+    from provision.observe import Reader
+
+    env = _existing(config_path, env_name)
+    if env is None:
+        return
+    reader = Reader(ws)
+    state = reader.state(env)
+    if state is None or not state.backup_path:
+        return
+    untagged = [w.job_id for w in state.adopted_workflows if not is_owned(reader.job(w.job_id) or {}, env)]
+    if untagged or not state.adopted_workflows:
+        raise ConflictError(
+            f"the adopt of environment {env_name!r} stopped half-way (its workflow "
+            f"{', '.join(map(str, untagged)) or '(not recorded)'} does not carry dbtwf's tags yet)",
+            f"`dbtwf --env {env_name} destroy --yes` gives the hand-made setup back, then adopt again",
+        )
 
 
 def _existing(config_path: Path, env_name: str) -> Environment | None:
