@@ -26,14 +26,24 @@ from tests.emulators.dbtcloud import DbtCloudEmulator, Scenario
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "acceptance.py"
 JOB, JOB_2 = 3001, 3002
+#: The Unity Catalog connection "the admin" made for the dbt platform task (never the suite's).
+CONNECTION = "dbt_platform_admins"
 STEPS = (
     "dbtwf onboard",
     "dbtwf run",
     "dbtwf add-task",
+    "dbtwf export bundle (offline)",
+    "dbtwf migrate --to dbt_platform --connection dbt_platform_admins",
+    "dbtwf run (a dbt platform task",
+    "dbtwf plan --json is a no-op on dbt_platform",
+    "dbtwf migrate --to notebook (back)",
     "dbtwf plan --json is a no-op",
     "dbtwf doctor",
     "dbtwf destroy --yes",
     "verify: destroy removed",
+    "make a setup as the guide leaves it",
+    "dbtwf adopt --notebook",
+    "dbtwf destroy --yes gives the guide's setup back",
     "clean-up",
 )
 
@@ -94,7 +104,12 @@ def user_shell(
         "DBT_CLOUD_API_TOKEN": DBT_CLOUD_TOKEN,
         "DBTWF_ACCEPTANCE_JOB_ID": str(JOB),
         "DBTWF_ACCEPTANCE_JOB_ID_2": str(JOB_2),
+        "DBTWF_ACCEPTANCE_DBT_CONNECTION": CONNECTION,
     }
+    # What an admin does once, through the public API (the suite's own local run does the same).
+    acceptance.create_dbt_connection(
+        databricks.url, DATABRICKS_TOKEN, CONNECTION, dbt_cloud.url, DBT_ACCOUNT_ID, DBT_CLOUD_TOKEN
+    )
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
     yield variables
@@ -142,7 +157,8 @@ def add_user_objects(databricks: DatabricksEmulator) -> None:
 
 
 def snapshot(databricks: DatabricksEmulator) -> dict[str, Any]:
-    """Jobs, scopes with their secrets and ACLs, and every workspace object with its content."""
+    """Jobs, scopes with their secrets and ACLs, every workspace object with its content, and
+    the Unity Catalog connections (the suite uses the admin's; it must neither delete nor add one)."""
     w = workspace_client(databricks)
     scopes = {
         s.name: (
@@ -155,7 +171,9 @@ def snapshot(databricks: DatabricksEmulator) -> dict[str, Any]:
         str(o.path): (o.object_type, o.modified_at, databricks.workspace_file(str(o.path)))
         for o in w.workspace.list("/", recursive=True)
     }
-    return {"jobs": databricks.jobs, "scopes": scopes, "objects": objects}
+    with databricks.state_lock:
+        connections = {name: dict(info) for name, info in databricks._connections.items()}
+    return {"jobs": databricks.jobs, "scopes": scopes, "objects": objects, "connections": connections}
 
 
 def run_suite(capsys: pytest.CaptureFixture[str], invoke: InProcessDbtwf) -> tuple[int, str]:
@@ -185,11 +203,25 @@ def test_the_suite_passes_against_the_emulators_and_leaves_the_workspace_as_foun
     assert "acceptance PASSED" in output
     for step in STEPS:
         assert f"] {step}" in output or f"[{step}]" in output, step
-    assert [call[2] for call in invoke.calls] == ["onboard", "run", "add-task", "plan", "doctor", "destroy"]
-    # The dbt job really ran, triggered by the uploaded notebook.
+    commands = [
+        next(a for a in call[2:] if not a.startswith("-") and "dbtwf-acc-" not in a) for call in invoke.calls
+    ]
+    assert commands == [
+        "onboard", "run", "add-task", "export", "migrate", "run", "plan", "migrate", "plan", "doctor",
+        "destroy", "adopt", "destroy",
+    ]  # fmt: skip
+    # The dbt job really ran twice: triggered by the uploaded notebook, then by the dbt platform task.
     triggers = [r for r in dbt_cloud.requests if r.method == "POST" and r.path.endswith(f"/jobs/{JOB}/run/")]
-    assert len(triggers) == 1
+    assert len(triggers) == 2
     assert snapshot(databricks) == before
+    assert CONNECTION in before["connections"] and "skipped" not in output
+    # export bundle ran offline: no credential in its environment, every proxy a dead port.
+    export_env = invoke.environments[commands.index("export")]
+    assert not [name for name in export_env if name.startswith(("DATABRICKS_", "DBT_CLOUD_"))]
+    assert export_env["HTTPS_PROXY"] == export_env["HTTP_PROXY"] == acceptance.DEAD_PROXY
+    # adopt needed no token; the guide's scope got it only through secrets/put.
+    assert "DBT_CLOUD_API_TOKEN" not in invoke.environments[commands.index("adopt")]
+    assert "DBT_CLOUD_API_TOKEN" in invoke.environments[commands.index("onboard")]
     assert all(DBT_CLOUD_TOKEN not in " ".join(call) for call in invoke.calls)
     assert DBT_CLOUD_TOKEN not in output
     # Every dbtwf process: the suite's own config (gone afterwards), no keyring, no DBTWF_ENV.
@@ -218,8 +250,74 @@ def test_a_failing_step_still_cleans_up_and_exits_1(
     # destroy ran in the clean-up (removing the folder it made), then the sweep removed the
     # suite's own workflow and found no folder left.
     assert [call[2] for call in invoke.calls] == ["onboard", "run", "destroy"]
+    assert "make a setup as the guide leaves it" not in output
     assert "deleted workflow 'dbtwf-acc-" in output and "deleted folder /Users/" not in output
     assert snapshot(databricks) == before
+
+
+def test_a_failing_adopt_step_still_sweeps_the_guide_setup(
+    databricks: DatabricksEmulator,
+    user_shell: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The guide's scope, folder and workflow are the suite's own: the clean-up removes them
+    even when adopt fails (here it exits 1 before writing anything)."""
+    before = snapshot(databricks)
+    calls: list[list[str]] = []
+
+    def failing_adopt(args: Sequence[str], env: Mapping[str, str], timeout: float, echo: Any) -> Any:
+        calls.append(list(args))
+        return acceptance.Completed(1, "", "error: adopt failed\n")
+
+    suite = acceptance.Suite(acceptance.read_settings(os.environ), failing_adopt)
+    suite.names = acceptance.Names(suite.prefix, databricks.user_name)
+    with pytest.raises(acceptance.StepFailed, match="dbtwf adopt exited with 1"):
+        suite.adopt_steps(suite.names)
+    seeded = snapshot(databricks)
+    assert seeded != before and suite.guide_id in seeded["jobs"]
+    assert suite.clean_up() == []
+    output = capsys.readouterr().out
+
+    assert [call[4] for call in calls] == ["adopt"]
+    assert f"deleted workflow '{suite.prefix}-guide-workflow'" in output
+    assert f"deleted secret scope {suite.prefix}-guide" in output and "deleted folder /Users/" in output
+    assert snapshot(databricks) == before
+
+
+def test_without_the_connection_the_dbt_platform_steps_are_skipped_with_what_to_set(
+    user_shell: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("DBTWF_ACCEPTANCE_DBT_CONNECTION")
+    suite = acceptance.Suite(acceptance.read_settings(os.environ), InProcessDbtwf())
+    suite.dbt_platform_steps(acceptance.Names(suite.prefix, "me@example.com"))
+    output = capsys.readouterr().out
+    assert "skipped: set DBTWF_ACCEPTANCE_DBT_CONNECTION=" in output
+    assert [(s.skipped, s.ok) for s in suite.steps] == [(True, True)]
+    suite.summary(1.0, None, [])
+    assert "dbt platform task (Beta)" in capsys.readouterr().out.split("skipped")[0]
+
+
+def test_the_bundle_comparison_names_a_field_that_differs_and_checks_the_notebook_file(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "nb.py").write_text("# Databricks notebook source\n")
+    bundle = {"name": "w", "tasks": [{"task_key": "a", "notebook_task": {"notebook_path": "src/nb.py"}}]}
+    workspace = {
+        "name": "w",
+        "format": "MULTI_TASK",  # a field the bundle does not set: not compared
+        "tasks": [
+            {"task_key": "a", "notebook_task": {"notebook_path": "/Users/me/nb", "source": "WORKSPACE"}}
+        ],
+    }
+    assert acceptance.settings_differences(bundle, workspace, "job", bundle_paths=tmp_path) == []
+    bundle["name"] = "other"
+    bundle["tasks"][0]["notebook_task"]["notebook_path"] = "src/missing.py"
+    found = acceptance.settings_differences(bundle, workspace, "job", bundle_paths=tmp_path)
+    assert found == [
+        "job.name: 'other' in the bundle, 'w' in the workspace",
+        "job.tasks[a].notebook_task.notebook_path: src/missing.py is not a file of the bundle",
+    ]
 
 
 def test_without_dbtwf_acceptance_it_says_what_to_set_and_exits_0(
