@@ -8,28 +8,43 @@ With DBTWF_ACCEPTANCE=1 and the usual variables set, it runs what a user runs, e
     dbtwf run                      (the dbt job really runs and must succeed)
     dbtwf add-task --workflow ID --dbt-job J2 --task-key ... --yes
                                    (on a two-task workflow the suite creates itself; never run)
+    dbtwf export bundle --env PREFIX --out DIR
+                                   (offline; no file holds the token; its job equals jobs/get)
+    dbtwf migrate --to dbt_platform --connection C --yes, dbtwf run, dbtwf plan --json,
+    dbtwf migrate --to notebook --yes
+                                   (only with DBTWF_ACCEPTANCE_DBT_CONNECTION; else skipped)
     dbtwf plan --json              (must be a no-op)
     dbtwf doctor
     dbtwf destroy --yes
+    dbtwf --env PREFIX-guide adopt --notebook PATH --yes
+                                   (on a setup made as the guide leaves it; no token given)
+    dbtwf --env PREFIX-guide destroy --yes
+                                   (gives the guide's setup back)
 
-then checks with the Databricks SDK that destroy removed dbtwf's objects and that the
-suite's own workflow has its two tasks exactly as before. Everything it creates is named
-`dbtwf-acc-<random>` (environment, secret scope, the folder /Users/<you>/dbtwf-acc-<random>/,
-workflow names, task key) and is removed at the end, also when a step fails: `dbtwf destroy`
-first, then a sweep with the SDK of what is left under those exact names. It looks up
-nothing but those names and never deletes anything else.
+checking with the Databricks SDK what each did: destroy removed dbtwf's objects, the suite's
+own workflow has its two tasks exactly as before, adopt replaced the guide's code by the
+runner and kept it in a backup, destroy put it back. Everything it creates is named
+`dbtwf-acc-<random>` (environments, secret scopes, the folders /Users/<you>/dbtwf-acc-<random>/
+and /Users/<you>/dbtwf-acc-<random>-guide/, workflow names, task key) and is removed at the
+end, also when a step fails: `dbtwf destroy` first, then a sweep with the SDK of what is left
+under those exact names. It looks up nothing but those names and never deletes anything else
+(the Unity Catalog connection is the admin's: only read).
 
 The dbt Cloud token is read from DBT_CLOUD_API_TOKEN only: never put on a command line,
 never printed; the dbtwf processes use keyring's fail backend, so no keyring is read or
 written. Without DBTWF_ACCEPTANCE=1 it says what to set and exits 0.
 
 `--local` (make acceptance-local) starts the local emulators, seeds the dbt one with a
-succeeding job, sets the variables to point at them and runs the same suite unchanged.
+succeeding job, makes a dbt platform connection on the Databricks one as an admin would (POST
+/api/2.1/unity-catalog/connections), sets the variables to point at them and runs the same suite
+unchanged.
 
 Exit codes: 0 every step passed and the workspace was left as found; 1 a step or the
 clean-up failed; 2 a required variable is missing.
 
-Standard library and databricks-sdk only (imported when needed, so `--help` is instant).
+Standard library and databricks-sdk only (imported when needed, so `--help` is instant), plus
+two things that come with dbtwf: PyYAML (a dbtwf dependency) reads the exported databricks.yml,
+and tests/guide_workspace.py (plain Python) renders the guide's notebook code.
 """
 
 from __future__ import annotations
@@ -72,8 +87,10 @@ DEFAULT_STEP_TIMEOUT = 3600.0  # a real dbt job may take a while; a hung step mu
 REQUIRED_HELP = """\
 dbtwf acceptance suite: not run (DBTWF_ACCEPTANCE is not 1).
 
-It runs onboard, run, add-task, plan, doctor and destroy against a REAL workspace and dbt
-Cloud account, creating objects named dbtwf-acc-<random> and removing them at the end.
+It runs onboard, run, add-task, export bundle, plan, doctor, destroy, adopt (on a setup made
+as the guide leaves it) and, with a connection, migrate to the dbt platform task and back,
+against a REAL workspace and dbt Cloud account, creating objects named dbtwf-acc-<random> and
+removing them at the end.
 Point it at a sandbox workspace. Set:
 
   export DBTWF_ACCEPTANCE=1
@@ -83,11 +100,14 @@ Point it at a sandbox workspace. Set:
   export DBT_CLOUD_ACCOUNT_ID=<account id>
   read -rs DBT_CLOUD_API_TOKEN && export DBT_CLOUD_API_TOKEN
       (paste a token that can read and trigger the job; typed after export ...= it stays in shell history)
-  export DBTWF_ACCEPTANCE_JOB_ID=<a dbt job that succeeds; it is run once>
+  export DBTWF_ACCEPTANCE_JOB_ID=<a dbt job that succeeds; it is run once (twice with a connection)>
 optional:
   export DBTWF_ACCEPTANCE_JOB_ID_2=<another dbt job, for the added task; never run>
   export DBTWF_ACCEPTANCE_CLUSTER_ID=<cluster id>   (a workspace without serverless jobs)
   export DBTWF_ACCEPTANCE_TIMEOUT=<seconds per step, default 3600>
+  export DBTWF_ACCEPTANCE_DBT_CONNECTION=<a Unity Catalog connection for the dbt platform task
+      (Beta), made by an admin; the suite only reads it>  (without it those steps are skipped;
+      the dbt job runs a second time, as a dbt platform task)
 
 then: make acceptance        (or: make acceptance-local, the same suite against the emulators)
 """
