@@ -318,11 +318,12 @@ def scope_named(workspace: Any, name: str) -> str | None:
     return None
 
 
-def export_text(workspace: Any, path: str) -> str:
-    """A notebook's or file's content (workspace/export, SOURCE)."""
+def export_text(workspace: Any, path: str, *, file: bool = False) -> str:
+    """A notebook's content (workspace/export, SOURCE) or a workspace file's (AUTO: SOURCE is
+    documented for notebooks; https://docs.databricks.com/api/workspace/workspace/export)."""
     from databricks.sdk.service.workspace import ExportFormat
 
-    exported = workspace.workspace.export(path, format=ExportFormat.SOURCE)
+    exported = workspace.workspace.export(path, format=ExportFormat.AUTO if file else ExportFormat.SOURCE)
     return base64.b64decode(exported.content or "").decode("utf-8")
 
 
@@ -851,7 +852,7 @@ class Suite:
             raise StepFailed(f"{names.guide_notebook} is not dbtwf's runner reading {names.guide_scope}")
         if not path_exists(self.workspace, names.guide_backup):
             raise StepFailed(f"adopt kept no backup at {names.guide_backup}")
-        backup = export_text(self.workspace, names.guide_backup)
+        backup = export_text(self.workspace, names.guide_backup, file=True)
         if not backup.startswith(BACKUP_MARK) or self.guide_code.strip() not in backup:
             raise StepFailed(f"{names.guide_backup} does not hold the hand-pasted code")
         tags = self.workspace.jobs.get(self.guide_id).settings.as_dict().get("tags") or {}
