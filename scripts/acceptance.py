@@ -202,7 +202,8 @@ class Completed:
 
 
 class Invoker(Protocol):
-    """Runs `dbtwf ARGS` with ``env`` as its whole environment; ``echo`` gets each output line."""
+    """Runs `dbtwf ARGS` with ``env`` as its whole environment; ``echo`` gets each output line.
+    Called from two threads at once (the adopt steps run in one of their own)."""
 
     def __call__(
         self, args: Sequence[str], env: Mapping[str, str], timeout: float, echo: Callable[[str], None]
@@ -471,12 +472,21 @@ class Suite:
         self.guide_id: int | None = None
         self.guide_code = ""
         self.guide_settings: dict[str, Any] = {}
-        self.adopt_started = False
-        self.guide_given_back = False
+        # The adopt steps run in a thread of their own next to the others (their own names,
+        # config file and environment): their lines and steps are kept apart and printed when
+        # it ends.
+        self._local = threading.local()
+        self.background: threading.Thread | None = None
+        self.background_failure: BaseException | None = None
+        self.background_lines: list[str] = []
+        self.background_steps: list[StepRecord] = []
         self.onboard_started = False
         self.destroyed = False
         self.config_dir = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-"))
         self.config_path = self.config_dir / "dbtwf.toml"
+        # adopt writes its environment into a config of its own: it may run next to migrate,
+        # which writes the main one.
+        self.guide_config_path = self.config_dir / "guide.toml"
 
     # -- plumbing ------------------------------------------------------------------------
     @property
@@ -488,13 +498,18 @@ class Suite:
         return self._workspace
 
     def say(self, text: str = "") -> None:
-        self.out(text)
+        lines = getattr(self._local, "lines", None)
+        if lines is not None:  # the background thread's, printed when it ends
+            lines.append(text)
+        else:
+            self.out(text)
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
-        number = len(self.steps) + 1
+        steps = getattr(self._local, "steps", None)
+        label = f"adopt {len(steps) + 1}" if steps is not None else str(len(self.steps) + 1)
         self.say()
-        self.say(f"[{number}] {name}")
+        self.say(f"[{label}] {name}")
         started = time.monotonic()
         ok = False
         try:
@@ -502,7 +517,7 @@ class Suite:
             ok = True
         finally:
             seconds = time.monotonic() - started
-            self.steps.append(StepRecord(name, seconds, ok))
+            (self.steps if steps is None else steps).append(StepRecord(name, seconds, ok))
             self.say(f"    {'ok' if ok else 'FAILED'} in {seconds:.1f} s")
 
     def record(self, what: str) -> None:
@@ -527,15 +542,20 @@ class Suite:
         return env
 
     def dbtwf(
-        self, *args: str, without: Callable[[str], bool] | None = None, extra: Mapping[str, str] | None = None
+        self,
+        *args: str,
+        without: Callable[[str], bool] | None = None,
+        extra: Mapping[str, str] | None = None,
+        config: Path | None = None,
     ) -> Completed:
         """`dbtwf ARGS`; ``without`` drops the variables it matches, ``extra`` adds some."""
-        argv = ["--config", str(self.config_path), *args]
+        config = config or self.config_path
+        argv = ["--config", str(config), *args]
         command = next(a for a in args if not a.startswith("-") and a not in self.env_names())
         if self.settings.dbt_token in " ".join(argv):
             raise StepFailed("refusing to put the dbt Cloud token on a command line")
         env = {k: v for k, v in self.dbtwf_env().items() if without is None or not without(k)}
-        env.update(extra or {})
+        env.update({"DBTWF_CONFIG": str(config), **(extra or {})})
         self.say(f"    $ dbtwf {shlex.join(argv)}")
         result = self.invoke(argv, env, self.settings.step_timeout, lambda line: self.say(f"    | {line}"))
         if self.settings.dbt_token in result.stdout + result.stderr:
@@ -559,16 +579,16 @@ class Suite:
         failure: str | None = None
         try:
             self.scenario()
-        except StepFailed as error:
-            failure = str(error)
-        except KeyboardInterrupt:
-            failure = "interrupted"
-        except Terminated:
-            failure = "terminated"
-        except Exception as error:  # noqa: BLE001 - an SDK or network error: report it, then clean up
-            failure = f"{type(error).__name__}: {error}"
+        except BaseException as error:  # noqa: BLE001 - reported, then the clean-up runs
+            failure = describe(error)
         if failure is not None:
             self.say(f"    error: {failure}")
+        try:
+            background = self.join_background()
+        except BaseException as error:  # noqa: BLE001 - Ctrl-C while waiting: clean up anyway
+            background = error
+        if failure is None and background is not None:
+            failure = describe(background)
         leftovers = self.clean_up()
         shutil.rmtree(self.config_dir, ignore_errors=True)
         self.summary(time.monotonic() - started, failure, leftovers)
@@ -655,6 +675,10 @@ class Suite:
         with self.step("dbtwf export bundle (offline): its job is the workflow, no token in it"):
             self.export_bundle(names)
 
+        # From here the adopt steps run next to the others (after the export, whose environment
+        # points every proxy at a dead port: in-process, tests share one environment).
+        self.start_background(names)
+
         self.dbt_platform_steps(names)
 
         with self.step("dbtwf plan --json is a no-op"):
@@ -670,7 +694,35 @@ class Suite:
         with self.step("verify: destroy removed dbtwf's objects, the foreign tasks are as they were"):
             self.check_destroyed(names)
 
-        self.adopt_steps(names)
+        failure = self.join_background()
+        if failure is not None:
+            raise failure
+
+    def start_background(self, names: Names) -> None:
+        def adopt_in_background() -> None:
+            self._local.lines = self.background_lines
+            self._local.steps = self.background_steps
+            try:
+                self.adopt_steps(names)
+            except BaseException as error:  # noqa: BLE001 - handed to the main thread
+                self.background_failure = error
+                self.say(f"    error: {describe(error)}")
+
+        self.say()
+        self.say("[adopt] the adopt steps run next to the others; their output follows them")
+        self.background = threading.Thread(target=adopt_in_background, name="adopt", daemon=True)
+        self.background.start()
+
+    def join_background(self) -> BaseException | None:
+        """Wait for the adopt thread (if any), print its lines, add its steps; its failure."""
+        thread, self.background = self.background, None
+        if thread is None:
+            return None
+        thread.join()
+        for line in self.background_lines:
+            self.out(line)
+        self.steps.extend(self.background_steps)
+        return self.background_failure
 
     def plan_is_noop(self, environment: str, when: str) -> None:
         result = self.dbtwf("plan", "--env", environment, "--json")
@@ -785,7 +837,6 @@ class Suite:
         with self.step("make a setup as the guide leaves it: scope + token, notebook, workflow"):
             self.seed_guide(names)
         with self.step("dbtwf adopt --notebook ... --yes (no dbt token in its environment)"):
-            self.adopt_started = True
             self.dbtwf(
                 "--env",
                 names.guide_environment,
@@ -794,11 +845,11 @@ class Suite:
                 names.guide_notebook,
                 "--yes",
                 without=lambda name: name == "DBT_CLOUD_API_TOKEN",
+                config=self.guide_config_path,
             )
             self.check_adopted(names)
         with self.step("dbtwf destroy --yes gives the guide's setup back"):
-            self.dbtwf("--env", names.guide_environment, "destroy", "--yes")
-            self.guide_given_back = True
+            self.dbtwf("--env", names.guide_environment, "destroy", "--yes", config=self.guide_config_path)
             self.check_given_back(names)
 
     def seed_guide(self, names: Names) -> None:
@@ -1078,6 +1129,17 @@ class Suite:
             self.say(f"acceptance FAILED in {seconds:.1f} s: {why}")
             if not leftovers:
                 self.say(f"  everything named {self.prefix} was removed")
+
+
+def describe(error: BaseException) -> str:
+    """A failure as the summary says it."""
+    if isinstance(error, StepFailed):
+        return str(error)
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(error, Terminated):
+        return "terminated"
+    return f"{type(error).__name__}: {error}"
 
 
 def plan_changes(stdout: str) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -61,15 +62,30 @@ acceptance = load_acceptance()
 
 
 class InProcessDbtwf:
-    """The suite's Invoker: `dbtwf ARGS` through CliRunner, with exactly the environment given."""
+    """The suite's Invoker: `dbtwf ARGS` through CliRunner, with exactly the environment given.
+    CliRunner swaps the process's environment and streams: the suite's two threads (its adopt
+    steps run in one of their own) take turns."""
 
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
         self.environments: list[dict[str, str]] = []
+        self.lock = threading.Lock()
 
     def __call__(
         self, args: Sequence[str], env: Mapping[str, str], timeout: float, echo: Callable[[str], None]
     ) -> Any:
+        with self.lock:
+            return self._invoke(args, env, echo)
+
+    def commands(self, config_name: str) -> list[str]:
+        """The dbtwf commands run with that config file, in order."""
+        return [
+            next(a for a in call[2:] if not a.startswith("-") and "dbtwf-acc-" not in a)
+            for call in self.calls
+            if Path(call[1]).name == config_name
+        ]
+
+    def _invoke(self, args: Sequence[str], env: Mapping[str, str], echo: Callable[[str], None]) -> Any:
         from typer.testing import CliRunner
 
         from provision.cli import app
@@ -176,9 +192,12 @@ def snapshot(databricks: DatabricksEmulator) -> dict[str, Any]:
     return {"jobs": databricks.jobs, "scopes": scopes, "objects": objects, "connections": connections}
 
 
-def run_suite(capsys: pytest.CaptureFixture[str], invoke: InProcessDbtwf) -> tuple[int, str]:
-    code = acceptance.run_from_environment(invoke)
-    return code, capsys.readouterr().out
+def run_suite(invoke: InProcessDbtwf) -> tuple[int, str]:
+    """The suite's lines are collected, not printed: CliRunner swaps sys.stdout while a dbtwf
+    call of the other thread runs."""
+    lines: list[str] = []
+    code = acceptance.run_from_environment(invoke, lines.append)
+    return code, "\n".join(lines)
 
 
 def seed(dbt_cloud: DbtCloudEmulator, first: Scenario) -> None:
@@ -197,25 +216,26 @@ def test_the_suite_passes_against_the_emulators_and_leaves_the_workspace_as_foun
     before = snapshot(databricks)
     invoke = InProcessDbtwf()
 
-    code, output = run_suite(capsys, invoke)
+    code, output = run_suite(invoke)
 
     assert code == 0, output
     assert "acceptance PASSED" in output
     for step in STEPS:
         assert f"] {step}" in output or f"[{step}]" in output, step
-    commands = [
-        next(a for a in call[2:] if not a.startswith("-") and "dbtwf-acc-" not in a) for call in invoke.calls
-    ]
-    assert commands == [
+    assert invoke.commands("dbtwf.toml") == [
         "onboard", "run", "add-task", "export", "migrate", "run", "plan", "migrate", "plan", "doctor",
-        "destroy", "adopt", "destroy",
+        "destroy",
     ]  # fmt: skip
+    # adopt and its destroy ran next to them (a thread of their own), with a config of their own.
+    assert invoke.commands("guide.toml") == ["adopt", "destroy"]
+    assert output.index("[adopt 1]") > output.index("verify: destroy removed")
     # The dbt job really ran twice: triggered by the uploaded notebook, then by the dbt platform task.
     triggers = [r for r in dbt_cloud.requests if r.method == "POST" and r.path.endswith(f"/jobs/{JOB}/run/")]
     assert len(triggers) == 2
     assert snapshot(databricks) == before
     assert CONNECTION in before["connections"] and "skipped" not in output
     # export bundle ran offline: no credential in its environment, every proxy a dead port.
+    commands = [next(a for a in c[2:] if not a.startswith("-") and "acc-" not in a) for c in invoke.calls]
     export_env = invoke.environments[commands.index("export")]
     assert not [name for name in export_env if name.startswith(("DATABRICKS_", "DBT_CLOUD_"))]
     assert export_env["HTTPS_PROXY"] == export_env["HTTP_PROXY"] == acceptance.DEAD_PROXY
@@ -225,8 +245,9 @@ def test_the_suite_passes_against_the_emulators_and_leaves_the_workspace_as_foun
     assert all(DBT_CLOUD_TOKEN not in " ".join(call) for call in invoke.calls)
     assert DBT_CLOUD_TOKEN not in output
     # Every dbtwf process: the suite's own config (gone afterwards), no keyring, no DBTWF_ENV.
-    configs = {env["DBTWF_CONFIG"] for env in invoke.environments}
-    assert len(configs) == 1 and not Path(configs.pop()).exists()
+    configs = {Path(env["DBTWF_CONFIG"]) for env in invoke.environments}
+    assert sorted(c.name for c in configs) == ["dbtwf.toml", "guide.toml"]
+    assert len({c.parent for c in configs}) == 1 and not configs.pop().parent.exists()
     assert all(
         env["PYTHON_KEYRING_BACKEND"] == "keyring.backends.fail.Keyring" for env in invoke.environments
     )
@@ -243,13 +264,13 @@ def test_a_failing_step_still_cleans_up_and_exits_1(
     before = snapshot(databricks)
     invoke = InProcessDbtwf()
 
-    code, output = run_suite(capsys, invoke)
+    code, output = run_suite(invoke)
 
     assert code == 1, output
     assert "acceptance FAILED" in output and "dbtwf run exited with 1" in output
     # destroy ran in the clean-up (removing the folder it made), then the sweep removed the
-    # suite's own workflow and found no folder left.
-    assert [call[2] for call in invoke.calls] == ["onboard", "run", "destroy"]
+    # suite's own workflow and found no folder left; the adopt steps never started.
+    assert invoke.commands("dbtwf.toml") == ["onboard", "run", "destroy"] and len(invoke.calls) == 3
     assert "make a setup as the guide leaves it" not in output
     assert "deleted workflow 'dbtwf-acc-" in output and "deleted folder /Users/" not in output
     assert snapshot(databricks) == before
@@ -269,14 +290,23 @@ def test_a_failing_adopt_step_still_sweeps_the_guide_setup(
         calls.append(list(args))
         return acceptance.Completed(1, "", "error: adopt failed\n")
 
-    suite = acceptance.Suite(acceptance.read_settings(os.environ), failing_adopt)
+    lines: list[str] = []
+    suite = acceptance.Suite(acceptance.read_settings(os.environ), failing_adopt, out=lines.append)
     suite.names = acceptance.Names(suite.prefix, databricks.user_name)
-    with pytest.raises(acceptance.StepFailed, match="dbtwf adopt exited with 1"):
-        suite.adopt_steps(suite.names)
+    suite.start_background(suite.names)  # the adopt steps' own thread, as in the scenario
+    failure = suite.join_background()
+    assert isinstance(failure, acceptance.StepFailed) and "dbtwf adopt exited with 1" in str(failure)
+    # Its lines came out after it ended, with its steps: the seeding passed, adopt failed.
+    assert any(line.startswith("[adopt 2] dbtwf adopt --notebook") for line in lines)
+    assert "    error: dbtwf adopt exited with 1" in lines
+    assert [(s.name.split(":")[0], s.ok) for s in suite.steps] == [
+        ("make a setup as the guide leaves it", True),
+        ("dbtwf adopt --notebook ... --yes (no dbt token in its environment)", False),
+    ]
     seeded = snapshot(databricks)
     assert seeded != before and suite.guide_id in seeded["jobs"]
     assert suite.clean_up() == []
-    output = capsys.readouterr().out
+    output = "\n".join(lines)
 
     assert [call[4] for call in calls] == ["adopt"]
     assert f"deleted workflow '{suite.prefix}-guide-workflow'" in output
