@@ -20,6 +20,8 @@ With DBTWF_ACCEPTANCE=1 and the usual variables set, it runs what a user runs, e
                                    (on a setup made as the guide leaves it; no token given)
     dbtwf --env PREFIX-guide destroy --yes
                                    (gives the guide's setup back)
+                                   (these two, with their own config file, run in a thread of
+                                   their own next to the steps after the export)
 
 checking with the Databricks SDK what each did: destroy removed dbtwf's objects, the suite's
 own workflow has its two tasks exactly as before, adopt replaced the guide's code by the
