@@ -279,6 +279,12 @@ class SubprocessInvoker:
 # --- the services' public APIs -----------------------------------------------------------
 
 
+def new_workspace_client() -> Any:
+    from databricks.sdk import WorkspaceClient
+
+    return WorkspaceClient()  # the SDK's unified auth: host+token, profile, ...
+
+
 def dbt_get_job(settings: Settings, job_id: int) -> dict[str, Any]:
     """GET /api/v2/accounts/{a}/jobs/{j}/ (public dbt Cloud API v2); the token in the header only."""
     url = f"{dbt_base_url(settings.dbt_host)}/api/v2/accounts/{settings.dbt_account_id}/jobs/{job_id}/"
@@ -464,6 +470,7 @@ class Suite:
         self.environ = dict(os.environ if environ is None else environ)
         self.prefix = prefix or new_prefix()
         self._workspace = workspace
+        self._injected = workspace is not None
         self.steps: list[StepRecord] = []
         self.created: list[str] = []
         self.names: Names | None = None
@@ -493,10 +500,11 @@ class Suite:
     # -- plumbing ------------------------------------------------------------------------
     @property
     def workspace(self) -> Any:
+        own = getattr(self._local, "workspace", None)  # the adopt thread's client
+        if own is not None:
+            return own
         if self._workspace is None:
-            from databricks.sdk import WorkspaceClient
-
-            self._workspace = WorkspaceClient()  # the SDK's unified auth: host+token, profile, ...
+            self._workspace = new_workspace_client()
         return self._workspace
 
     def say(self, text: str = "") -> None:
@@ -701,9 +709,14 @@ class Suite:
             raise failure
 
     def start_background(self, names: Names) -> None:
+        # A client of its own for the thread (requests' Session is not documented as
+        # thread-safe), unless one was handed in (tests).
+        client = None if self._injected else new_workspace_client()
+
         def adopt_in_background() -> None:
             self._local.lines = self.background_lines
             self._local.steps = self.background_steps
+            self._local.workspace = client
             try:
                 self.adopt_steps(names)
             except BaseException as error:  # noqa: BLE001 - handed to the main thread
