@@ -85,6 +85,7 @@ def bundle_command(
     hosts = {name: (read_databricks_profile(name) or {}).get("host") for name in profiles}
     files = bundle_files(environments, hosts, name)
     _check_out(out, force)
+    _check_no_links(out, files)
     for relative, text in files.items():
         path = out / relative
         try:
@@ -119,6 +120,20 @@ def _typed_before(ctx: typer.Context) -> bool:
     root = ctx.find_root()
     source = root.get_parameter_source("env")
     return source is not None and source.name == "COMMANDLINE"
+
+
+def _check_no_links(out: Path, files: dict[str, str]) -> None:
+    """Refuses a file the export writes, or a folder on its way, that is a symbolic link: writing
+    would follow it and overwrite whatever it points to, maybe a file outside the bundle."""
+    for relative in files:
+        path = out
+        for part in Path(relative).parts:
+            path = path / part
+            if path.is_symlink():
+                raise UsageError(
+                    f"{path} is a symbolic link; nothing was written (writing would follow it)",
+                    hint="remove the link, or pass another --out",
+                )
 
 
 def _check_out(out: Path, force: bool) -> None:
