@@ -60,3 +60,82 @@ def test_export_force_refuses_a_symbolic_link_in_the_bundle_folder(
     assert result.exit_code == 2, result.output
     assert "symbolic link" in result.output and "nothing was written" in result.output
     assert not (out / "databricks.yml").exists() or (out / "databricks.yml").is_symlink()
+
+
+# --- adopt turned parameters the guide's code ignored into runner options --------------------
+
+
+@pytest.fixture
+def ws(databricks: Any) -> Any:
+    from tests.provision_helpers import make_workspace
+
+    return make_workspace(databricks)
+
+
+@pytest.fixture
+def adopt_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, databricks: Any) -> Any:
+    """`dbtwf ...` in-process with no dbt token anywhere and no dbtwf.toml yet."""
+    for name, value in cli_env(tmp_path, databricks.url, token=None).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("DBT_CLOUD_API_TOKEN", raising=False)
+
+    def run(*args: str, input: str | None = None) -> Any:
+        return CliRunner().invoke(app, list(args), input=input, env={"COLUMNS": "200"})
+
+    return run
+
+
+def seed_guide(ws: Any, databricks: Any, dbt_cloud: Any) -> Any:
+    from tests.conftest import DBT_ACCOUNT_ID, DBT_CLOUD_TOKEN
+    from tests.emulators.dbtcloud import Scenario
+    from tests.guide_workspace import seed_guide_workspace
+
+    databricks.add_cluster("0101-guide-cluster")
+    dbt_cloud.add_job(42, scenario=Scenario(outcome="success", polls=1))
+    return seed_guide_workspace(
+        ws, dbt_host=dbt_cloud.url, account_id=DBT_ACCOUNT_ID, dbt_job_id=42, token=DBT_CLOUD_TOKEN
+    )
+
+
+@pytest.mark.parametrize(
+    ("where", "name", "value"),
+    [
+        ("own-job", "steps_override", '["dbt run-operation drop_all_schemas"]'),
+        ("foreign-task", "git_branch", "experiment"),
+        ("own-job", "dbt_cloud_host", "evil.invalid"),
+    ],
+)
+def test_adopt_refuses_parameters_the_guide_code_ignored_but_the_runner_obeys(
+    adopt_cli: Any,
+    ws: Any,
+    databricks: Any,
+    dbt_cloud: Any,
+    tmp_path: Path,
+    where: str,
+    name: str,
+    value: str,
+) -> None:
+    """The guide's code reads only the job_id widget: a job or task parameter named like a runner
+    option (`steps_override`, `git_branch`, `wait`, ...) did nothing. Adopt put the runner in its
+    place, which obeys them: every run now ran the dbt commands or branch that parameter names
+    (or, for a pinned name such as dbt_cloud_host, every run was refused), without a word.
+    add-task refuses such a workflow; adopt must too, before anything is written."""
+    setup = seed_guide(ws, databricks, dbt_cloud)
+    if where == "own-job":
+        job = ws.get_job(setup.own_job_id)
+        parameters = [*job["settings"]["parameters"], {"name": name, "default": value}]
+        ws.update_job(setup.own_job_id, {"parameters": parameters})
+    else:
+        job = ws.get_job(setup.foreign_job_id)
+        task = next(t for t in job["settings"]["tasks"] if t["task_key"] == "dbt_cloud")
+        task["notebook_task"]["base_parameters"][name] = value
+        ws.update_job(setup.foreign_job_id, {"tasks": [task]})
+    folder = setup.notebook_path.rsplit("/", 1)[0]
+
+    with databricks.recording() as requests:
+        result = adopt_cli("adopt", "--folder", folder, "--yes")
+
+    assert result.exit_code == 2, result.output
+    assert name in result.output
+    assert not [r for r in requests if r.is_write]
+    assert not (tmp_path / "dbtwf.toml").exists()

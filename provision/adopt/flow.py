@@ -339,6 +339,7 @@ def adopt(
             "and `dbtwf add-task`",
         )
     own, others = built[0], [use for use in uses if use is not built[0]]
+    _check_parameters(uses)
     values = environment_values(resolve_values(found, options.given, ask), found.path, own)
     env_name = options.env_name or DEFAULT_ENVIRONMENT
     pending = upsert_environment(config_path, env_name, values, write=False)
@@ -370,6 +371,28 @@ def adopt(
         ui.say(f"wrote environment {env_name!r} to {config_path}")
     status = "adopted" if has_changes(done) else "nothing new"
     return AdoptOutcome(status, result, env_name, found.path, str(config_path), changes, done, skipped)
+
+
+def _check_parameters(uses: Sequence[WorkflowUse]) -> None:
+    """The guide's code reads only the job_id widget; the runner that replaces it obeys its
+    run options (git_branch, steps_override, wait, ...) and refuses every run passing a pinned
+    name (dbt_cloud_host, ...). A job or task parameter of such a name did nothing before adopt
+    and would steer (or stop) every run after it: refused, as add-task does (exit 2)."""
+    from runner.core import NOTEBOOK_WIDGETS, PINNED_PARAMETERS
+
+    steering = (*PINNED_PARAMETERS, *(name for name in NOTEBOOK_WIDGETS if name != "job_id"))
+    for use in uses:
+        settings = use.job.get("settings") or {}
+        named = {str(p.get("name")) for p in settings.get("parameters") or [] if isinstance(p, dict)}
+        for task in use.tasks:
+            named |= set((task.task.get("notebook_task") or {}).get("base_parameters") or {})
+        found = [name for name in steering if name in named]
+        if found:
+            raise UsageError(
+                f"workflow {use.job_id} {use.name!r} passes parameter(s) {', '.join(found)}: the guide's "
+                "code ignores them, dbtwf's runner would obey them on every run",
+                "rename or remove them in the workflow (job and task parameters), then adopt again",
+            )
 
 
 def _half_way(record: StateRecord | None, backup: str, job_id: int) -> bool:
