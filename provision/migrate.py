@@ -75,7 +75,7 @@ def switched_task(
     """``task`` (as jobs/get gave it) running ``dbt_job_id`` on the target backend: every field
     the user set stays; the backend field, its timeout and the compute are the target's."""
     from provision.desired import runner_task
-    from provision.foreign_task import choose_compute, job_parameter_note
+    from provision.foreign_task import choose_compute, job_parameter_collisions, job_parameter_note
 
     depends_on = tuple(str(d.get("task_key")) for d in task.get("depends_on") or [])
     runner = runner_task(target, str(task["task_key"]), dbt_job_id, depends_on)
@@ -85,6 +85,14 @@ def switched_task(
             new[name] = runner[name]
     if target.uses_notebook:
         job_parameter_note(settings, dbt_job_id)  # a job-level job_id naming another dbt job: refused
+        try:  # a parameter named like a runner option did nothing to a dbt platform task
+            job_parameter_collisions(settings)
+        except UsageError as error:
+            name = settings.get("name") or "a workflow"
+            raise UsageError(
+                f"workflow {name!r}: {error.message}; nothing was changed",
+                "rename or remove them in that workflow's job parameters, then migrate again",
+            ) from None
         compute, _note = choose_compute(
             settings, target, cluster_id=None, job_cluster_key=None, depends_on=depends_on
         )

@@ -139,3 +139,50 @@ def test_adopt_refuses_parameters_the_guide_code_ignored_but_the_runner_obeys(
     assert name in result.output
     assert not [r for r in requests if r.is_write]
     assert not (tmp_path / "dbtwf.toml").exists()
+
+
+# --- migrate back to the notebook let a foreign workflow's parameters steer the runner --------
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("steps_override", '["dbt run-operation drop_all"]'), ("wait", "false")]
+)
+def test_migrate_back_to_the_notebook_refuses_a_foreign_workflow_steering_the_runner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, databricks: Any, dbt_cloud: Any, name: str, value: str
+) -> None:
+    """add-task refuses a workflow whose job parameters are named like a runner option (they
+    override the task's on every run). While the task is a dbt platform task such a parameter
+    does nothing, so the workflow's owner may add one; `migrate --to notebook` then switched the
+    task back to the runner, which obeyed it on every run, without a word."""
+    from tests.conftest import DBT_ACCOUNT_ID, DBT_CLOUD_TOKEN
+    from tests.emulators.dbtcloud import Scenario
+    from tests.provision_helpers import make_workspace
+
+    connection = "dbt_platform_conn"
+    write_config(tmp_path / "dbtwf.toml", dbt_cloud.url, {"dev": {"nightly": 42}})
+    for key, setting in cli_env(tmp_path, databricks.url).items():
+        monkeypatch.setenv(key, setting)
+    dbt_cloud.add_job(42, scenario=Scenario(outcome="success", polls=1))
+    ws = make_workspace(databricks)
+    assert invoke("apply", "--yes").exit_code == 0
+    foreign = ws.create_job(
+        {
+            "name": "ETL",
+            "tasks": [{"task_key": "ingest", "notebook_task": {"notebook_path": "/Shared/ingest"}}],
+        }
+    )
+    assert invoke("add-task", "--workflow", str(foreign), "--dbt-job", "42", "--yes").exit_code == 0
+    databricks.add_dbt_platform_connection(
+        connection, dbt_url=dbt_cloud.url, account_id=DBT_ACCOUNT_ID, token=DBT_CLOUD_TOKEN
+    )
+    there = invoke("migrate", "--to", "dbt_platform", "--connection", connection, "--yes")
+    assert there.exit_code == 0, there.output
+    ws.update_job(foreign, {"parameters": [{"name": name, "default": value}]})
+    before = ws.get_job(foreign)["settings"]["tasks"]
+
+    back = invoke("migrate", "--to", "notebook", "--yes")
+
+    assert back.exit_code == 2, back.output
+    assert name in back.output
+    assert ws.get_job(foreign)["settings"]["tasks"] == before
+    assert 'task_type = "dbt_platform"' in (tmp_path / "dbtwf.toml").read_text()
