@@ -183,8 +183,13 @@ def _plan_workflow(reader: Reader, env: Environment, state: StateRecord | None) 
     adopted = {w.job_id: w for w in state.adopted_workflows} if state is not None else {}
     for job_id in [i for i in owned_ids if i in adopted]:
         owned_ids.remove(job_id)
-        payload = give_back_workflow(adopted[job_id], (reader.job(job_id) or {}).get("settings") or {})
+        current = (reader.job(job_id) or {}).get("settings") or {}
+        payload = give_back_workflow(adopted[job_id], current, env)
         why = "made by hand, adopted: given back as adopt found it (dbtwf's tags removed), not deleted"
+        if payload.get("kept"):
+            why += f"; keeps task(s) {', '.join(payload['kept'])} added since (not dbtwf's)"
+        gone = {name.split("/", 1)[1] for name in payload["fields_to_remove"] if name.startswith("tasks/")}
+        _refuse_to_orphan_dependents(job_id, {"settings": current}, gone)
         changes.append(Change("adopt-workflow", env.workflow_name, Action.UPDATE, why, job_id, payload))
     for job_id in owned_ids:
         how = "recorded in the state" if found_by == "state" else "carries dbtwf's tags"

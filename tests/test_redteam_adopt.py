@@ -186,3 +186,30 @@ def test_migrate_back_to_the_notebook_refuses_a_foreign_workflow_steering_the_ru
     assert name in back.output
     assert ws.get_job(foreign)["settings"]["tasks"] == before
     assert 'task_type = "dbt_platform"' in (tmp_path / "dbtwf.toml").read_text()
+
+
+# --- destroy after adopt removed the tasks the user added to their workflow since -------------
+
+
+def test_destroy_after_adopt_keeps_a_task_the_user_added_to_their_workflow_since(
+    adopt_cli: Any, ws: Any, databricks: Any, dbt_cloud: Any
+) -> None:
+    """Adopt takes over the hand-made workflow; the user goes on adding their own tasks to it
+    (a report after the dbt run). destroy "gives it back as adopt found it": it removed every
+    task adopt had not seen, the user's own included, and the plan did not name them."""
+    setup = seed_guide(ws, databricks, dbt_cloud)
+    assert adopt_cli("adopt", "--notebook", setup.notebook_path, "--yes").exit_code == 0
+    report = {
+        "task_key": "report",
+        "depends_on": [{"task_key": "trigger_dbt_job"}],
+        "notebook_task": {"notebook_path": "/Users/someone/report", "source": "WORKSPACE"},
+        "existing_cluster_id": "0101-guide-cluster",
+    }
+    ws.update_job(setup.own_job_id, {"tasks": [report]})
+
+    destroyed = adopt_cli("destroy", "--yes")
+
+    assert destroyed.exit_code == 0, destroyed.output
+    keys = [t["task_key"] for t in ws.get_job(setup.own_job_id)["settings"]["tasks"]]
+    assert keys == ["report", "trigger_dbt_job"] or sorted(keys) == ["report", "trigger_dbt_job"]
+    assert "report" in destroyed.output  # said: kept, not dbtwf's

@@ -19,9 +19,13 @@ if TYPE_CHECKING:
     from provision.state import AdoptedWorkflow, StateRecord
 
 
-def give_back_workflow(adopted: AdoptedWorkflow, current: dict[str, Any]) -> dict[str, Any]:
+def give_back_workflow(
+    adopted: AdoptedWorkflow, current: dict[str, Any], env: Environment | None = None
+) -> dict[str, Any]:
     """One jobs/update's worth: the tags and the fields dbtwf manages as adopt found them
-    (tasks and job clusters by key: those dbtwf added go); a record without them: the tags."""
+    (tasks and job clusters by key: those dbtwf added go); a record without them: the tags.
+    A task added since that is not dbtwf's (it runs neither the environment's notebook nor its
+    dbt platform task) is the user's: it stays, named in ``kept``, with the job clusters it uses."""
     new_settings: dict[str, Any] = {"tags": adopted.tags} if adopted.tags else {}
     removed = [] if adopted.tags else ["tags"]
     if adopted.settings is not None:
@@ -32,13 +36,45 @@ def give_back_workflow(adopted: AdoptedWorkflow, current: dict[str, Any]) -> dic
                 new_settings[name] = adopted.settings[name]
             elif name in current:
                 removed.append(name)
+        found = {str(t.get("task_key")) for t in adopted.settings.get("tasks") or []}
+        users = [
+            t
+            for t in current.get("tasks") or []
+            if str(t.get("task_key")) not in found and env is not None and not _is_dbtwf_task(env, t)
+        ]
+        user_keys = {str(t.get("task_key")) for t in users}
+        user_clusters = {t.get("job_cluster_key") for t in users} - {None}
+        if users and "tasks" in new_settings:
+            new_settings["tasks"] = [*new_settings["tasks"], *users]
         for array, key in (("tasks", "task_key"), ("job_clusters", "job_cluster_key")):
-            kept = {item.get(key) for item in adopted.settings.get(array) or []}
+            kept = {item.get(key) for item in adopted.settings.get(array) or []} | user_keys | user_clusters
             if array in adopted.settings:
                 removed += [
                     f"{array}/{i.get(key)}" for i in current.get(array) or [] if i.get(key) not in kept
                 ]
+        if user_clusters and "job_clusters" in new_settings:
+            extra = [
+                c for c in current.get("job_clusters") or [] if c.get("job_cluster_key") in user_clusters
+            ]
+            known = {c.get("job_cluster_key") for c in new_settings["job_clusters"]}
+            new_settings["job_clusters"] += [c for c in extra if c.get("job_cluster_key") not in known]
+        if users:
+            return {
+                "op": "give-back",
+                "new_settings": new_settings,
+                "fields_to_remove": removed,
+                "kept": sorted(user_keys),
+            }
     return {"op": "give-back", "new_settings": new_settings, "fields_to_remove": removed}
+
+
+def _is_dbtwf_task(env: Environment, task: dict[str, Any]) -> bool:
+    """A task apply or migrate writes into the environment's workflow: it runs the runner
+    notebook, or the environment's dbt platform task."""
+    from provision.platform import is_platform_task_of
+
+    notebook = (task.get("notebook_task") or {}).get("notebook_path")
+    return notebook == env.notebook_path or is_platform_task_of(env, task)
 
 
 def give_back_notebook(reader: Reader, env: Environment, state: StateRecord) -> list[Change]:
