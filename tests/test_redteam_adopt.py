@@ -213,3 +213,42 @@ def test_destroy_after_adopt_keeps_a_task_the_user_added_to_their_workflow_since
     keys = [t["task_key"] for t in ws.get_job(setup.own_job_id)["settings"]["tasks"]]
     assert keys == ["report", "trigger_dbt_job"] or sorted(keys) == ["report", "trigger_dbt_job"]
     assert "report" in destroyed.output  # said: kept, not dbtwf's
+
+
+# --- adopt of a setup in another user's home: they keep editing the code that reads the token --
+
+
+def test_adopt_warns_when_the_notebook_lives_in_another_users_home(
+    adopt_cli: Any, databricks: Any, dbt_cloud: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's protection of the token is where the notebook and the state record live:
+    the deployer's home, which only they (and admins) can edit; plan warns for /Shared. Adopt
+    keeps the notebook where it is: adopting (whole-workspace scan) the setup a colleague made in
+    their own home left the runner, which reads the token the next apply stores, and the record
+    destroy trusts, in a folder that colleague edits, without a word."""
+    from databricks.sdk import WorkspaceClient
+
+    from provision.databricks import Workspace
+    from tests.conftest import DBT_ACCOUNT_ID, DBT_CLOUD_TOKEN
+    from tests.emulators.dbtcloud import Scenario
+    from tests.guide_workspace import seed_guide_workspace
+
+    databricks.add_user("dapi-alice", "alice@example.com")
+    databricks.add_user("dapi-admin", "admin@example.com", admin=True)
+    monkeypatch.setenv("DATABRICKS_TOKEN", "dapi-admin")  # a workspace admin adopts
+    databricks.add_cluster("0101-guide-cluster")
+    dbt_cloud.add_job(42, scenario=Scenario(outcome="success", polls=1))
+    setup = seed_guide_workspace(
+        Workspace(WorkspaceClient(host=databricks.url, token="dapi-alice")),
+        dbt_host=dbt_cloud.url,
+        account_id=DBT_ACCOUNT_ID,
+        dbt_job_id=42,
+        token=DBT_CLOUD_TOKEN,
+        folder="/Users/alice@example.com/dbt",
+    )
+
+    result = adopt_cli("adopt", "--notebook", setup.notebook_path)  # no --yes: plan shown, not confirmed
+
+    assert result.exit_code != 0
+    assert "alice@example.com can edit" in result.output, result.output
+    assert databricks.workspace_file(setup.notebook_path + ".dbtwf-backup.py") is None  # nothing written

@@ -302,7 +302,27 @@ def adoption_changes(
         scope_acls=reader.scope_acls(env, required=False),
         granted_readers=(),
     )
+    changes += _home_warning(reader.ws.current_user_name(), env)
     return with_expectations(changes, reader, env)
+
+
+def _home_warning(deployer: str, env: Environment) -> list[Change]:
+    """The notebook stays where the hand-made setup had it: in another identity's home, that
+    identity keeps editing the code that reads the token (the one the next apply stores) and the
+    state record destroy trusts. Said before confirming, as plan says it of /Shared."""
+    from provision.location import WARNING
+
+    parts = env.notebook_path.removeprefix("/Workspace").split("/")
+    owner = parts[2] if len(parts) > 3 and parts[1] == "Users" else None
+    if owner is None or owner.casefold() == deployer.casefold():
+        return []
+    why = (
+        f"{owner} can edit {env.notebook_path} and the state record beside it (their home folder): "
+        "they can change the code that reads the dbt Cloud token as the job's identity, or rewrite "
+        "what `dbtwf destroy` deletes. Adopt as that identity, or move the notebook to your own "
+        "home after adopting (notebook_path, then apply)"
+    )
+    return [Change(WARNING, env.notebook_path, Action.NOOP, why)]
 
 
 def adopt(
