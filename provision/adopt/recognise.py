@@ -347,13 +347,25 @@ class _Reading:
                 for inner in ast.walk(node)
             )
 
-        changed = True
-        while changed:
-            changed = False
-            for name, bound in self.bindings.items():
-                if name not in tainted and any(value is not None and carries(value) for value in bound):
-                    tainted.add(name)
-                    changed = True
+        # A name is tainted when a value bound to it holds the secret call or a tainted name:
+        # spread from the names bound to the call itself along "is used in the value of", each
+        # value walked once (a fixed point over every binding again and again was quadratic: a
+        # notebook of a few thousand chained assignments held the scan for minutes).
+        used_in: dict[str, set[str]] = {}
+        queue: list[str] = []
+        for name, bound in self.bindings.items():
+            for value in bound:
+                for inner in ast.walk(value) if value is not None else ():
+                    if id(inner) in secret_ids and name not in tainted:
+                        tainted.add(name)
+                        queue.append(name)
+                    elif isinstance(inner, ast.Name):
+                        used_in.setdefault(inner.id, set()).add(name)
+        while queue:
+            for user in used_in.get(queue.pop(), ()):
+                if user not in tainted:
+                    tainted.add(user)
+                    queue.append(user)
         dbt_prefix = _flat(trigger).split(_ACCOUNTS, 1)[0]
         for call in self.calls():
             if id(call) in secret_ids or _call_name(call) in _HARMLESS_CALLS:
