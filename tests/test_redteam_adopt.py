@@ -296,3 +296,43 @@ def test_a_long_chain_of_assignments_is_read_in_linear_work(monkeypatch: pytest.
     # The token handed on at the end of the chain is still followed.
     refused = recognise_module.recognise(_chained(n, leak=True), "/x")
     assert refused.kind == "refused" and "evil.invalid" in refused.reason
+
+
+# --- adopt took over a workflow someone else made for the user's notebook, without saying whose --
+
+
+def test_adopt_names_who_made_the_workflow_it_takes_over_when_not_you(
+    adopt_cli: Any, ws: Any, databricks: Any, dbt_cloud: Any
+) -> None:
+    """Anyone may create a workflow running a notebook path they do not own. When the user's
+    own workflows run other tasks too, adopt takes the one made for the notebook: a colleague's
+    (or an attacker's), with their dbt job ids, schedule and cluster written into dbtwf.toml and
+    their job becoming the environment's workflow, which they still own. The plan named the
+    workflow only; it must say who made it before the user confirms."""
+    from databricks.sdk import WorkspaceClient
+
+    from provision.databricks import Workspace
+
+    setup = seed_guide(ws, databricks, dbt_cloud)
+    ws.delete_job(setup.own_job_id)  # the user's only workflow also runs an ingest task
+    databricks.add_user("dapi-mallory", "mallory@example.com")
+    theirs = Workspace(WorkspaceClient(host=databricks.url, token="dapi-mallory")).create_job(
+        {
+            "name": "dbt nightly",
+            "parameters": [{"name": "job_id", "default": "42"}],
+            "tasks": [
+                {
+                    "task_key": "dbt",
+                    "notebook_task": {"notebook_path": setup.notebook_path, "source": "WORKSPACE"},
+                    "existing_cluster_id": "0101-guide-cluster",
+                }
+            ],
+        }
+    )
+    if ws.get_job(theirs) is None:
+        pytest.skip("the emulator does not show another user's job")
+
+    result = adopt_cli("adopt", "--notebook", setup.notebook_path)  # no --yes: plan, no write
+
+    assert "dbt nightly" in result.output, result.output
+    assert "mallory@example.com" in result.output, result.output

@@ -210,7 +210,7 @@ def adoption_changes(
 ) -> list[Change]:
     """The plan: see the module's docstring. Read-only; refuses what it cannot take over."""
     from provision.desired import MANAGED_JOB_FIELDS, render_runner_notebook, sha256_text, workflow_tags
-    from provision.location import security_changes
+    from provision.location import WARNING, security_changes
     from provision.probes import with_expectations
 
     scope, key = env.secret_scope, env.secret_key
@@ -302,7 +302,15 @@ def adoption_changes(
         scope_acls=reader.scope_acls(env, required=False),
         granted_readers=(),
     )
-    changes += _home_warning(reader.ws.current_user_name(), env)
+    me = reader.ws.current_user_name()
+    changes += _home_warning(me, env)
+    creator = str(own.job.get("creator_user_name") or whole.get("creator_user_name") or "")
+    if creator and creator.casefold() != me.casefold():
+        why = (
+            f"workflow {own.job_id} {own.name!r}, which adopt makes the environment's, was created by "
+            f"{creator}, not you: they keep managing it and chose its dbt jobs, schedule and cluster"
+        )
+        changes.append(Change(WARNING, own.name, Action.NOOP, why, own.job_id))
     return with_expectations(changes, reader, env)
 
 
