@@ -336,3 +336,43 @@ def test_adopt_names_who_made_the_workflow_it_takes_over_when_not_you(
 
     assert "dbt nightly" in result.output, result.output
     assert "mallory@example.com" in result.output, result.output
+
+
+# --- anyone's workflow with a bad job_id blocked the adopt of the user's setup ---------------
+
+
+def test_a_stranger_workflow_with_a_bad_job_id_does_not_block_adopt(
+    adopt_cli: Any, ws: Any, databricks: Any, dbt_cloud: Any
+) -> None:
+    """Any user may create a workflow running the user's notebook path; one passing job_id
+    "oops" made every adopt of the user's setup stop (exit 2: "set the task's job_id"), on a
+    workflow the user may not edit. It is not the workflow adopt takes over: left alone, said."""
+    from databricks.sdk import WorkspaceClient
+
+    from provision.databricks import Workspace
+
+    setup = seed_guide(ws, databricks, dbt_cloud)
+    databricks.add_user("dapi-mallory", "mallory@example.com")
+    theirs = Workspace(WorkspaceClient(host=databricks.url, token="dapi-mallory")).create_job(
+        {
+            "name": "not yours",
+            "tasks": [
+                {
+                    "task_key": "t",
+                    "notebook_task": {
+                        "notebook_path": setup.notebook_path,
+                        "base_parameters": {"job_id": "oops"},
+                    },
+                }
+            ],
+        }
+    )
+    if ws.get_job(theirs) is None:
+        pytest.skip("the emulator does not show another user's job")
+    before = ws.get_job(theirs)
+
+    result = adopt_cli("adopt", "--notebook", setup.notebook_path, "--yes")
+
+    assert result.exit_code == 0, result.output
+    assert "not yours" in result.output and "left alone" in result.output
+    assert ws.get_job(theirs) == before

@@ -358,7 +358,13 @@ def adopt(
         ui.warn(f"{item.path} left alone: {item.recognition.reason}")
     reader = Reader(ws)
     uses = workflows_running(reader, found.path)
-    built = [use for use in uses if use.purpose_built]
+    built = [use for use in uses if use.purpose_built and use.unusable is None]
+    if not built and any(use.purpose_built for use in uses):
+        raise next(use.unusable for use in uses if use.purpose_built and use.unusable is not None)
+    for use in uses:
+        if use.unusable is not None:
+            ui.warn(f"workflow {use.job_id} {use.name!r} left alone: {use.unusable.message}")
+    uses = [use for use in uses if use.unusable is None]
     if not built:
         raise UsageError(
             f"{found.path} is the guide's code, but no workflow was made for it (every workflow running "

@@ -145,6 +145,8 @@ class WorkflowUse:
     tasks: tuple[TaskUse, ...]
     #: Every task of the workflow runs the notebook: it was made for it.
     purpose_built: bool
+    #: Why its tasks cannot be taken over (a job_id that is not a dbt job id); None: they can.
+    unusable: DbtwfError | None = None
 
     @property
     def job_id(self) -> int:
@@ -188,6 +190,11 @@ def workflows_running(reader: Reader, path: str) -> list[WorkflowUse]:
         if not running:
             continue
         name = str((job.get("settings") or {}).get("name") or "")
-        used = tuple(TaskUse(int(job["job_id"]), name, t, _dbt_job_id(job, t)) for t in running)
-        uses.append(WorkflowUse(job, used, purpose_built=len(running) == len(tasks)))
+        built = len(running) == len(tasks)
+        try:
+            used = tuple(TaskUse(int(job["job_id"]), name, t, _dbt_job_id(job, t)) for t in running)
+        except UsageError as error:  # anyone may make a workflow running the path: not fatal here
+            uses.append(WorkflowUse(job, (), purpose_built=built, unusable=error))
+            continue
+        uses.append(WorkflowUse(job, used, purpose_built=built))
     return sorted(uses, key=lambda use: use.job_id)
