@@ -45,6 +45,8 @@ HEADER = """\
 # To take over what dbtwf deployed, bind the existing job and scope before the first deploy:
 #   databricks bundle deployment bind dbt_cloud_jobs <job id> -t <environment>
 #   databricks bundle deployment bind dbt_cloud_token_scope <scope> -t <environment>
+#     (only a scope dbtwf created, holding nothing else: `bundle destroy` deletes a bound scope
+#     with every secret in it; for another scope, delete its secret_scopes resource here)
 #   databricks bundle deploy -t <environment>
 # From then on dbtwf leaves that workflow to the bundle (plan shows it, apply and destroy skip it).
 """
