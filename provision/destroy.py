@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from provision.adopt.give_back import give_back_notebook, give_back_workflow
+from provision.adopt.recognise import is_runner
 from provision.bundle import bundle_note, is_bundle_managed
 from provision.change import Action, Change
 from provision.desired import is_owned
@@ -65,7 +66,7 @@ def plan_destroy(ws: Workspace, env: Environment) -> list[Change]:
         assert state is not None
         changes += give_back_notebook(reader, env, state)
     elif reader.status(env.notebook_path) is not None:
-        changes.append(Change("notebook", env.notebook_path, Action.DELETE, "uploaded by dbtwf"))
+        changes.append(_plan_notebook(reader, env, state))
     bundled = [c for c in changes if c.resource == "workflow" and c.payload.get("bundle")]
     if (adopted or bundled) and reader.has_scope(env.secret_scope):
         if adopted:
@@ -87,6 +88,18 @@ def plan_destroy(ws: Workspace, env: Environment) -> list[Change]:
         changes.append(Change("state", env.state_path, Action.DELETE, "dbtwf's record"))
         changes += _plan_folders(reader, env, state)
     return with_expectations(changes, reader, env)
+
+
+def _plan_notebook(reader: Reader, env: Environment, state: StateRecord | None) -> Change:
+    """Delete the notebook dbtwf uploaded. With no upload recorded (no record: a second destroy,
+    after one gave an adopted notebook back), only while it is dbtwf's runner: the path may
+    hold the user's own code."""
+    if state is None or not state.notebook_sha256:
+        source = reader.export(env.notebook_path)
+        if source is not None and not is_runner(source):
+            why = "not dbtwf's runner and no upload recorded: the user's own notebook, left alone"
+            return Change("notebook", env.notebook_path, Action.NOOP, why)
+    return Change("notebook", env.notebook_path, Action.DELETE, "uploaded by dbtwf")
 
 
 def _plan_folders(reader: Reader, env: Environment, state: StateRecord) -> list[Change]:

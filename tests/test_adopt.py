@@ -325,6 +325,20 @@ def test_apply_after_adopt_converges_and_destroy_still_gives_it_back(
     assert databricks.secret_value(GUIDE_SCOPE, GUIDE_KEY) == DBT_CLOUD_TOKEN and ws.has_scope(GUIDE_SCOPE)
 
 
+def test_a_second_destroy_leaves_the_notebook_the_first_gave_back(
+    cli: Any, ws: Workspace, databricks: Any, dbt_cloud: Any
+) -> None:
+    """A user ran destroy twice: dbtwf.toml still names the notebook's path, and the second
+    destroy deleted the guide's code the first had just put back."""
+    setup = seed(ws, databricks, dbt_cloud)
+    assert cli("adopt", "--notebook", setup.notebook_path, "--yes").exit_code == 0
+    assert cli("destroy", "--yes").exit_code == 0
+    again = cli("destroy", "--yes")
+    assert again.exit_code == 0, again.output
+    assert "not dbtwf's runner" in again.output
+    assert content(databricks, setup.notebook_path).rstrip() == setup.source.rstrip()
+
+
 def test_workspace_list_answers_in_the_sdks_objectinfo_shape(ws: Workspace, databricks: Any) -> None:
     """What the scan walks: one folder at a time, objects as the SDK's ObjectInfo
     (docs.databricks.com/api/workspace/workspace/list); a missing folder is None."""
