@@ -245,6 +245,8 @@ def test_an_existing_environment_that_differs_is_not_overwritten(
     with databricks.recording() as requests:
         result = cli("adopt", "--notebook", setup.notebook_path, "--yes")
     assert result.exit_code == 2 and "differs from the setup found" in result.output
+    # What differs, and the way out when an earlier adopt (given back by destroy) wrote it.
+    assert "dbt_cloud_host" in result.output and "remove [environments.dev]" in result.output
     assert config.read_text() == before
     assert [r for r in requests if r.is_write] == []
 

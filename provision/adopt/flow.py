@@ -380,8 +380,10 @@ def adopt(
     existing = _existing(config_path, env_name)
     if existing is not None and existing != pending:
         raise UsageError(
-            f"environment {env_name!r} in {config_path} differs from the setup found in {found.path}",
-            "pick a new name with --env",
+            f"environment {env_name!r} in {config_path} differs from the setup found in {found.path} "
+            f"(in {', '.join(_differing(existing, pending))})",
+            f"pick a new name with --env, or, if an earlier adopt wrote it and `dbtwf --env {env_name} "
+            f"destroy` gave it back, remove [environments.{env_name}] from {config_path.name}",
         )
     changes = [
         config_change(config_path, env_name, values, exists=existing is not None),
@@ -462,6 +464,19 @@ def _check_not_half_way(ws: Workspace, config_path: Path, env_name: str) -> None
             f"{', '.join(map(str, untagged)) or '(not recorded)'} does not carry dbtwf's tags yet)",
             f"`dbtwf --env {env_name} destroy --yes` gives the hand-made setup back, then adopt again",
         )
+
+
+def _differing(existing: Environment, pending: Environment) -> list[str]:
+    """The keys whose values differ, as dbtwf.toml names them."""
+    from dataclasses import fields
+
+    keys = {"compute": "cluster_id / job_cluster"}
+    names = [
+        keys.get(f.name, f.name)
+        for f in fields(existing)
+        if getattr(existing, f.name) != getattr(pending, f.name)
+    ]
+    return names or ["its settings"]
 
 
 def _existing(config_path: Path, env_name: str) -> Environment | None:
