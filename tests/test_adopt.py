@@ -149,6 +149,12 @@ def test_adopt_plan_run_adopt_again_destroy(
     assert second.exit_code == 0, second.output
     result = json.loads(second.stdout)
     assert result["status"] == "nothing new"
+    # The header every --json of plan/apply/destroy carries: the environment, workspace, identity.
+    assert (result["environment"], result["workspace_host"], result["identity"]) == (
+        "dev",
+        databricks.url,
+        ws.current_user(),
+    )
     assert {(s["path"], s["kind"]) for s in result["skipped"]} == {
         (setup.notebook_path, "runner"),
         (backup, "backup"),
@@ -179,7 +185,10 @@ def test_a_tolerated_edit_is_adopted_with_its_values(
     ws.put_secret("team-dbt", "tok", DBT_CLOUD_TOKEN)
     result = cli("--env", "analytics", "adopt", "--yes", "--json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["status"] == "adopted"
+    adopted = json.loads(result.stdout)
+    assert adopted["status"] == "adopted"
+    assert list(adopted)[:3] == ["environment", "workspace_host", "identity"]
+    assert (adopted["environment"], adopted["workspace_host"]) == ("analytics", databricks.url)
     config = (tmp_path / "dbtwf.toml").read_text()
     assert 'secret_scope = "team-dbt"' in config and 'secret_key = "tok"' in config
 

@@ -73,11 +73,16 @@ class AdoptOutcome:
     done: list[Change] = field(default_factory=list)
     #: What was skipped and why (dbtwf's runner, a backup, a refused notebook).
     skipped: list[dict[str, str]] = field(default_factory=list)
+    #: The workspace and identity adopt acted in, as plan/apply/destroy's --json name them.
+    workspace_host: str | None = None
+    identity: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "status": self.status,
             "environment": self.environment,
+            "workspace_host": self.workspace_host,
+            "identity": self.identity,
+            "status": self.status,
             "notebook": self.notebook,
             "config": self.config_path,
             "listed": self.scan.listed,
@@ -352,8 +357,16 @@ def adopt(
     skipped = _skipped(result)
     found = choose(result, options)
     if found is None:
-        _check_not_half_way(ws, config_path, options.env_name or DEFAULT_ENVIRONMENT)
-        return AdoptOutcome("nothing new", result, skipped=skipped)
+        env_name = options.env_name or DEFAULT_ENVIRONMENT
+        _check_not_half_way(ws, config_path, env_name)
+        return AdoptOutcome(
+            "nothing new",
+            result,
+            env_name,
+            skipped=skipped,
+            workspace_host=ws.host,
+            identity=ws.current_user(),
+        )
     for item in result.of_kind("refused"):
         ui.warn(f"{item.path} left alone: {item.recognition.reason}")
     reader = Reader(ws)
@@ -389,7 +402,8 @@ def adopt(
         config_change(config_path, env_name, values, exists=existing is not None),
         *adoption_changes(reader, pending, found, own, others),
     ]
-    ui.show_header(header_of(ws, pending))
+    header = header_of(ws, pending)
+    ui.show_header(header)
     ui.show_plan(changes)
     if not ui.confirm(f"adopt {found.path} as environment {env_name!r}?"):
         raise DeclinedError(f"{found.path} not adopted; nothing was changed")
@@ -406,7 +420,18 @@ def adopt(
     if existing is None:
         ui.say(f"wrote environment {env_name!r} to {config_path}")
     status = "adopted" if has_changes(done) else "nothing new"
-    return AdoptOutcome(status, result, env_name, found.path, str(config_path), changes, done, skipped)
+    return AdoptOutcome(
+        status,
+        result,
+        env_name,
+        found.path,
+        str(config_path),
+        changes,
+        done,
+        skipped,
+        header["workspace_host"],
+        header["identity"],
+    )
 
 
 def _check_parameters(uses: Sequence[WorkflowUse]) -> None:
