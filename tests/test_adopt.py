@@ -90,6 +90,8 @@ def test_adopt_plan_run_adopt_again_destroy(
         adopted = cli("adopt", "--folder", folder, "--yes")
     assert adopted.exit_code == 0, adopted.output
     assert "adopted " + setup.notebook_path in adopted.output
+    # The next step needs the token adopt did not: said before the user meets apply's refusal.
+    assert "apply needs the dbt token" in adopted.output
     no_token_in(requests)
     assert DBT_CLOUD_TOKEN not in adopted.output
 

@@ -94,7 +94,8 @@ def adopt_command(
         return
     output.say(
         f"adopted {outcome.notebook} as environment {outcome.environment!r}; "
-        f"`dbtwf --env {outcome.environment} plan` shows what apply would still converge"
+        f"`dbtwf --env {outcome.environment} plan` shows what apply would still converge "
+        "(apply needs the dbt token: it stores it in the secret)"
     )
 
 
