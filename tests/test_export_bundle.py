@@ -141,6 +141,14 @@ def test_export_writes_one_validated_target_per_environment_offline(
         assert f"secret_scope='dbtwf-{name}'" in notebook
     # Offline: not one request to the workspace or to dbt Cloud.
     assert databricks.requests == [] and dbt_cloud.requests == []
+    # The next step binds before it deploys (a deploy first makes a second workflow), as the
+    # README says; the help said "databricks bundle deploy" alone.
+    next_step = result.output[result.output.index("next:") :]
+    bind = next_step.index("bundle deployment bind dbt_cloud_jobs")
+    assert "bind dbt_cloud_token_scope dbtwf-dev -t dev" in next_step
+    assert bind < next_step.index("databricks bundle deploy -t dev")
+    epilog = invoke("export", "bundle", "--help").output
+    assert epilog.index("deployment bind") < epilog.index("bundle deploy -t prod")
 
 
 def test_export_never_writes_the_token(two_envs: Path, tmp_path: Path, monkeypatch: Any) -> None:

@@ -28,7 +28,9 @@ app = DbtwfTyper(
 BUNDLE_EPILOG = (
     "Examples:\n\n  dbtwf export bundle                       (every environment, into ./dbtwf-bundle)\n\n"
     "  dbtwf export bundle --env staging --env prod --out bundle\n\n"
-    "Then, in the folder: databricks bundle deploy -t prod. Never writes the dbt Cloud token; "
+    "Then, in the folder, to take over what dbtwf deployed: databricks bundle deployment bind "
+    "dbt_cloud_jobs JOB_ID -t prod (and dbt_cloud_token_scope SCOPE), then databricks bundle deploy "
+    "-t prod; a deploy without the bind makes a second workflow. Never writes the dbt Cloud token; "
     "needs no workspace access. The README says how to hand a deployed environment over."
 )
 
@@ -62,8 +64,8 @@ def bundle_command(
         typer.Option("--force", help="Write into a folder that is not empty (its other files are kept)."),
     ] = False,
 ) -> None:
-    """Write the environments as a Databricks Asset Bundle: databricks.yml (one target each, with
-    the workflow and the secret scope) and each environment's runner notebook."""
+    """Write the environments as a Databricks Asset Bundle: databricks.yml (one target each,
+    with the workflow and the secret scope) and each environment's runner notebook."""
     from provision.bundle import BUNDLE_FILE, BUNDLE_NAME_PATTERN, bundle_files
     from provision.environments import read_databricks_profile, select_environment
     from provision.output import note, say
@@ -107,10 +109,16 @@ def bundle_command(
         "the token is not in the bundle: where a scope holds none yet, store it with "
         f"`databricks secrets put-secret SCOPE KEY` at its hidden prompt ({where})"
     )
+    first = environments[0]
+    binds = f"databricks bundle deployment bind dbt_cloud_jobs <job id> -t {first.name}"
+    if first.uses_notebook:
+        binds += (
+            f", databricks bundle deployment bind dbt_cloud_token_scope {first.secret_scope} -t {first.name}"
+        )
     note(
-        f"next: cd {shlex.quote(str(out))} && databricks bundle deploy -t {environments[0].name}; "
-        "to take over what dbtwf deployed, bind the job and the scope first "
-        "(README: Handing an environment to Databricks Asset Bundles)"
+        f"next: cd {shlex.quote(str(out))}; to take over what dbtwf deployed, bind first ({binds}), "
+        f"then databricks bundle deploy -t {first.name}: a deploy without the bind makes a second "
+        "workflow (README: Handing an environment to Databricks Asset Bundles)"
     )
 
 
