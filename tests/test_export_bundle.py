@@ -401,6 +401,24 @@ def test_a_dbt_platform_environment_exports_its_job_alone() -> None:
     assert task["dbt_platform_task"] == {"connection_resource_name": "dbt_prod", "dbt_platform_job_id": "42"}
 
 
+def test_a_dbt_platform_environment_is_not_told_to_fill_a_secret(tmp_path: Path, monkeypatch: Any) -> None:
+    """After `migrate --to dbt_platform`, export said to store the token in the scope it no
+    longer exports, and to bind that scope."""
+    config = write_config(tmp_path / "dbtwf.toml", "acme.us1.dbt.com", {"beta": {"nightly": 42}})
+    config.write_text(
+        config.read_text().replace(
+            "[environments.beta.dbt_jobs]",
+            '[environments.beta]\ntask_type = "dbt_platform"\ndbt_platform_connection = "dbt_prod"\n\n'
+            "[environments.beta.dbt_jobs]",
+        )
+    )
+    monkeypatch.setenv("DBTWF_CONFIG", str(config))
+    result = invoke("export", "bundle", "--out", str(tmp_path / "bundle"))
+    assert result.exit_code == 0, result.output
+    assert "put-secret" not in result.output and "dbt_cloud_token_scope" not in result.output
+    assert "bind dbt_cloud_jobs <job id> -t beta" in result.output
+
+
 def test_the_validation_catches_what_the_bundle_schema_refuses() -> None:
     """The checks have teeth: an unknown field, a wrong type, an unknown top-level key."""
     from provision.bundle import bundle_document

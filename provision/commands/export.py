@@ -104,11 +104,15 @@ def bundle_command(
                 f"target {env.name!r} names no workspace: the Databricks CLI will use its default "
                 "(DATABRICKS_HOST or the DEFAULT profile); set databricks_host in dbtwf.toml to pin it"
             )
-    where = "; ".join(f"{env.name}: {env.secret_scope} {env.secret_key}" for env in environments)
-    note(
-        "the token is not in the bundle: where a scope holds none yet, store it with "
-        f"`databricks secrets put-secret SCOPE KEY` at its hidden prompt ({where})"
+    # A dbt_platform environment exports its job alone: no scope, no secret to fill.
+    where = "; ".join(
+        f"{env.name}: {env.secret_scope} {env.secret_key}" for env in environments if env.uses_notebook
     )
+    if where:
+        note(
+            "the token is not in the bundle: where a scope holds none yet, store it with "
+            f"`databricks secrets put-secret SCOPE KEY` at its hidden prompt ({where})"
+        )
     first = environments[0]
     binds = f"databricks bundle deployment bind dbt_cloud_jobs <job id> -t {first.name}"
     if first.uses_notebook:
