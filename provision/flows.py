@@ -157,8 +157,10 @@ def carry_out(
     verified_jobs: frozenset[int] = frozenset(),
     replan: Callable[[], list[Change]] | None = None,
     confirmed: Callable[[], None] | None = None,
+    doing: tuple[str, str] | None = None,
 ) -> Outcome:
-    """Show the changes, ask, and have the executor carry out exactly them."""
+    """Show the changes, ask, and have the executor carry out exactly them. ``doing``: the
+    question, and the past participle a "no" is told with (migrate says its own)."""
     from provision.apply import execute
     from provision.dbt_cloud import verify_token
 
@@ -169,8 +171,9 @@ def carry_out(
     if writes_secret(changes) and token is not None:  # without one the executor refuses the secret
         verify_token(env, token, verified=verified_jobs)  # a token dbt Cloud rejects is never stored
     ui.show_plan(changes)
-    if not ui.confirm(f"apply these changes to environment {env.name!r}?"):
-        raise DeclinedError(f"environment {env.name!r} not applied; nothing was changed")
+    question, done_word = doing or (f"apply these changes to environment {env.name!r}?", "applied")
+    if not ui.confirm(question):
+        raise DeclinedError(f"environment {env.name!r} not {done_word}; nothing was changed")
     if confirmed is not None:
         confirmed()
     planned_now = replan is not None and not ui.asks  # read a moment ago, by this command

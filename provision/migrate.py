@@ -220,4 +220,5 @@ def migrate_environment(
         ui,
         break_lock=break_lock,
         replan=lambda: plan_migrate(ws, env, target, token, config_path),
+        doing=(f"migrate environment {env.name!r} to {target.task_type}?", "migrated"),
     )

@@ -143,7 +143,9 @@ def render_changes(changes: list[Change], as_json: bool, header: Mapping[str, st
 # -- what apply, onboard and destroy say at the end ---------------------------------------------
 
 
-def render_outcome(outcome: Outcome, as_json: bool, *, next_step: str | None = None) -> None:
+def render_outcome(
+    outcome: Outcome, as_json: bool, *, next_step: str | None = None, applied: str | None = None
+) -> None:
     """JSON of what was done (the plan, when nothing was), or a line saying what became of the
     environment; then the workflow's id and page, and ``next_step`` when given."""
     from provision import flows
@@ -157,7 +159,7 @@ def render_outcome(outcome: Outcome, as_json: bool, *, next_step: str | None = N
         say(f"environment {name!r} is up to date; nothing to do")
         print_warnings(outcome.planned)
     elif outcome.status == flows.APPLIED:
-        say(f"applied environment {name!r}")
+        say(applied or f"applied environment {name!r}")
         warned = {(change.resource, change.name) for change in outcome.planned}
         print_warnings(change for change in outcome.done if (change.resource, change.name) not in warned)
     elif outcome.status == flows.MATCHED:

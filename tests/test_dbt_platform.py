@@ -452,8 +452,12 @@ def test_migrate_to_notebook_creates_the_notebook_backend_and_needs_the_token(
     assert databricks.requests == []
 
     monkeypatch.setenv("DBT_CLOUD_API_TOKEN", DBT_CLOUD_TOKEN)
-    back = cli("migrate", "--to", "notebook", "--yes")
+    back = cli("--env", "dev", "migrate", "--to", "notebook", "--yes")
     assert back.exit_code == 0, back.output
+    # Said as a migrate, and the next step names the environment it was given (a bare
+    # `dbtwf plan` fails when the config has several and none is dev).
+    assert "migrated environment 'dev' to notebook" in back.stdout
+    assert "`dbtwf --env dev plan` now shows nothing to do" in back.stderr
     (put,) = writes(databricks, "/secrets/put")  # the token reaches Databricks only here
     assert put.json()["string_value"] == DBT_CLOUD_TOKEN
     assert databricks.secret_value("dbtwf-dev", "dbt-cloud-api-token") == DBT_CLOUD_TOKEN

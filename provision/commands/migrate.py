@@ -55,4 +55,10 @@ def migrate_command(
         config_path=options.config_path,
         break_lock=break_lock,
     )
-    output.render_outcome(outcome, as_json, next_step="`dbtwf plan` now shows nothing to do")
+    env_flag = f" --env {environment.name}" if options.env_name else ""
+    output.render_outcome(
+        outcome,
+        as_json,
+        next_step=f"`dbtwf{env_flag} plan` now shows nothing to do",
+        applied=f"migrated environment {environment.name!r} to {to}",
+    )
