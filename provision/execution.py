@@ -344,12 +344,12 @@ class Execution:
                 self.record.notebook_object_id = self.record.notebook_modified_at = None
 
     def adopt_workflow(self, change: Change) -> None:
-        """adopt (CREATE): dbtwf's tags added to a workflow made by hand, nothing else (jobs/update
+        """adopt (op "adopt"): dbtwf's tags added to a workflow made by hand, nothing else (jobs/update
         of `tags` only); recorded first. destroy (UPDATE, op "give-back"): one jobs/update putting
         back its tags and the settings dbtwf manages as adopt found them; it stays the user's."""
         assert change.job_id is not None
         job_id = change.job_id
-        if change.action is Action.CREATE:
+        if change.payload.get("op") == "adopt":
             original = {str(k): str(v) for k, v in dict(change.payload.get("original_tags") or {}).items()}
             settings = change.payload.get("original_settings")
             adopted = AdoptedWorkflow(job_id, original, dict(settings) if settings is not None else None)

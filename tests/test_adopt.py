@@ -111,6 +111,8 @@ def test_adopt_plan_run_adopt_again_destroy(
         assert line in config
     # The writes: the backup (a file), the notebook, one jobs/update of tags only, the record.
     updates = [r.json() for r in requests if r.path.endswith("/jobs/update")]
+    # The workflow is tagged, not created: the plan counts it as an update.
+    assert "3 to create, 2 to update" in adopted.output
     assert updates == [
         {
             "job_id": setup.own_job_id,

@@ -284,10 +284,15 @@ def adoption_changes(
         Change(
             "adopt-workflow",
             own.name,
-            Action.CREATE,
+            Action.UPDATE,  # tagged, not created: the plan's count says so
             "made for the notebook: becomes dbtwf's (tags only; the next apply converges the rest)",
             own.job_id,
-            {"tags": tags, "original_tags": dict(whole.get("tags") or {}), "original_settings": kept_fields},
+            {
+                "op": "adopt",
+                "tags": tags,
+                "original_tags": dict(whole.get("tags") or {}),
+                "original_settings": kept_fields,
+            },
         ),
     ]
     for use in others:
