@@ -118,3 +118,30 @@ def test_a_notebook_too_deep_for_the_parser_is_refused_not_a_crash_of_the_scan(n
     source = guide_source("h.dbt.com", 1) + "\nx = " + nesting + "\n"
     found = recognise(source)
     assert found.kind == "refused" and "nested" in found.reason
+
+
+def test_notebooks_recognised_in_threads_do_not_trip_cpythons_ast_depth_check() -> None:
+    """`dbtwf adopt` over a whole workspace ended in "unexpected SystemError: AST constructor
+    recursion depth mismatch": the scan recognises notebooks in threads and CPython 3.11 keeps
+    ast.parse's depth per interpreter (python/cpython#106905). A collection that runs Python code
+    (here a gc callback yielding the GIL) mid-parse interleaves two parses, as the scan's HTTP
+    threads did."""
+    import gc
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    sources = [guide_source("acme.us1.dbt.com", 1)] * 8
+
+    def yield_the_gil(phase: str, info: dict[str, int]) -> None:
+        time.sleep(0)
+
+    threshold = gc.get_threshold()
+    gc.callbacks.append(yield_the_gil)
+    gc.set_threshold(50)
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            kinds = list(pool.map(lambda source: recognise(source).kind, sources))
+    finally:
+        gc.callbacks.remove(yield_the_gil)
+        gc.set_threshold(*threshold)
+    assert kinds == ["guide"] * 8

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -41,6 +42,12 @@ _PLACEHOLDER_TEXT = re.compile(r"^\s*<YOUR_[A-Z_]+>\s*$")
 _ACCOUNTS = "/api/v2/accounts/"
 #: Calls that may be handed the token without sending it anywhere.
 _HARMLESS_CALLS = frozenset({"print", "len", "str", "repr", "format", "isinstance", "bool"})
+#: The scan recognises notebooks in threads, and CPython 3.11's ast.parse keeps its recursion
+#: depth per interpreter, not per thread: two parses interleaved (a garbage collection runs
+#: Python code mid-parse) fail with "SystemError: AST constructor recursion depth mismatch"
+#: (python/cpython#106905). One recognition at a time (ast.parse, and the literal_eval of
+#: is_runner): it is pure CPU under the GIL anyway.
+_PARSE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -76,7 +83,12 @@ def is_runner(source: str) -> bool:
 
 
 def recognise(source: str, path: str = "") -> Recognition:
-    """What the notebook at ``path`` is, from its exported SOURCE."""
+    """What the notebook at ``path`` is, from its exported SOURCE (safe from several threads)."""
+    with _PARSE_LOCK:
+        return _recognise(source, path)
+
+
+def _recognise(source: str, path: str) -> Recognition:
     if is_backup(path, source):
         return Recognition("backup", reason="a backup dbtwf made of hand-pasted code")
     if is_runner(source):
