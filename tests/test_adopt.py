@@ -288,7 +288,8 @@ def test_the_scan_stops_at_the_limit_and_says_so(
     ("args", "message"),
     [
         (("--limit", "0"), "--limit 0"),
-        (("--notebook", "Users/me/x"), "not an absolute workspace path"),
+        (("--notebook", "Users/me/x"), "--notebook Users/me/x: not an absolute workspace path"),
+        (("--folder", "dbt"), "--folder dbt: not an absolute workspace path"),
         (("--secret-scope", "bad scope!"), "--secret-scope"),
     ],
 )

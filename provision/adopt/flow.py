@@ -98,9 +98,15 @@ def check_options(options: AdoptOptions) -> None:
 
     if options.limit < 1:
         raise UsageError(f"--limit {options.limit}: must be at least 1")
-    for path in (*options.notebooks, *options.folders):
+    flagged = [("--notebook", path) for path in options.notebooks] + [
+        ("--folder", p) for p in options.folders
+    ]
+    for flag, path in flagged:
         if not path.startswith("/"):
-            raise UsageError(f"{path}: not an absolute workspace path", "e.g. /Users/me@example.com/dbt")
+            raise UsageError(
+                f"{flag} {path}: not an absolute workspace path",
+                "e.g. /Users/me@example.com/dbt (workspace paths start at /)",
+            )
     given = options.given
     if "secret_scope" in given:
         validate_scope_name(str(given["secret_scope"]), "--secret-scope")
