@@ -114,7 +114,10 @@ def load_config(path: Path) -> Config:
     except FileNotFoundError:
         raise ConfigError(
             f"{path}: no such config file",
-            hint="run `dbtwf onboard --dbt-job-url URL` to create it, or point --config / DBTWF_CONFIG at it",
+            hint=(
+                "run `dbtwf onboard --dbt-job-url URL` to create it (or `dbtwf adopt` for a setup made by "
+                "hand from dbt's guide), or point --config / DBTWF_CONFIG at it"
+            ),
         ) from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: cannot read the config file: {error}") from None

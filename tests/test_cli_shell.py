@@ -268,13 +268,15 @@ def test_config_errors_exit_2_with_file_environment_and_key(config: Path, text: 
     assert "Traceback" not in result.output
 
 
-def test_missing_config_points_to_onboard(config: Path) -> None:
+def test_missing_config_points_to_onboard_and_adopt(config: Path) -> None:
+    """A team coming from dbt's guide runs `dbtwf plan` first: the hint names adopt too."""
     config.unlink()
     result = invoke("plan")
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
         "error: dbtwf.toml: no such config file",
-        "hint: run `dbtwf onboard --dbt-job-url URL` to create it, or point --config / DBTWF_CONFIG at it",
+        "hint: run `dbtwf onboard --dbt-job-url URL` to create it (or `dbtwf adopt` for a setup made by hand "
+        "from dbt's guide), or point --config / DBTWF_CONFIG at it",
     ]
 
 
