@@ -284,6 +284,21 @@ def test_the_scan_stops_at_the_limit_and_says_so(
     assert len([r for r in requests if r.path.endswith("/workspace/list")]) <= 3
 
 
+def test_the_progress_line_is_not_rewritten_into_a_log(
+    cli: Any, ws: Workspace, databricks: Any, dbt_cloud: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`adopt --json 2>log` (a CI job) got every in-place update run together on one line
+    ("...100 objects listed\rscanning the workspace: 200..."): off a terminal only the count."""
+    import provision.adopt.scan
+
+    seed(ws, databricks, dbt_cloud)
+    monkeypatch.setattr(provision.adopt.scan, "PROGRESS_EVERY", 1)
+    result = cli("adopt", "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    assert "\r" not in result.stderr
+    assert result.stderr.count("scanning the workspace:") == 1
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

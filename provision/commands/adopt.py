@@ -123,6 +123,11 @@ def _ask(name: str, why: str) -> str:
 
 
 def _progress(listed: int, done: bool) -> None:
+    """One line rewritten in place on a terminal; elsewhere (a CI log, `2>file`) only the
+    final count, not the in-place updates run together on one line."""
+    terminal = sys.stderr.isatty()
+    if not done and not terminal:
+        return
     end = "\n" if done else "\r"
     sys.stderr.write(f"scanning the workspace: {listed} objects listed{end}")
     sys.stderr.flush()
