@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -282,6 +283,23 @@ def test_the_scan_stops_at_the_limit_and_says_so(
     assert (found["status"], found["listed"], found["truncated"]) == ("nothing new", 3, True)
     assert "stopped after --limit 3" in result.stderr
     assert len([r for r in requests if r.path.endswith("/workspace/list")]) <= 3
+
+
+def test_a_missing_secret_is_refused_with_how_to_store_the_token(
+    cli: Any, ws: Workspace, databricks: Any, dbt_cloud: Any
+) -> None:
+    """The hint was "create it first" (or none for a missing key): it now names the Databricks
+    CLI commands that store the token without putting it on the command line."""
+    setup = seed(ws, databricks, dbt_cloud)
+    ws.delete_secret(GUIDE_SCOPE, GUIDE_KEY)
+    no_key = cli("adopt", "--notebook", setup.notebook_path, "--yes")
+    assert no_key.exit_code == 2, no_key.output
+    assert f"databricks secrets put-secret {GUIDE_SCOPE} {GUIDE_KEY}" in no_key.stderr
+    ws.delete_scope(GUIDE_SCOPE)
+    no_scope = cli("adopt", "--notebook", setup.notebook_path, "--yes")
+    assert no_scope.exit_code == 2, no_scope.output
+    assert f"databricks secrets create-scope {GUIDE_SCOPE}" in no_scope.stderr
+    assert not (Path(os.environ["DBTWF_CONFIG"])).exists()
 
 
 def test_the_progress_line_is_not_rewritten_into_a_log(

@@ -225,13 +225,22 @@ def adoption_changes(
     from provision.probes import with_expectations
 
     scope, key = env.secret_scope, env.secret_key
+    # The notebook cannot run without its secret: say how to store the token, off the command line.
+    store = (
+        f"`databricks secrets put-secret {scope} {key}` (it asks for the token at a hidden prompt), "
+        "then adopt again"
+    )
     if not reader.has_scope(scope):
         raise UsageError(
-            f"{found.path} reads secret scope {scope!r}, which does not exist", "create it first"
+            f"{found.path} reads secret scope {scope!r}, which does not exist",
+            f"create it with `databricks secrets create-scope {scope}` and store the token with {store}",
         )
     stamps = reader.secrets(scope)
     if key not in stamps:
-        raise UsageError(f"{found.path} reads secret {key!r} of scope {scope!r}, which does not exist")
+        raise UsageError(
+            f"{found.path} reads secret {key!r} of scope {scope!r}, which does not exist",
+            f"store the token with {store}",
+        )
     backup = env.notebook_path + BACKUP_SUFFIX
     runner = render_runner_notebook(env)
     original = found.source
