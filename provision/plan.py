@@ -298,7 +298,9 @@ def _plan_workflow(desired: Desired, observed: Observed, *, adopt: bool) -> Chan
         raise ConflictError(
             f"a workflow named {name!r} already exists (job {ids}) and dbtwf did not create it",
             "set another workflow_name for the environment in dbtwf.toml, or re-run with --adopt "
-            "to take over that job (its settings will be replaced)",
+            "to take over that job (its settings will be replaced); a setup made by hand from dbt's "
+            f"guide (or given back by destroy after an adopt): `dbtwf --env {env.name} adopt`, which "
+            "keeps its notebook's code",
         )
     create = {"settings": desired.workflow}
     if observed.stale_job_id is not None:

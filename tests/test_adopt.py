@@ -386,6 +386,10 @@ def test_a_second_destroy_leaves_the_notebook_the_first_gave_back(
     assert again.exit_code == 0, again.output
     assert "not dbtwf's runner" in again.output
     assert content(databricks, setup.notebook_path).rstrip() == setup.source.rstrip()
+    # plan then stops on the given-back workflow: the way back in is adopt, not --adopt alone
+    # (which would replace the notebook's code with no backup).
+    planned = cli("plan")
+    assert planned.exit_code == 1 and "`dbtwf --env dev adopt`" in planned.stderr, planned.output
 
 
 def test_workspace_list_answers_in_the_sdks_objectinfo_shape(ws: Workspace, databricks: Any) -> None:
