@@ -29,7 +29,8 @@ BUNDLE_EPILOG = (
     "Examples:\n\n  dbtwf export bundle                       (every environment, into ./dbtwf-bundle)\n\n"
     "  dbtwf export bundle --env staging --env prod --out bundle\n\n"
     "Then, in the folder, to take over what dbtwf deployed: databricks bundle deployment bind "
-    "dbt_cloud_jobs JOB_ID -t prod (and dbt_cloud_token_scope SCOPE), then databricks bundle deploy "
+    "dbt_cloud_jobs JOB_ID -t prod (and dbt_cloud_token_scope SCOPE, only a scope dbtwf created), then "
+    "databricks bundle deploy "
     "-t prod; a deploy without the bind makes a second workflow. Never writes the dbt Cloud token; "
     "needs no workspace access. The README says how to hand a deployed environment over."
 )
@@ -114,15 +115,18 @@ def bundle_command(
             f"`databricks secrets put-secret SCOPE KEY` at its hidden prompt ({where})"
         )
     first = environments[0]
-    binds = f"databricks bundle deployment bind dbt_cloud_jobs <job id> -t {first.name}"
     if first.uses_notebook:
-        binds += (
-            f", databricks bundle deployment bind dbt_cloud_token_scope {first.secret_scope} -t {first.name}"
+        note(
+            "bind the scope too (databricks bundle deployment bind dbt_cloud_token_scope "
+            f"{first.secret_scope} -t {first.name}) only if dbtwf created it and it holds nothing else: "
+            "bundle destroy deletes a bound scope with every secret in it; otherwise delete its "
+            f"secret_scopes resource from {BUNDLE_FILE}"
         )
     note(
-        f"next: cd {shlex.quote(str(out))}; to take over what dbtwf deployed, bind first ({binds}), "
-        f"then databricks bundle deploy -t {first.name}: a deploy without the bind makes a second "
-        "workflow (README: Handing an environment to Databricks Asset Bundles)"
+        f"next: cd {shlex.quote(str(out))}; to take over what dbtwf deployed, bind first (databricks bundle "
+        f"deployment bind dbt_cloud_jobs <job id> -t {first.name}), then databricks bundle deploy "
+        f"-t {first.name}: a deploy without the bind makes a second workflow (README: Handing an "
+        "environment to Databricks Asset Bundles)"
     )
 
 
