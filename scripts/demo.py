@@ -457,7 +457,7 @@ def _steps(demo: Demo, emulators: Emulators, started: float) -> None:
         11,
         "Migrate to Databricks' dbt platform task (Beta): one plan, no token, no notebook needed",
         ["dbtwf", "migrate", "--to", "dbt_platform", "--connection", "dbt_demo", "--yes"],
-        check=r"^applied environment 'dev'",
+        check=r"^migrated environment 'dev' to dbt_platform",
     )
     switched = [t for t in workflow_settings(emulators, foreign_id)["tasks"] if "dbt_platform_task" in t]
     if len(switched) != 1 or "switches to dbt_platform" not in migrated:
