@@ -26,7 +26,10 @@ from tests.emulators.base import round_trip_depth
 from tests.provision_helpers import cli_env, make_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
-LATENCY_MS = 50
+#: Long enough that requests sent together overlap even when the machine is busy: the SDK
+#: spends a few ms of CPU (under the GIL) building each request, so at 50 ms a wave of six
+#: threads on a loaded 2-CPU machine could stretch past the first answer and count twice.
+LATENCY_MS = 150
 DBT_JOB, SECOND_DBT_JOB = 1, 2
 
 
