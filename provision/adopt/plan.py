@@ -180,9 +180,10 @@ def check_parameters(uses: Sequence[WorkflowUse]) -> None:
     run options (git_branch, steps_override, wait, ...) and refuses every run passing a pinned
     name (dbt_cloud_host, ...). A job or task parameter of such a name did nothing before adopt
     and would steer (or stop) every run after it: refused, as add-task does (exit 2)."""
-    from runner.core import NOTEBOOK_WIDGETS, PINNED_PARAMETERS
+    from provision.foreign_task import ALLOWABLE_JOB_PARAMETERS
+    from runner.core import PINNED_PARAMETERS
 
-    steering = (*PINNED_PARAMETERS, *(name for name in NOTEBOOK_WIDGETS if name != "job_id"))
+    steering = (*PINNED_PARAMETERS, *ALLOWABLE_JOB_PARAMETERS)
     for use in uses:
         settings = use.job.get("settings") or {}
         named = {str(p.get("name")) for p in settings.get("parameters") or [] if isinstance(p, dict)}
