@@ -114,7 +114,8 @@ def plan_migrate(
 
     # The config must still validate with the new values (exit 2 before any write).
     upsert_environment(config_path, env.name, config_values(env, target), write=False)
-    if not target.uses_notebook and ws.get_connection(str(target.dbt_platform_connection)) is None:
+    reader = Reader(ws)  # one set of reads for the check, the environment's plan and the tasks
+    if not target.uses_notebook and reader.connection(str(target.dbt_platform_connection)) is None:
         # Switching working tasks to a connection that is not there would fail every later run.
         from provision.platform import HOW_TO_CREATE
 
@@ -123,11 +124,10 @@ def plan_migrate(
             "not see it); nothing was changed",
             f"dbtwf never creates it: {HOW_TO_CREATE}",
         )
-    changes = plan_environment(ws, target, token)
+    changes = plan_environment(ws, target, token, reader=reader)
     state_change = next(c for c in changes if c.resource == "state")
     changes = [c for c in changes if c.resource != "state"]
 
-    reader = Reader(ws)
     state = reader.state(target)
     tasks: list[Change] = []
     foreign_jobs: list[dict[str, Any]] = []

@@ -142,6 +142,11 @@ class Reader:
         )
         return found
 
+    def connection(self, name: str) -> dict[str, Any] | None:
+        """A Unity Catalog connection (the dbt platform tasks'), None when there is none."""
+        found: dict[str, Any] | None = self._once(("connection", name), lambda: self.ws.get_connection(name))
+        return found
+
     def jobs_with_tasks(self) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = self._once(("all-jobs", None), self.ws.list_jobs_with_tasks)
         return found

@@ -310,11 +310,18 @@ def _plan_workflow(desired: Desired, observed: Observed, *, adopt: bool) -> Chan
 
 
 def plan_environment(
-    ws: Workspace, env: Environment, token: str | None, *, include_workflow: bool = True, adopt: bool = False
+    ws: Workspace,
+    env: Environment,
+    token: str | None,
+    *,
+    include_workflow: bool = True,
+    adopt: bool = False,
+    reader: Reader | None = None,
 ) -> list[Change]:
     """Observe the workspace and plan. ``include_workflow=False`` leaves the workflow out
-    (add-task only needs the scope, secret and notebook)."""
-    reader = Reader(ws)
+    (add-task only needs the scope, secret and notebook). ``reader``: a caller planning more
+    on top (migrate) shares its reads instead of making them again."""
+    reader = reader or Reader(ws)
     desired = desired_state(env, token)
     observed = with_notebook_source(
         reader, env, observe(reader, env, include_workflow=include_workflow), desired
@@ -323,5 +330,5 @@ def plan_environment(
     if not env.uses_notebook:
         from provision.platform_plan import missing_connection_warning
 
-        changes[-1:-1] = missing_connection_warning(ws, env)
+        changes[-1:-1] = missing_connection_warning(reader, env)
     return with_expectations(changes, reader, env)

@@ -11,9 +11,8 @@ from provision.change import Action, Change, has_changes
 from provision.location import WARNING
 
 if TYPE_CHECKING:
-    from provision.databricks import Workspace
     from provision.model import Environment
-    from provision.observe import Observed
+    from provision.observe import Observed, Reader
 
 #: What only the runner notebook needs: left out of a plan of dbt platform tasks.
 _NOTEBOOK_BACKEND = ("scope", "scope-acl", "secret", "notebook", "notebook-acl")
@@ -61,13 +60,13 @@ def unused_notebook_backend(env: Environment, observed: Observed) -> list[Change
     return changes
 
 
-def missing_connection_warning(ws: Workspace, env: Environment) -> list[Change]:
+def missing_connection_warning(reader: Reader, env: Environment) -> list[Change]:
     """A warning when the Unity Catalog connection the tasks name cannot be found: dbtwf never
     creates it, and every run of the workflow fails until an admin does."""
     from provision.platform import HOW_TO_CREATE
 
     name = str(env.dbt_platform_connection)
-    if ws.get_connection(name) is not None:
+    if reader.connection(name) is not None:
         return []
     why = (
         f"Unity Catalog connection {name!r} does not exist (or you may not see it): every run of these "

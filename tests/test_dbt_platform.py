@@ -293,6 +293,10 @@ def test_migrate_to_dbt_platform_and_back_switches_owned_and_added_tasks_as_one_
         "migrate", "--env", "dev", "--to", "dbt_platform", "--connection", CONNECTION, "--yes", "--json"
     )
     assert there.exit_code == 0, there.output
+    # One read of the connection and of the state record: the check, the plan and the tasks share them.
+    reads = [r.path for r in databricks.requests if not r.is_write]
+    assert reads.count(f"/api/2.1/unity-catalog/connections/{CONNECTION}") == 1
+    assert reads.count("/api/2.0/workspace/export") == 2  # the plan's read, the check under the lock
     planned = json.loads(there.stdout)["changes"]
     assert ("config", "update") in {(c["resource"], c["action"]) for c in planned}
     assert len(writes(databricks, "/jobs/reset")) == 1  # the owned workflow
