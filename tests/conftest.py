@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 
 if TYPE_CHECKING:
+    from provision.databricks import Workspace
     from tests.emulators.databricks import DatabricksEmulator
     from tests.emulators.dbtcloud import DbtCloudEmulator
 
@@ -91,6 +92,14 @@ def dbt_cloud(_dbt_server: DbtCloudEmulator) -> Iterator[DbtCloudEmulator]:
     _dbt_server.reset()
     yield _dbt_server
     _dbt_server.reset()
+
+
+@pytest.fixture
+def ws(databricks: DatabricksEmulator) -> Workspace:
+    """dbtwf's gateway to the Databricks emulator (databricks-sdk over real HTTP)."""
+    from tests.provision_helpers import make_workspace  # it imports this module's constants
+
+    return make_workspace(databricks)
 
 
 # --- `make demo`, once per session -----------------------------------------------------------

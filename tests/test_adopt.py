@@ -23,15 +23,10 @@ from tests.guide_workspace import (
     seed_guide_workspace,
     tolerated_edit,
 )
-from tests.provision_helpers import cli_env, make_workspace
+from tests.provision_helpers import cli_env
 
 DBT_JOB = 42
 CLUSTER = "0101-guide-cluster"
-
-
-@pytest.fixture
-def ws(databricks: Any) -> Workspace:
-    return make_workspace(databricks)
 
 
 @pytest.fixture

@@ -16,14 +16,9 @@ from provision.errors import ConflictError
 from provision.model import DbtJobTask, Environment, Schedule
 from provision.plan import plan_environment
 from provision.state import STATE_VERSION, environment_lock, load_state, lock_path
-from tests.provision_helpers import make_env, make_workspace, write_kinds, write_labels
+from tests.provision_helpers import make_env, write_kinds, write_labels
 
 TOKEN = "dbtc_apply_test_token_1234"
-
-
-@pytest.fixture
-def ws(databricks: Any) -> Workspace:
-    return make_workspace(databricks)
 
 
 def converge(ws: Workspace, env: Environment, token: str = TOKEN, **options: Any) -> list[Any]:

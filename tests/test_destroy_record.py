@@ -31,11 +31,6 @@ DBT_JOB = 42
 
 
 @pytest.fixture
-def ws(databricks: Any) -> Workspace:
-    return make_workspace(databricks)
-
-
-@pytest.fixture
 def env(dbt_cloud: Any) -> Environment:
     dbt_cloud.add_job(DBT_JOB)
     return make_env(dbt_host=dbt_cloud.url, dbt_jobs=(DbtJobTask("nightly", DBT_JOB),))

@@ -20,15 +20,10 @@ from provision.model import DbtJobTask, Environment
 from provision.plan import plan_environment
 from provision.state import new_salt, token_fingerprint
 from tests.conftest import DBT_CLOUD_TOKEN
-from tests.provision_helpers import make_env, make_workspace
+from tests.provision_helpers import make_env
 
 DBT_JOB = 42
 THEIR_NOTEBOOK = {"notebook_path": "/Users/colleague/payroll"}
-
-
-@pytest.fixture
-def ws(databricks: Any) -> Workspace:
-    return make_workspace(databricks)
 
 
 @pytest.fixture
