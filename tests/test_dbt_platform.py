@@ -12,13 +12,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.conftest import DBT_ACCOUNT_ID, DBT_CLOUD_TOKEN
 from tests.emulators.dbtcloud import Scenario
 from tests.provision_helpers import cli_env, make_workspace, write_config
+
+if TYPE_CHECKING:
+    from provision.databricks import Workspace
 
 DBT_JOB = 42
 CONNECTION = "dbt_platform_conn"
@@ -231,16 +234,14 @@ def writes(databricks: Any, kind: str) -> list[Any]:
     return [r for r in databricks.requests if r.is_write and r.path.endswith(kind)]
 
 
-def test_migrate_to_dbt_platform_and_back_switches_owned_and_added_tasks_as_one_plan(
+def applied_on_the_notebook(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, databricks: Any, dbt_cloud: Any
-) -> None:
+) -> tuple[Callable[..., Any], Workspace]:
+    """A notebook environment applied with the token set: the CLI in-process, and the workspace."""
     from typer.testing import CliRunner
 
     from provision.cli import app
 
-    config = tmp_path / "dbtwf.toml"
-    write_config(config, dbt_cloud.url, {"dev": {"nightly": DBT_JOB}})
-    config.write_text("# keep me: the team's config\n" + config.read_text())
     for name, value in cli_env(tmp_path, databricks.url).items():
         monkeypatch.setenv(name, value)
 
@@ -248,8 +249,17 @@ def test_migrate_to_dbt_platform_and_back_switches_owned_and_added_tasks_as_one_
         return CliRunner().invoke(app, list(args))
 
     dbt_cloud.add_job(DBT_JOB, scenario=Scenario(outcome="success", polls=1))
-    ws = make_workspace(databricks)
     assert invoke("apply", "--yes").exit_code == 0
+    return invoke, make_workspace(databricks)
+
+
+def test_migrate_to_dbt_platform_and_back_switches_owned_and_added_tasks_as_one_plan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, databricks: Any, dbt_cloud: Any
+) -> None:
+    config = tmp_path / "dbtwf.toml"
+    write_config(config, dbt_cloud.url, {"dev": {"nightly": DBT_JOB}})
+    config.write_text("# keep me: the team's config\n" + config.read_text())
+    invoke, ws = applied_on_the_notebook(tmp_path, monkeypatch, databricks, dbt_cloud)
     foreign = ws.create_job(
         {
             "name": "Nightly ETL",
@@ -411,20 +421,8 @@ def test_destroy_after_migrate_removes_the_switched_task_and_the_unused_notebook
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, databricks: Any, dbt_cloud: Any
 ) -> None:
     """The record names the task as migrate wrote it, so destroy still knows it for dbtwf's."""
-    from typer.testing import CliRunner
-
-    from provision.cli import app
-
     write_config(tmp_path / "dbtwf.toml", dbt_cloud.url, {"dev": {"nightly": DBT_JOB}})
-    for name, value in cli_env(tmp_path, databricks.url).items():
-        monkeypatch.setenv(name, value)
-
-    def invoke(*args: str) -> Any:
-        return CliRunner().invoke(app, list(args))
-
-    dbt_cloud.add_job(DBT_JOB, scenario=Scenario(outcome="success", polls=1))
-    ws = make_workspace(databricks)
-    assert invoke("apply", "--yes").exit_code == 0
+    invoke, ws = applied_on_the_notebook(tmp_path, monkeypatch, databricks, dbt_cloud)
     foreign = ws.create_job(
         {
             "name": "ETL",
